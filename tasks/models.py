@@ -1,0 +1,123 @@
+"""The tasks table and the dispatchers' heartbeat table.
+
+Defaults live in the database (``db_default``) so a row inserted by plain SQL with just a
+``type`` is valid, QUEUED and claimable. ``updated_at`` is stamped by a trigger (migration
+0002) and every status change is announced by NOTIFY on PostgreSQL (also 0002).
+Status changes go through ``tasks.queue`` only.
+"""
+
+import uuid
+
+from django.db import models
+from django.db.models import Q
+from django.db.models.functions import Now
+
+
+class RandomUUID(models.Func):
+    """A database-side UUID default: gen_random_uuid() on PostgreSQL, random hex on SQLite."""
+
+    output_field = models.UUIDField()
+
+    def as_sql(self, compiler, connection, **extra_context):
+        return "(lower(hex(randomblob(16))))", []
+
+    def as_postgresql(self, compiler, connection, **extra_context):
+        return "gen_random_uuid()", []
+
+
+class Status(models.TextChoices):
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    RETRY = "RETRY"
+    CANCELLED = "CANCELLED"
+
+
+CLAIMABLE_STATUSES = (Status.QUEUED, Status.RETRY)
+FINISHED_STATUSES = (Status.COMPLETED, Status.FAILED, Status.CANCELLED)
+
+
+class Task(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, db_default=RandomUUID())
+    status = models.TextField(choices=Status.choices, default=Status.QUEUED, db_default="QUEUED")
+    # The attempt number of the latest claim; also the fencing token of that attempt.
+    attempts = models.IntegerField(default=0, db_default=0)
+    # Per-task cap on attempts; NULL means the handler's or SEEDCORE_MAX_ATTEMPTS.
+    max_attempts = models.IntegerField(null=True, blank=True)
+    # Higher runs first; ties run oldest first.
+    priority = models.IntegerField(default=0, db_default=0)
+    locked_by = models.TextField(null=True, blank=True)
+    locked_at = models.DateTimeField(null=True, blank=True)
+    # When a RUNNING task's lease runs out unless its dispatcher renews it.
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    run_after = models.DateTimeField(null=True, blank=True)
+    # Set by a cancel of a RUNNING task; the attempt then ends CANCELLED, whatever it returns.
+    cancel_requested = models.BooleanField(default=False, db_default=False)
+    type = models.TextField()
+    description = models.TextField(null=True, blank=True)
+    domain = models.TextField(null=True, blank=True)
+    drift_score = models.FloatField(default=0.0, db_default=0.0)
+    params = models.JSONField(default=dict, db_default={}, blank=True)
+    result = models.JSONField(null=True, blank=True)
+    error = models.TextField(null=True, blank=True)
+    # One entry per failed attempt: attempt, error, traceback, dispatcher, at.
+    error_history = models.JSONField(default=list, db_default=[], blank=True)
+    created_at = models.DateTimeField(db_default=Now())
+    updated_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        db_table = "tasks"
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=Status.values), name="tasks_status_valid"
+            ),
+            models.CheckConstraint(condition=Q(attempts__gte=0), name="tasks_attempts_nonnegative"),
+        ]
+        indexes = [
+            # The claim query reads only claimable rows, in claim order.
+            models.Index(
+                models.F("priority").desc(),
+                "created_at",
+                name="tasks_claimable_idx",
+                condition=Q(status__in=CLAIMABLE_STATUSES),
+            ),
+            # The reaper reads only RUNNING rows whose lease ran out.
+            models.Index(
+                fields=["lease_expires_at"],
+                name="tasks_running_lease_idx",
+                condition=Q(status=Status.RUNNING),
+            ),
+            # Per-status counts, filtered listings newest first, and pruning.
+            models.Index(fields=["status", "created_at", "id"], name="tasks_status_created_idx"),
+            models.Index(fields=["created_at", "id"], name="tasks_created_idx"),
+            # The change feed that SQLite uses in place of LISTEN.
+            models.Index(fields=["updated_at"], name="tasks_updated_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} {str(self.id)[:8]} {self.status}"
+
+    @property
+    def short_id(self) -> str:
+        return str(self.id)[:8]
+
+
+class Dispatcher(models.Model):
+    """A dispatcher's heartbeat: the reaper and the dashboard read it."""
+
+    name = models.TextField(primary_key=True)
+    node = models.TextField(default="", db_default="")
+    pid = models.IntegerField(default=0, db_default=0)
+    started_at = models.DateTimeField(db_default=Now())
+    last_beat_at = models.DateTimeField(db_default=Now())
+    in_flight = models.IntegerField(default=0, db_default=0)
+    processed = models.BigIntegerField(default=0, db_default=0)
+
+    class Meta:
+        db_table = "dispatchers"
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name

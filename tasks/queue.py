@@ -1,0 +1,765 @@
+"""The queue engine: the one home of every statement that changes a task's status.
+
+The API, the admin, the CLI, the dispatchers and the reaper all come through here, on
+PostgreSQL and SQLite alike. Rules the engine keeps:
+
+- A claim is one short statement (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, a single
+  ``UPDATE … WHERE id IN (SELECT … LIMIT n) RETURNING`` under SQLite's write lock); no row
+  lock is held while a task runs.
+- Every write of an attempt's outcome is fenced by (task id, RUNNING, dispatcher, attempt):
+  a stale write changes nothing and returns ``STALE``.
+- A cancel of a RUNNING task sets ``cancel_requested``; that attempt then ends CANCELLED
+  whatever it returns.
+- Status changes are announced by database triggers (NOTIFY on PostgreSQL, migration 0002);
+  SQLite readers use :func:`changes_since`.
+
+Functions take ``using`` (a database alias) and return plain dicts and strings, so callers
+in other processes (Ray actors) never see model instances.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.utils.dateparse import parse_datetime
+
+from tasks.ids import MAX_CANDIDATES, AmbiguousTaskId, TaskNotFound, parse_id_prefix
+from tasks.models import FINISHED_STATUSES, Status, Task
+from tasks.policy import RetryPolicy
+
+STALE = "STALE"
+NOTIFY_CHANNEL = "seedcore_tasks"
+COUNT_CAP = 100_000
+
+_COLUMNS = (
+    "id, status, type, params, attempts, max_attempts, priority, drift_score, domain, "
+    "description, locked_by, locked_at, lease_expires_at, run_after, created_at"
+)
+_DATETIME_COLUMNS = {"locked_at", "lease_expires_at", "run_after", "created_at", "updated_at"}
+_JSON_COLUMNS = {"params", "result", "error_history"}
+
+
+class TransitionNotAllowed(Exception):
+    """The task's current status forbids the change; ``status`` says which it is."""
+
+    def __init__(self, task_id: str, status: str, action: str):
+        self.task_id = task_id
+        self.status = status
+        super().__init__(f"cannot {action} task {task_id}: it is {status}")
+
+
+@dataclass(frozen=True)
+class StatusCount:
+    count: int
+    exact: bool
+
+
+# ---------------------------------------------------------------------------------------------
+# Dialect: the few places where PostgreSQL and SQLite SQL differ.
+
+
+class _Dialect:
+    def __init__(self, using: str):
+        self.connection = connections[using]
+        self.postgres = self.connection.vendor == "postgresql"
+
+    def cursor(self):
+        if self.postgres:
+            # A plain psycopg cursor binds on the server and prepares repeated statements,
+            # which the queue's hot path needs; Django's default ClientCursor does neither.
+            import psycopg
+
+            self.connection.ensure_connection()
+            return psycopg.Cursor(self.connection.connection)
+        return self.connection.cursor()
+
+    @property
+    def now(self) -> str:
+        return "now()" if self.postgres else "strftime('%%Y-%%m-%%d %%H:%%M:%%f', 'now')"
+
+    def now_plus(self) -> str:
+        """SQL for now + N seconds, N bound as one parameter (see :meth:`seconds`)."""
+        if self.postgres:
+            return "(now() + %s * interval '1 second')"
+        return "strftime('%%Y-%%m-%%d %%H:%%M:%%f', 'now', %s)"
+
+    def seconds(self, value: float) -> Any:
+        return value if self.postgres else f"{value:+.6f} seconds"
+
+    def id(self, task_id: str | uuid.UUID) -> Any:
+        value = task_id if isinstance(task_id, uuid.UUID) else uuid.UUID(str(task_id))
+        return value if self.postgres else value.hex
+
+    def ids(self, task_ids: Iterable[str | uuid.UUID]) -> list[Any]:
+        return [self.id(task_id) for task_id in task_ids]
+
+    def json(self, value: Any) -> Any:
+        if self.postgres:
+            from psycopg.types.json import Jsonb
+
+            return Jsonb(value)
+        return json.dumps(value)
+
+    def timestamp(self, value: datetime) -> Any:
+        return value if self.postgres else self.connection.ops.adapt_datetimefield_value(value)
+
+    def in_list(self, values: Sequence[Any]) -> tuple[str, list[Any]]:
+        """``IN (…)`` with one placeholder per value; works on both databases."""
+        return "(" + ", ".join(["%s"] * len(values)) + ")", list(values)
+
+    def row(self, description, values) -> dict[str, Any]:
+        out = {}
+        for column, value in zip((d[0] for d in description), values, strict=True):
+            if column == "id" and value is not None:
+                value = str(uuid.UUID(str(value)))
+            elif column in _DATETIME_COLUMNS and value is not None:
+                if isinstance(value, str):
+                    value = parse_datetime(value)
+                if value.tzinfo is None:  # SQLite stores naive UTC
+                    value = value.replace(tzinfo=UTC)
+            elif column in _JSON_COLUMNS and isinstance(value, str | bytes):
+                value = json.loads(value)
+            elif column == "cancel_requested" and value is not None:
+                value = bool(value)
+            out[column] = value
+        return out
+
+    def fetch(self, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
+        with self.cursor() as cursor:
+            cursor.execute(sql, params)
+            if cursor.description is None:
+                return []
+            return [self.row(cursor.description, values) for values in cursor.fetchall()]
+
+    def execute(self, sql: str, params: Sequence[Any]) -> int:
+        with self.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.rowcount
+
+
+# ---------------------------------------------------------------------------------------------
+# Enqueue
+
+
+def enqueue(
+    *,
+    type: str,
+    params: dict[str, Any] | None = None,
+    description: str | None = None,
+    domain: str | None = None,
+    drift_score: float = 0.0,
+    priority: int = 0,
+    run_after: datetime | None = None,
+    max_attempts: int | None = None,
+    using: str = DEFAULT_DB_ALIAS,
+) -> dict[str, Any]:
+    """Insert one QUEUED task and return it as a dict."""
+    task_id = enqueue_many(
+        [
+            {
+                "type": type,
+                "params": params,
+                "description": description,
+                "domain": domain,
+                "drift_score": drift_score,
+                "priority": priority,
+                "run_after": run_after,
+                "max_attempts": max_attempts,
+            }
+        ],
+        using=using,
+    )[0]
+    return get(task_id, using=using)
+
+
+def enqueue_many(specs: Iterable[dict[str, Any]], *, using: str = DEFAULT_DB_ALIAS) -> list[str]:
+    """Insert many QUEUED tasks in one round trip; returns their ids in order.
+
+    Each spec holds ``type`` and optionally ``params``, ``description``, ``domain``,
+    ``drift_score``, ``priority``, ``run_after`` and ``max_attempts``.
+    """
+    rows = []
+    for spec in specs:
+        rows.append(
+            Task(
+                id=uuid.uuid4(),
+                type=spec["type"],
+                params=spec.get("params") or {},
+                description=spec.get("description"),
+                domain=spec.get("domain"),
+                drift_score=float(spec.get("drift_score") or 0.0),
+                priority=int(spec.get("priority") or 0),
+                run_after=spec.get("run_after"),
+                max_attempts=spec.get("max_attempts"),
+            )
+        )
+    Task.objects.using(using).bulk_create(rows, batch_size=2000)
+    return [str(row.id) for row in rows]
+
+
+# ---------------------------------------------------------------------------------------------
+# Claim, renew, release
+
+
+def claim(
+    *,
+    dispatcher: str,
+    batch: int,
+    lease_seconds: float | None = None,
+    using: str = DEFAULT_DB_ALIAS,
+) -> list[dict[str, Any]]:
+    """Claim up to ``batch`` claimable tasks for ``dispatcher``: RUNNING, attempts + 1.
+
+    Claimable: QUEUED or RETRY with ``run_after`` null or past; highest priority, then oldest
+    first. Returns the claimed rows as plain dicts; ``attempts`` is the fencing token that
+    every later write for this attempt must present.
+    """
+    d = _Dialect(using)
+    lease = lease_seconds if lease_seconds is not None else settings.SEEDCORE_LEASE_SECONDS
+    claimable = (
+        f"status IN ('QUEUED', 'RETRY') AND (run_after IS NULL OR run_after <= {d.now}) "
+        "ORDER BY priority DESC, created_at LIMIT %s"
+    )
+    if d.postgres:
+        sql = (
+            f"WITH picked AS (SELECT id FROM tasks WHERE {claimable} FOR UPDATE SKIP LOCKED) "
+            "UPDATE tasks AS t SET status = 'RUNNING', locked_by = %s, locked_at = now(), "
+            f"lease_expires_at = {d.now_plus()}, attempts = t.attempts + 1, "
+            "cancel_requested = false "
+            f"FROM picked WHERE t.id = picked.id RETURNING {_prefixed('t', _COLUMNS)}"
+        )
+        params = [batch, dispatcher, d.seconds(lease)]
+    else:
+        sql = (
+            f"UPDATE tasks SET status = 'RUNNING', locked_by = %s, locked_at = {d.now}, "
+            f"lease_expires_at = {d.now_plus()}, attempts = attempts + 1, "
+            f"cancel_requested = 0, updated_at = {d.now} "
+            f"WHERE id IN (SELECT id FROM tasks WHERE {claimable}) RETURNING {_COLUMNS}"
+        )
+        params = [dispatcher, d.seconds(lease), batch]
+    return d.fetch(sql, params)
+
+
+def renew_leases(
+    *,
+    dispatcher: str,
+    attempts: dict[str, int],
+    lease_seconds: float | None = None,
+    using: str = DEFAULT_DB_ALIAS,
+) -> dict[str, bool]:
+    """Extend the leases of the attempts ``dispatcher`` still holds.
+
+    ``attempts`` maps task id to attempt. Returns, for each attempt still held, whether a
+    cancel has been requested; an attempt missing from the answer is no longer held (it was
+    reaped or released) and its dispatcher should stop it.
+    """
+    if not attempts:
+        return {}
+    d = _Dialect(using)
+    lease = lease_seconds if lease_seconds is not None else settings.SEEDCORE_LEASE_SECONDS
+    pair = "(%s::uuid, %s::int)" if d.postgres else "(%s, %s)"
+    held_values = ", ".join([pair] * len(attempts))
+    held_params = [value for item in attempts.items() for value in (d.id(item[0]), item[1])]
+    if d.postgres:
+        sql = (
+            f"UPDATE tasks AS t SET lease_expires_at = {d.now_plus()} "
+            f"FROM (VALUES {held_values}) AS held(id, attempt) "
+            "WHERE t.id = held.id AND t.attempts = held.attempt AND t.status = 'RUNNING' "
+            "AND t.locked_by = %s RETURNING t.id, t.cancel_requested"
+        )
+        params = [d.seconds(lease), *held_params, dispatcher]
+    else:
+        sql = (
+            f"UPDATE tasks SET lease_expires_at = {d.now_plus()} "
+            f"WHERE status = 'RUNNING' AND locked_by = %s AND (id, attempts) IN "
+            f"(VALUES {held_values}) RETURNING id, cancel_requested"
+        )
+        params = [d.seconds(lease), dispatcher, *held_params]
+    held = {}
+    for row in d.fetch(sql, params):
+        held[row["id"]] = bool(row["cancel_requested"])
+    return held
+
+
+def release(
+    *, dispatcher: str, attempts: dict[str, int], using: str = DEFAULT_DB_ALIAS
+) -> list[str]:
+    """Give attempts that never ran (or were stopped by a shutdown) back to the queue.
+
+    The task goes back to QUEUED (CANCELLED if a cancel was requested) and the attempt is
+    not counted. Returns the ids released.
+    """
+    if not attempts:
+        return []
+    d = _Dialect(using)
+    released = []
+    with transaction.atomic(using=using):
+        for task_id, attempt in attempts.items():
+            rows = d.fetch(
+                "UPDATE tasks SET "
+                "status = CASE WHEN cancel_requested THEN 'CANCELLED' ELSE 'QUEUED' END, "
+                "attempts = attempts - 1, locked_by = NULL, locked_at = NULL, "
+                f"lease_expires_at = NULL{_touch(d)} "
+                "WHERE id = %s AND status = 'RUNNING' AND locked_by = %s AND attempts = %s "
+                "RETURNING id",
+                [d.id(task_id), dispatcher, attempt],
+            )
+            released += [row["id"] for row in rows]
+    return released
+
+
+# ---------------------------------------------------------------------------------------------
+# Fenced outcome writes
+
+
+def complete(
+    *, task_id: str, dispatcher: str, attempt: int, result: Any, using: str = DEFAULT_DB_ALIAS
+) -> str:
+    """Record a successful attempt. Returns COMPLETED, CANCELLED (a cancel was requested
+    meanwhile; the result is kept) or STALE (the attempt no longer owns the task)."""
+    return complete_many(
+        dispatcher=dispatcher, results=[(task_id, attempt, result)], using=using
+    ).get(str(task_id), STALE)
+
+
+def complete_many(
+    *,
+    dispatcher: str,
+    results: Sequence[tuple[str, int, Any]],
+    using: str = DEFAULT_DB_ALIAS,
+) -> dict[str, str]:
+    """Record many successful attempts in one statement.
+
+    ``results`` holds (task id, attempt, result). Returns task id → COMPLETED or CANCELLED
+    for each write that took effect; ids missing from the answer were stale.
+    """
+    if not results:
+        return {}
+    d = _Dialect(using)
+    set_status = (
+        "status = CASE WHEN t.cancel_requested THEN 'CANCELLED' ELSE 'COMPLETED' END, "
+        "lease_expires_at = NULL, error = NULL"
+    )
+    if d.postgres:
+        sql = (
+            f"UPDATE tasks AS t SET {set_status}, result = done.result "
+            "FROM unnest(%s::uuid[], %s::int[], %s::jsonb[]) AS done(id, attempt, result) "
+            "WHERE t.id = done.id AND t.attempts = done.attempt AND t.status = 'RUNNING' "
+            "AND t.locked_by = %s RETURNING t.id, t.status"
+        )
+        params = [
+            [d.id(r[0]) for r in results],
+            [r[1] for r in results],
+            [d.json(r[2]) for r in results],
+            dispatcher,
+        ]
+        rows = d.fetch(sql, params)
+    else:
+        rows = []
+        with transaction.atomic(using=using):
+            for task_id, attempt, result in results:
+                rows += d.fetch(
+                    f"UPDATE tasks AS t SET {set_status}, result = %s{_touch(d)} "
+                    "WHERE id = %s AND attempts = %s AND status = 'RUNNING' AND locked_by = %s "
+                    "RETURNING id, status",
+                    [d.json(result), d.id(task_id), attempt, dispatcher],
+                )
+    return {row["id"]: row["status"] for row in rows}
+
+
+def fail(
+    *,
+    task_id: str,
+    dispatcher: str,
+    attempt: int,
+    error: str,
+    traceback: str = "",
+    permanent: bool = False,
+    max_attempts: int | None = None,
+    policy: RetryPolicy | None = None,
+    using: str = DEFAULT_DB_ALIAS,
+) -> str:
+    """Record a failed attempt: RETRY with backoff, or FAILED at the last attempt or on a
+    permanent error; CANCELLED if a cancel was requested; STALE if no longer owned.
+
+    ``max_attempts`` is the handler's cap; the task's own ``max_attempts`` column wins over it,
+    and the policy's (SEEDCORE_MAX_ATTEMPTS) applies when neither is set.
+    """
+    d = _Dialect(using)
+    policy = policy or RetryPolicy.from_settings()
+    if max_attempts is not None:
+        policy = RetryPolicy(max_attempts, policy.backoff_seconds, policy.backoff_max_steps)
+    with transaction.atomic(using=using):
+        rows = d.fetch(
+            "SELECT max_attempts, cancel_requested FROM tasks WHERE id = %s AND attempts = %s "
+            "AND status = 'RUNNING' AND locked_by = %s" + (" FOR UPDATE" if d.postgres else ""),
+            [d.id(task_id), attempt, dispatcher],
+        )
+        if not rows:
+            return STALE
+        status, delay = policy.after_failure(
+            attempts=attempt, task_max_attempts=rows[0]["max_attempts"], permanent=permanent
+        )
+        if rows[0]["cancel_requested"]:
+            status, delay = Status.CANCELLED.value, None
+        entry = {
+            "attempt": attempt,
+            "error": error,
+            "traceback": traceback,
+            "dispatcher": dispatcher,
+            "at": datetime.now(UTC).isoformat(),
+            "outcome": status,
+        }
+        run_after = d.now_plus() if delay is not None else "run_after"
+        params: list[Any] = [status, error]
+        if delay is not None:
+            params.append(d.seconds(delay))
+        params += [d.json(entry), d.id(task_id)]
+        d.execute(
+            f"UPDATE tasks SET status = %s, error = %s, run_after = {run_after}, "
+            f"lease_expires_at = NULL, error_history = {_append_json(d)}{_touch(d)} "
+            "WHERE id = %s",
+            params,
+        )
+    return status
+
+
+# ---------------------------------------------------------------------------------------------
+# Reaper
+
+
+def reap(
+    *,
+    heartbeat_timeout: float,
+    policy: RetryPolicy | None = None,
+    limit: int = 500,
+    using: str = DEFAULT_DB_ALIAS,
+) -> list[dict[str, Any]]:
+    """Send RUNNING tasks whose lease ran out, or whose dispatcher's heartbeat is older than
+    ``heartbeat_timeout`` seconds (or missing), back to RETRY (FAILED at the last attempt;
+    CANCELLED if a cancel was requested). Returns ``{"id", "status", "reason"}`` per task."""
+    d = _Dialect(using)
+    policy = policy or RetryPolicy.from_settings()
+    # The "- seconds" bound is computed by the dialect as now + (-timeout).
+    sql = (
+        "SELECT t.id, t.attempts, t.max_attempts, t.locked_by, t.cancel_requested, "
+        f"CASE WHEN t.lease_expires_at IS NULL OR t.lease_expires_at < {d.now} "
+        "THEN 'lease' ELSE 'heartbeat' END AS reason FROM tasks AS t "
+        "LEFT JOIN dispatchers AS w ON w.name = t.locked_by "
+        f"WHERE t.status = 'RUNNING' AND (t.lease_expires_at IS NULL OR t.lease_expires_at < "
+        f"{d.now} OR w.name IS NULL OR w.last_beat_at < {d.now_plus()}) LIMIT %s"
+    )
+    reaped = []
+    with transaction.atomic(using=using):
+        rows = d.fetch(
+            sql + (" FOR UPDATE OF t SKIP LOCKED" if d.postgres else ""),
+            [d.seconds(-heartbeat_timeout), limit],
+        )
+        for row in rows:
+            if row["reason"] == "lease":
+                error = f"reaped: lease of attempt {row['attempts']} ran out on {row['locked_by']}"
+            else:
+                error = f"reaped: dispatcher {row['locked_by']} stopped sending heartbeats"
+            status, delay = policy.after_failure(
+                attempts=row["attempts"], task_max_attempts=row["max_attempts"]
+            )
+            if row["cancel_requested"]:
+                status, delay = Status.CANCELLED.value, None
+            entry = {
+                "attempt": row["attempts"],
+                "error": error,
+                "traceback": "",
+                "dispatcher": row["locked_by"],
+                "at": datetime.now(UTC).isoformat(),
+                "outcome": status,
+            }
+            params: list[Any] = [status, error]
+            if delay is not None:
+                params.append(d.seconds(delay))
+            params += [d.json(entry), d.id(row["id"]), row["attempts"]]
+            run_after = d.now_plus() if delay is not None else "run_after"
+            d.execute(
+                f"UPDATE tasks SET status = %s, error = %s, run_after = {run_after}, "
+                "lease_expires_at = NULL, locked_by = NULL, "
+                f"error_history = {_append_json(d)}{_touch(d)} "
+                "WHERE id = %s AND attempts = %s AND status = 'RUNNING'",
+                params,
+            )
+            reaped.append({"id": row["id"], "status": status, "reason": error})
+    return reaped
+
+
+# ---------------------------------------------------------------------------------------------
+# Operator actions
+
+
+def cancel(task_id: str, *, using: str = DEFAULT_DB_ALIAS) -> dict[str, Any]:
+    """Cancel a task. QUEUED or RETRY become CANCELLED at once; a RUNNING task gets
+    ``cancel_requested`` and ends CANCELLED when its attempt stops; CANCELLED stays so.
+    COMPLETED and FAILED raise :class:`TransitionNotAllowed`."""
+    d = _Dialect(using)
+    with transaction.atomic(using=using):
+        rows = d.fetch(
+            "UPDATE tasks SET "
+            "status = CASE WHEN status = 'RUNNING' THEN status ELSE 'CANCELLED' END, "
+            "cancel_requested = CASE WHEN status = 'RUNNING' THEN %s ELSE cancel_requested END"
+            f"{_touch(d)} WHERE id = %s AND status IN ('QUEUED', 'RETRY', 'RUNNING') "
+            "RETURNING id",
+            [True, d.id(task_id)],
+        )
+        if not rows:
+            current = _current_status(d, task_id)
+            if current != Status.CANCELLED:
+                raise TransitionNotAllowed(str(task_id), current, "cancel")
+    return get(task_id, using=using)
+
+
+RUNNABLE_NOW = (Status.FAILED, Status.CANCELLED, Status.RETRY, Status.QUEUED)
+
+
+def run_now(task_id: str, *, using: str = DEFAULT_DB_ALIAS) -> dict[str, Any]:
+    """Queue a FAILED, CANCELLED, RETRY or QUEUED task to run at once, with a fresh set of
+    attempts: ``attempts`` goes back to 0 (the next claim is attempt 1), ``error`` and
+    ``result`` are cleared, and ``error_history`` keeps every earlier attempt.
+    RUNNING and COMPLETED raise :class:`TransitionNotAllowed`."""
+    d = _Dialect(using)
+    allowed, params = d.in_list([s.value for s in RUNNABLE_NOW])
+    with transaction.atomic(using=using):
+        rows = d.fetch(
+            f"UPDATE tasks SET status = 'QUEUED', run_after = {d.now}, attempts = 0, "
+            "cancel_requested = %s, locked_by = NULL, locked_at = NULL, "
+            f"lease_expires_at = NULL, error = NULL, result = NULL{_touch(d)} "
+            f"WHERE id = %s AND status IN {allowed} RETURNING id",
+            [False, d.id(task_id), *params],
+        )
+        if not rows:
+            raise TransitionNotAllowed(str(task_id), _current_status(d, task_id), "run")
+    return get(task_id, using=using)
+
+
+def run_now_matching(task_ids: Iterable[str], *, using: str = DEFAULT_DB_ALIAS) -> list[str]:
+    """Run now every task of ``task_ids`` whose status allows it; returns those queued."""
+    queued = []
+    for task_id in task_ids:
+        try:
+            run_now(task_id, using=using)
+        except TransitionNotAllowed:
+            continue
+        queued.append(str(task_id))
+    return queued
+
+
+# ---------------------------------------------------------------------------------------------
+# Reads the engine owns: one task, counts, short IDs, the change feed
+
+
+def get(task_id: str | uuid.UUID, *, using: str = DEFAULT_DB_ALIAS) -> dict[str, Any]:
+    d = _Dialect(using)
+    rows = d.fetch(
+        f"SELECT {_COLUMNS}, result, error, error_history, cancel_requested, updated_at "
+        "FROM tasks WHERE id = %s",
+        [d.id(task_id)],
+    )
+    if not rows:
+        raise TaskNotFound(f"no task with ID {task_id}")
+    return rows[0]
+
+
+def count_by_status(
+    *, cap: int = COUNT_CAP, using: str = DEFAULT_DB_ALIAS
+) -> dict[str, StatusCount]:
+    """Tasks per status, exact up to ``cap`` each, so the cost stays bounded at any size.
+
+    Above the cap, PostgreSQL's planner statistics give an estimate (``exact=False``);
+    SQLite reports the cap itself as a lower bound.
+    """
+    d = _Dialect(using)
+    parts = [
+        "SELECT %s AS status, (SELECT count(*) FROM (SELECT 1 FROM tasks WHERE status = %s "
+        "LIMIT %s) AS capped) AS n"
+    ] * len(Status.values)
+    params: list[Any] = []
+    for status in Status.values:
+        params += [status, status, cap]
+    counts = {
+        row["status"]: StatusCount(row["n"], row["n"] < cap)
+        for row in d.fetch(" UNION ALL ".join(parts), params)
+    }
+    over = [status for status, count in counts.items() if not count.exact]
+    if over and d.postgres:
+        estimates = _planner_estimates(d)
+        for status in over:
+            counts[status] = StatusCount(max(estimates.get(status, 0), cap), False)
+    return counts
+
+
+def _planner_estimates(d: _Dialect) -> dict[str, int]:
+    rows = d.fetch(
+        "SELECT s.most_common_vals::text::text[] AS vals, s.most_common_freqs AS freqs, "
+        "c.reltuples AS total FROM pg_stats AS s JOIN pg_class AS c ON c.relname = s.tablename "
+        "WHERE s.tablename = 'tasks' AND s.attname = 'status' AND s.schemaname = current_schema()",
+        [],
+    )
+    if not rows or rows[0]["vals"] is None:
+        return {}
+    total = max(rows[0]["total"], 0)
+    return {
+        val: int(freq * total) for val, freq in zip(rows[0]["vals"], rows[0]["freqs"], strict=True)
+    }
+
+
+def resolve_id(text: str, *, using: str = DEFAULT_DB_ALIAS) -> str:
+    """Resolve a full UUID or a hex prefix of at least 4 characters to one task's ID.
+
+    Raises InvalidTaskId, TaskNotFound, or AmbiguousTaskId naming up to 5 candidates.
+    The prefix becomes an ID range, so the lookup walks the primary key index.
+    """
+    id_range = parse_id_prefix(text)
+    matches = [
+        str(task_id)
+        for task_id in Task.objects.using(using)
+        .filter(id__gte=id_range.low, id__lte=id_range.high)
+        .order_by("id")
+        .values_list("id", flat=True)[:MAX_CANDIDATES]
+    ]
+    if not matches:
+        raise TaskNotFound(f"no task matches ID {text.strip()!r}")
+    if len(matches) > 1:
+        raise AmbiguousTaskId(text.strip(), matches)
+    return matches[0]
+
+
+def changes_since(
+    since: datetime, *, limit: int = 1000, using: str = DEFAULT_DB_ALIAS
+) -> list[dict[str, Any]]:
+    """Tasks changed after ``since``, oldest change first: the cheap change check that stands
+    in for LISTEN on SQLite (served by the ``updated_at`` index)."""
+    d = _Dialect(using)
+    return d.fetch(
+        "SELECT id, status, type, updated_at FROM tasks WHERE updated_at > %s "
+        "ORDER BY updated_at LIMIT %s",
+        [d.timestamp(since), limit],
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Retention and heartbeats
+
+
+def prune(
+    *,
+    older_than: timedelta,
+    statuses: Sequence[str] = FINISHED_STATUSES,
+    batch_size: int = 1000,
+    dry_run: bool = False,
+    using: str = DEFAULT_DB_ALIAS,
+) -> int:
+    """Delete tasks in ``statuses`` (finished ones only) last changed before now − ``older_than``,
+    in batches of ``batch_size``, each its own short transaction. Returns how many (would) go."""
+    bad = set(statuses) - {s.value for s in FINISHED_STATUSES}
+    if bad:
+        raise ValueError(f"only finished tasks can be pruned, not {', '.join(sorted(bad))}")
+    d = _Dialect(using)
+    cutoff = datetime.now(UTC) - older_than
+    status_sql, status_params = d.in_list(list(statuses))
+    # created_at <= updated_at, so the created_at bound lets the status index narrow the scan.
+    where = f"status IN {status_sql} AND created_at < %s AND updated_at < %s"
+    params = [*status_params, d.timestamp(cutoff), d.timestamp(cutoff)]
+    if dry_run:
+        return d.fetch(f"SELECT count(*) AS n FROM tasks WHERE {where}", params)[0]["n"]
+    lock = " FOR UPDATE SKIP LOCKED" if d.postgres else ""
+    deleted = 0
+    while True:
+        n = d.execute(
+            f"DELETE FROM tasks WHERE id IN (SELECT id FROM tasks WHERE {where} LIMIT %s{lock})",
+            [*params, batch_size],
+        )
+        deleted += n
+        if n < batch_size:
+            return deleted
+
+
+def beat(
+    *,
+    name: str,
+    node: str,
+    pid: int,
+    in_flight: int,
+    processed: int,
+    using: str = DEFAULT_DB_ALIAS,
+) -> None:
+    """Record a dispatcher's heartbeat (insert on its first beat)."""
+    d = _Dialect(using)
+    d.execute(
+        "INSERT INTO dispatchers (name, node, pid, started_at, last_beat_at, in_flight, "
+        f"processed) VALUES (%s, %s, %s, {d.now}, {d.now}, %s, %s) ON CONFLICT (name) DO UPDATE "
+        f"SET last_beat_at = {d.now}, in_flight = excluded.in_flight, "
+        "processed = excluded.processed, node = excluded.node, pid = excluded.pid",
+        [name, node, pid, in_flight, processed],
+    )
+
+
+def forget_dispatcher(name: str, *, using: str = DEFAULT_DB_ALIAS) -> None:
+    """Remove a dispatcher's heartbeat row (it stopped cleanly)."""
+    _Dialect(using).execute("DELETE FROM dispatchers WHERE name = %s", [name])
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _prefixed(alias: str, columns: str) -> str:
+    return ", ".join(f"{alias}.{column.strip()}" for column in columns.split(","))
+
+
+def _touch(d: _Dialect) -> str:
+    # PostgreSQL's trigger stamps updated_at; on SQLite, stamping it here spares the trigger's
+    # second write.
+    return "" if d.postgres else f", updated_at = {d.now}"
+
+
+def _append_json(d: _Dialect) -> str:
+    if d.postgres:
+        return "error_history || jsonb_build_array(%s::jsonb)"
+    return "json_insert(error_history, '$[#]', json(%s))"
+
+
+def _current_status(d: _Dialect, task_id: str) -> str:
+    rows = d.fetch("SELECT status FROM tasks WHERE id = %s", [d.id(task_id)])
+    if not rows:
+        raise TaskNotFound(f"no task with ID {task_id}")
+    return rows[0]["status"]
+
+
+__all__ = [
+    "STALE",
+    "AmbiguousTaskId",
+    "StatusCount",
+    "TaskNotFound",
+    "TransitionNotAllowed",
+    "beat",
+    "cancel",
+    "changes_since",
+    "claim",
+    "complete",
+    "complete_many",
+    "count_by_status",
+    "enqueue",
+    "enqueue_many",
+    "fail",
+    "forget_dispatcher",
+    "get",
+    "prune",
+    "reap",
+    "release",
+    "renew_leases",
+    "resolve_id",
+    "run_now",
+    "run_now_matching",
+]
