@@ -121,3 +121,26 @@ class Dispatcher(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class ApiToken(models.Model):
+    """A bearer token for the HTTP API. Only its SHA-256 is stored; the token is shown once."""
+
+    user = models.ForeignKey(
+        "auth.User", on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    name = models.TextField(blank=True, default="")
+    # The token's first characters, kept in clear so an operator can tell tokens apart.
+    prefix = models.CharField(max_length=12)
+    token_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked = models.BooleanField(default=False)
+
+    class Meta:
+        db_table = "api_tokens"
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        label = f" ({self.name})" if self.name else ""
+        return f"{self.prefix}…{label}"

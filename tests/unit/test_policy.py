@@ -1,0 +1,44 @@
+"""Backoff and max-attempts arithmetic: pure, no database."""
+
+import pytest
+
+from tasks.policy import RetryPolicy
+
+POLICY = RetryPolicy(max_attempts=5, backoff_seconds=30.0, backoff_max_steps=10)
+
+
+@pytest.mark.parametrize(
+    ("attempts", "delay"), [(1, 30.0), (2, 60.0), (4, 120.0), (10, 300.0), (11, 300.0), (50, 300.0)]
+)
+def test_backoff_is_seconds_times_attempts_capped_at_max_steps(attempts, delay):
+    assert POLICY.backoff(attempts) == delay
+
+
+def test_backoff_steps_cap_is_configurable():
+    assert RetryPolicy(99, 2.5, 3).backoff(7) == 7.5
+
+
+@pytest.mark.parametrize("attempts", [1, 2, 3, 4])
+def test_failure_below_the_cap_retries_with_backoff(attempts):
+    assert POLICY.after_failure(attempts=attempts) == ("RETRY", 30.0 * attempts)
+
+
+@pytest.mark.parametrize("attempts", [5, 6])
+def test_failure_at_or_past_the_cap_fails(attempts):
+    assert POLICY.after_failure(attempts=attempts) == ("FAILED", None)
+
+
+def test_the_tasks_own_cap_wins_over_the_policy():
+    assert POLICY.after_failure(attempts=2, task_max_attempts=2) == ("FAILED", None)
+    assert POLICY.after_failure(attempts=7, task_max_attempts=8) == ("RETRY", 210.0)
+
+
+def test_a_permanent_error_fails_at_once():
+    assert POLICY.after_failure(attempts=1, permanent=True) == ("FAILED", None)
+
+
+def test_from_settings_reads_the_queue_tunables(settings):
+    settings.SEEDCORE_MAX_ATTEMPTS = 3
+    settings.SEEDCORE_BACKOFF_SECONDS = 7.0
+    settings.SEEDCORE_BACKOFF_MAX_STEPS = 2
+    assert RetryPolicy.from_settings() == RetryPolicy(3, 7.0, 2)
