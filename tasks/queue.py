@@ -12,6 +12,9 @@ PostgreSQL and SQLite alike. Rules the engine keeps:
   whatever it returns.
 - Status changes are announced by database triggers (NOTIFY on PostgreSQL, migration 0002);
   SQLite readers use :func:`changes_since`.
+- The hot path (claim, complete_many) runs prepared statements on PostgreSQL unless the
+  database OPTIONS set ``prepare_threshold``; :func:`claim_statement` and
+  :func:`complete_many_statement` give their text to ``manage.py benchqueue``'s bare loop.
 
 Functions take ``using`` (a database alias) and return plain dicts and strings, so callers
 in other processes (Ray actors) never see model instances.
@@ -19,7 +22,9 @@ in other processes (Ray actors) never see model instances.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -44,6 +49,12 @@ _COLUMNS = (
 )
 _DATETIME_COLUMNS = {"locked_at", "lease_expires_at", "run_after", "created_at", "updated_at"}
 _JSON_COLUMNS = {"params", "result", "error_history"}
+# Row converters by (PostgreSQL?, column names): a statement's columns never change.
+_CONVERTERS: dict[tuple[bool, tuple[str, ...]], list] = {}
+# The result columns of each statement text that returned rows (bounded: statements built
+# with one placeholder per item vary in text).
+_COLUMN_NAMES: dict[str, tuple[str, ...]] = {}
+_SQLITE_NOW = "strftime('%%Y-%%m-%%d %%H:%%M:%%f', 'now')"
 
 
 class TransitionNotAllowed(Exception):
@@ -71,18 +82,35 @@ class _Dialect:
         self.postgres = self.connection.vendor == "postgresql"
 
     def cursor(self):
-        if self.postgres:
-            # A plain psycopg cursor binds on the server and prepares repeated statements,
-            # which the queue's hot path needs; Django's default ClientCursor does neither.
+        if not self.postgres:
+            return self.connection.cursor()
+        # A plain psycopg cursor binds on the server and can prepare statements, which the
+        # queue's hot path needs; Django's default ClientCursor does neither. One is kept per
+        # connection (connections are per thread), with psycopg's C timestamptz loader in
+        # place of Django's Python one: the session time zone is already UTC.
+        self.connection.ensure_connection()
+        raw = self.connection.connection
+        cursor = getattr(self.connection, "_seedcore_cursor", None)
+        if cursor is None or cursor.closed or cursor.connection is not raw:
             import psycopg
+            from psycopg.types.datetime import TimestamptzLoader
 
-            self.connection.ensure_connection()
-            return psycopg.Cursor(self.connection.connection)
-        return self.connection.cursor()
+            cursor = psycopg.Cursor(raw)
+            cursor.adapters.register_loader("timestamptz", TimestamptzLoader)
+            self.connection._seedcore_cursor = cursor
+        return contextlib.nullcontext(cursor)
+
+    @property
+    def prepare_hot(self) -> bool | None:
+        """Whether to prepare the hot-path statements (claim, batch completion): yes, unless
+        the database OPTIONS set ``prepare_threshold`` (None turns preparing off, e.g.
+        behind a pooler that cannot keep prepared statements)."""
+        options = self.connection.settings_dict.get("OPTIONS", {})
+        return None if "prepare_threshold" in options else True
 
     @property
     def now(self) -> str:
-        return "now()" if self.postgres else "strftime('%%Y-%%m-%%d %%H:%%M:%%f', 'now')"
+        return "now()" if self.postgres else _SQLITE_NOW
 
     def now_plus(self) -> str:
         """SQL for now + N seconds, N bound as one parameter (see :meth:`seconds`)."""
@@ -114,34 +142,83 @@ class _Dialect:
         """``IN (…)`` with one placeholder per value; works on both databases."""
         return "(" + ", ".join(["%s"] * len(values)) + ")", list(values)
 
-    def row(self, description, values) -> dict[str, Any]:
-        out = {}
-        for column, value in zip((d[0] for d in description), values, strict=True):
-            if column == "id" and value is not None:
-                value = str(uuid.UUID(str(value)))
-            elif column in _DATETIME_COLUMNS and value is not None:
-                if isinstance(value, str):
-                    value = parse_datetime(value)
-                if value.tzinfo is None:  # SQLite stores naive UTC
-                    value = value.replace(tzinfo=UTC)
-            elif column in _JSON_COLUMNS and isinstance(value, str | bytes):
-                value = json.loads(value)
-            elif column == "cancel_requested" and value is not None:
-                value = bool(value)
-            out[column] = value
-        return out
+    def rows(self, names: tuple[str, ...], values: list[tuple]) -> list[dict[str, Any]]:
+        """Plain dicts, each column converted by a converter picked once per column."""
+        convert = _CONVERTERS.get((self.postgres, names))
+        if convert is None:
+            convert = _CONVERTERS[self.postgres, names] = [self._converter(n) for n in names]
+        return [
+            {
+                name: value if conv is None or value is None else conv(value)
+                for name, conv, value in zip(names, convert, row, strict=True)
+            }
+            for row in values
+        ]
 
-    def fetch(self, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
-        with self.cursor() as cursor:
-            cursor.execute(sql, params)
-            if cursor.description is None:
-                return []
-            return [self.row(cursor.description, values) for values in cursor.fetchall()]
+    def _converter(self, column: str):
+        if column == "id":
+            return str if self.postgres else _uuid_text
+        if column in _DATETIME_COLUMNS:
+            return None if self.postgres else _sqlite_datetime
+        if column in _JSON_COLUMNS:
+            return _json_value
+        if column == "cancel_requested" and not self.postgres:
+            return bool
+        return None
 
-    def execute(self, sql: str, params: Sequence[Any]) -> int:
+    def fetch(
+        self, sql: str, params: Sequence[Any], *, prepare: bool | None = None
+    ) -> list[dict[str, Any]]:
         with self.cursor() as cursor:
-            cursor.execute(sql, params)
+            self._execute(cursor, sql, params, prepare)
+            # The column names of a statement never change; psycopg builds a fresh
+            # description on every access, which the hot path (a claim) can skip.
+            names = _COLUMN_NAMES.get(sql)
+            if names is None:
+                description = cursor.description
+                if description is None:
+                    return []
+                names = tuple(column[0] for column in description)
+                if len(_COLUMN_NAMES) < 1000:
+                    _COLUMN_NAMES[sql] = names
+            return self.rows(names, cursor.fetchall())
+
+    def execute(self, sql: str, params: Sequence[Any], *, prepare: bool | None = None) -> int:
+        with self.cursor() as cursor:
+            self._execute(cursor, sql, params, prepare)
             return cursor.rowcount
+
+    def _execute(self, cursor, sql: str, params: Sequence[Any], prepare: bool | None) -> None:
+        if not self.postgres:
+            cursor.execute(sql, params)  # Django's cursor logs it itself when DEBUG is on
+            return
+        if not self.connection.queries_logged:
+            cursor.execute(sql, params, prepare=prepare)
+            return
+        # The raw psycopg cursor bypasses Django's query log; keep DEBUG's log (and tests
+        # counting queries) complete.
+        start = time.monotonic()
+        try:
+            cursor.execute(sql, params, prepare=prepare)
+        finally:
+            self.connection.queries_log.append(
+                {"sql": sql, "time": f"{time.monotonic() - start:.3f}"}
+            )
+
+
+def _uuid_text(value: Any) -> str:
+    return str(uuid.UUID(str(value)))
+
+
+def _sqlite_datetime(value: Any) -> datetime:
+    if isinstance(value, str):
+        value = parse_datetime(value)
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)  # naive UTC
+
+
+def _json_value(value: Any) -> Any:
+    # Django's PostgreSQL adapters and SQLite both hand JSON over as text.
+    return json.loads(value) if isinstance(value, str | bytes) else value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -180,28 +257,66 @@ def enqueue(
 
 
 def enqueue_many(specs: Iterable[dict[str, Any]], *, using: str = DEFAULT_DB_ALIAS) -> list[str]:
-    """Insert many QUEUED tasks in one round trip; returns their ids in order.
+    """Insert many QUEUED tasks in one statement (one round trip); returns their ids in order.
 
     Each spec holds ``type`` and optionally ``params``, ``description``, ``domain``,
-    ``drift_score``, ``priority``, ``run_after`` and ``max_attempts``.
+    ``drift_score``, ``priority``, ``run_after`` and ``max_attempts``. The rows travel as
+    arrays (PostgreSQL ``unnest``) or one JSON document (SQLite ``json_each``), so the
+    statement's text and parameter count do not grow with the batch.
     """
-    rows = []
-    for spec in specs:
-        rows.append(
-            Task(
-                id=uuid.uuid4(),
-                type=spec["type"],
-                params=spec.get("params") or {},
-                description=spec.get("description"),
-                domain=spec.get("domain"),
-                drift_score=float(spec.get("drift_score") or 0.0),
-                priority=int(spec.get("priority") or 0),
-                run_after=spec.get("run_after"),
-                max_attempts=spec.get("max_attempts"),
-            )
+    rows = [_enqueue_row(spec) for spec in specs]
+    if not rows:
+        return []
+    d = _Dialect(using)
+    if d.postgres:
+        columns = list(zip(*rows, strict=True))
+        d.execute(
+            f"INSERT INTO tasks ({_ENQUEUE_COLUMNS}) SELECT * FROM unnest(%s::uuid[], "
+            "%s::text[], %s::jsonb[], %s::text[], %s::text[], %s::float8[], %s::int[], "
+            "%s::timestamptz[], %s::int[])",
+            [
+                list(columns[0]),
+                list(columns[1]),
+                [d.json(value) for value in columns[2]],
+                *(list(column) for column in columns[3:]),
+            ],
         )
-    Task.objects.using(using).bulk_create(rows, batch_size=2000)
-    return [str(row.id) for row in rows]
+    else:
+        names = _ENQUEUE_COLUMNS.split(", ")
+        document = []
+        for row in rows:
+            item = dict(zip(names, row, strict=True))
+            item["id"] = row[0].hex
+            if item["run_after"] is not None:
+                item["run_after"] = d.timestamp(item["run_after"])
+            document.append(item)
+        picked = ", ".join(f"value ->> '{name}'" for name in _ENQUEUE_COLUMNS.split(", "))
+        picked = picked.replace("value ->> 'params'", "json(value -> 'params')")
+        d.execute(
+            f"INSERT INTO tasks ({_ENQUEUE_COLUMNS}) SELECT {picked} FROM json_each(%s)",
+            [json.dumps(document)],
+        )
+    return [str(row[0]) for row in rows]
+
+
+_ENQUEUE_COLUMNS = (
+    "id, type, params, description, domain, drift_score, priority, run_after, max_attempts"
+)
+
+
+def _enqueue_row(spec: dict[str, Any]) -> tuple:
+    max_attempts = spec.get("max_attempts")
+    return (
+        uuid.uuid4(),
+        str(spec["type"]),
+        spec.get("params") or {},
+        spec.get("description"),
+        spec.get("domain"),
+        float(spec.get("drift_score") or 0.0),
+        int(spec.get("priority") or 0),
+        spec.get("run_after"),
+        None if max_attempts is None else int(max_attempts),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -223,28 +338,40 @@ def claim(
     """
     d = _Dialect(using)
     lease = lease_seconds if lease_seconds is not None else settings.SEEDCORE_LEASE_SECONDS
+    if d.postgres:
+        params = [batch, dispatcher, d.seconds(lease)]
+    else:
+        params = [dispatcher, d.seconds(lease), batch]
+    return d.fetch(claim_statement(d.connection.vendor), params, prepare=d.prepare_hot)
+
+
+def claim_statement(vendor: str = "postgresql") -> str:
+    """The claim statement :func:`claim` runs (``%s`` placeholders), for the benchmark's bare
+    loop. PostgreSQL parameters: batch, dispatcher, lease seconds; SQLite: dispatcher,
+    lease as ``'+N seconds'``, batch."""
+    return _CLAIM_SQL[vendor]
+
+
+def _claim_sql(postgres: bool) -> str:
+    now = "now()" if postgres else _SQLITE_NOW
     claimable = (
-        f"status IN ('QUEUED', 'RETRY') AND (run_after IS NULL OR run_after <= {d.now}) "
+        f"status IN ('QUEUED', 'RETRY') AND (run_after IS NULL OR run_after <= {now}) "
         "ORDER BY priority DESC, created_at LIMIT %s"
     )
-    if d.postgres:
-        sql = (
+    if postgres:
+        return (
             f"WITH picked AS (SELECT id FROM tasks WHERE {claimable} FOR UPDATE SKIP LOCKED) "
             "UPDATE tasks AS t SET status = 'RUNNING', locked_by = %s, locked_at = now(), "
-            f"lease_expires_at = {d.now_plus()}, attempts = t.attempts + 1, "
+            "lease_expires_at = (now() + %s * interval '1 second'), attempts = t.attempts + 1, "
             "cancel_requested = false "
             f"FROM picked WHERE t.id = picked.id RETURNING {_prefixed('t', _COLUMNS)}"
         )
-        params = [batch, dispatcher, d.seconds(lease)]
-    else:
-        sql = (
-            f"UPDATE tasks SET status = 'RUNNING', locked_by = %s, locked_at = {d.now}, "
-            f"lease_expires_at = {d.now_plus()}, attempts = attempts + 1, "
-            f"cancel_requested = 0, updated_at = {d.now} "
-            f"WHERE id IN (SELECT id FROM tasks WHERE {claimable}) RETURNING {_COLUMNS}"
-        )
-        params = [dispatcher, d.seconds(lease), batch]
-    return d.fetch(sql, params)
+    return (
+        f"UPDATE tasks SET status = 'RUNNING', locked_by = %s, locked_at = {now}, "
+        f"lease_expires_at = strftime('%%Y-%%m-%%d %%H:%%M:%%f', 'now', %s), "
+        f"attempts = attempts + 1, cancel_requested = 0, updated_at = {now} "
+        f"WHERE id IN (SELECT id FROM tasks WHERE {claimable}) RETURNING {_COLUMNS}"
+    )
 
 
 def renew_leases(
@@ -268,13 +395,15 @@ def renew_leases(
     held_values = ", ".join([pair] * len(attempts))
     held_params = [value for item in attempts.items() for value in (d.id(item[0]), item[1])]
     if d.postgres:
+        # Rows are locked in id order (as complete_many does) so the two never deadlock.
         sql = (
-            f"UPDATE tasks AS t SET lease_expires_at = {d.now_plus()} "
-            f"FROM (VALUES {held_values}) AS held(id, attempt) "
-            "WHERE t.id = held.id AND t.attempts = held.attempt AND t.status = 'RUNNING' "
-            "AND t.locked_by = %s RETURNING t.id, t.cancel_requested"
+            f"WITH held(id, attempt) AS (VALUES {held_values}), locked AS ("
+            "SELECT t.id FROM tasks AS t JOIN held ON t.id = held.id AND t.attempts = held.attempt "
+            "WHERE t.status = 'RUNNING' AND t.locked_by = %s ORDER BY t.id FOR UPDATE OF t) "
+            f"UPDATE tasks AS t SET lease_expires_at = {d.now_plus()} FROM locked "
+            "WHERE t.id = locked.id RETURNING t.id, t.cancel_requested"
         )
-        params = [d.seconds(lease), *held_params, dispatcher]
+        params = [*held_params, dispatcher, d.seconds(lease)]
     else:
         sql = (
             f"UPDATE tasks SET lease_expires_at = {d.now_plus()} "
@@ -301,7 +430,7 @@ def release(
     d = _Dialect(using)
     released = []
     with transaction.atomic(using=using):
-        for task_id, attempt in attempts.items():
+        for task_id, attempt in sorted(attempts.items()):
             rows = d.fetch(
                 "UPDATE tasks SET "
                 "status = CASE WHEN cancel_requested THEN 'CANCELLED' ELSE 'QUEUED' END, "
@@ -343,35 +472,46 @@ def complete_many(
     if not results:
         return {}
     d = _Dialect(using)
-    set_status = (
-        "status = CASE WHEN t.cancel_requested THEN 'CANCELLED' ELSE 'COMPLETED' END, "
-        "lease_expires_at = NULL, error = NULL"
-    )
     if d.postgres:
-        sql = (
-            f"UPDATE tasks AS t SET {set_status}, result = done.result "
-            "FROM unnest(%s::uuid[], %s::int[], %s::jsonb[]) AS done(id, attempt, result) "
-            "WHERE t.id = done.id AND t.attempts = done.attempt AND t.status = 'RUNNING' "
-            "AND t.locked_by = %s RETURNING t.id, t.status"
-        )
         params = [
             [d.id(r[0]) for r in results],
             [r[1] for r in results],
             [d.json(r[2]) for r in results],
             dispatcher,
         ]
-        rows = d.fetch(sql, params)
+        rows = d.fetch(complete_many_statement(), params, prepare=d.prepare_hot)
     else:
         rows = []
         with transaction.atomic(using=using):
             for task_id, attempt, result in results:
                 rows += d.fetch(
-                    f"UPDATE tasks AS t SET {set_status}, result = %s{_touch(d)} "
+                    f"UPDATE tasks AS t SET {_COMPLETE_SET}, result = %s{_touch(d)} "
                     "WHERE id = %s AND attempts = %s AND status = 'RUNNING' AND locked_by = %s "
                     "RETURNING id, status",
                     [d.json(result), d.id(task_id), attempt, dispatcher],
                 )
     return {row["id"]: row["status"] for row in rows}
+
+
+_COMPLETE_SET = (
+    "status = CASE WHEN t.cancel_requested THEN 'CANCELLED' ELSE 'COMPLETED' END, "
+    "lease_expires_at = NULL, error = NULL"
+)
+
+
+def complete_many_statement() -> str:
+    """PostgreSQL's fenced batch completion (``%s`` placeholders), for the benchmark's bare
+    loop. Parameters: ids (uuid[]), attempts (int[]), results (jsonb[]), dispatcher."""
+    # The CTE locks the rows in id order, as renew_leases does, so concurrent writers of one
+    # dispatcher's rows can never deadlock.
+    return (
+        "WITH done AS (SELECT * FROM unnest(%s::uuid[], %s::int[], %s::jsonb[]) "
+        "AS done(id, attempt, result)), locked AS (SELECT t.id, done.result FROM tasks AS t "
+        "JOIN done ON t.id = done.id AND t.attempts = done.attempt "
+        "WHERE t.status = 'RUNNING' AND t.locked_by = %s ORDER BY t.id FOR UPDATE OF t) "
+        f"UPDATE tasks AS t SET {_COMPLETE_SET}, result = locked.result FROM locked "
+        "WHERE t.id = locked.id RETURNING t.id, t.status"
+    )
 
 
 def fail(
@@ -737,6 +877,8 @@ def _current_status(d: _Dialect, task_id: str) -> str:
     return rows[0]["status"]
 
 
+_CLAIM_SQL = {"postgresql": _claim_sql(True), "sqlite": _claim_sql(False)}
+
 __all__ = [
     "STALE",
     "AmbiguousTaskId",
@@ -747,8 +889,10 @@ __all__ = [
     "cancel",
     "changes_since",
     "claim",
+    "claim_statement",
     "complete",
     "complete_many",
+    "complete_many_statement",
     "count_by_status",
     "enqueue",
     "enqueue_many",

@@ -36,7 +36,8 @@ def test_env_int_parses_and_defaults():
 
 
 @pytest.mark.parametrize(
-    ("raw", "says"), [("five", "not a whole number"), ("2.5", "not a whole number"), ("0", "at least 1")]
+    ("raw", "says"),
+    [("five", "not a whole number"), ("2.5", "not a whole number"), ("0", "at least 1")],
 )
 def test_env_int_refuses_malformed_values_naming_the_variable(raw, says):
     with pytest.raises(ImproperlyConfigured, match=f"SEEDCORE_MAX_ATTEMPTS=.*{says}"):
@@ -55,7 +56,9 @@ def test_env_float_parses_and_defaults():
 )
 def test_env_float_refuses_malformed_values_naming_the_variable(raw, says):
     with pytest.raises(ImproperlyConfigured, match=f"SEEDCORE_LEASE_SECONDS=.*{says}"):
-        env_float("SEEDCORE_LEASE_SECONDS", 90.0, minimum=1.0, environ={"SEEDCORE_LEASE_SECONDS": raw})
+        env_float(
+            "SEEDCORE_LEASE_SECONDS", 90.0, minimum=1.0, environ={"SEEDCORE_LEASE_SECONDS": raw}
+        )
 
 
 def test_env_list_splits_on_commas_and_drops_blanks():
@@ -102,9 +105,7 @@ def _settings_in_subprocess(**environ):
     ],
 )
 def test_settings_refuse_a_malformed_queue_tunable_naming_it(variable, tmp_path):
-    done = _settings_in_subprocess(
-        DEBUG="1", SEEDCORE_VAR_DIR=str(tmp_path), **{variable: "lots"}
-    )
+    done = _settings_in_subprocess(DEBUG="1", SEEDCORE_VAR_DIR=str(tmp_path), **{variable: "lots"})
     assert done.returncode != 0
     assert "ImproperlyConfigured" in done.stderr
     assert variable in done.stderr
