@@ -8,6 +8,7 @@ cluster; unset, a process finds the local cluster that ``rundispatcher`` started
 from __future__ import annotations
 
 import os
+import socket
 
 from django.conf import settings
 
@@ -42,6 +43,8 @@ def ensure_connected(address: str | None = None, *, start_local: bool = False) -
         "runtime_env": {"env_vars": actor_env_vars()},
         "log_to_driver": False,
     }
+    if address:
+        check_reachable(address)
     try:
         if address:
             ray.init(address=address, **kwargs)
@@ -53,4 +56,22 @@ def ensure_connected(address: str | None = None, *, start_local: bool = False) -
         where = address or "a local cluster"
         raise RayUnavailable(
             f"cannot reach Ray at {where} ({exc}); start it with `python manage.py rundispatcher`"
+        ) from None
+
+
+REACHABLE_TIMEOUT = 5.0
+
+
+def check_reachable(address: str, timeout: float = REACHABLE_TIMEOUT) -> None:
+    """Fail fast on a ``host:port`` nothing listens on; ``ray.init`` retries for minutes."""
+    target = address.split("://", 1)[-1]
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto", "local" and the like: ray.init resolves those itself, quickly
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise RayUnavailable(
+            f"cannot reach Ray at {address} ({exc.strerror or exc}); check RAY_ADDRESS or "
+            "--address, and that the Ray cluster is running"
         ) from None

@@ -9,6 +9,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from organism.routing import organs_from_env
 from seedcore_site.env import env_bool, env_float, env_int, env_list, ray_namespace
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -134,8 +135,18 @@ SEEDCORE_BACKOFF_SECONDS = env_float("SEEDCORE_BACKOFF_SECONDS", 30.0)
 SEEDCORE_BACKOFF_MAX_STEPS = env_int("SEEDCORE_BACKOFF_MAX_STEPS", 10, minimum=1)
 SEEDCORE_LEASE_SECONDS = env_float("SEEDCORE_LEASE_SECONDS", 90.0, minimum=1.0)
 SEEDCORE_CLAIM_BATCH = env_int("SEEDCORE_CLAIM_BATCH", 50, minimum=1)
+SEEDCORE_DISPATCHERS = env_int("SEEDCORE_DISPATCHERS", 2, minimum=1)
 SEEDCORE_RETENTION_DAYS = env_float("SEEDCORE_RETENTION_DAYS", 7.0)
 SEEDCORE_FAILED_RETENTION_DAYS = env_float("SEEDCORE_FAILED_RETENTION_DAYS", 30.0)
+
+# The organism: routing threshold, per-task timeout and organs (organism/routing.py).
+SEEDCORE_DRIFT_THRESHOLD = env_float("SEEDCORE_DRIFT_THRESHOLD", 0.5)
+SEEDCORE_TASK_TIMEOUT = env_float("SEEDCORE_TASK_TIMEOUT", 300.0, minimum=0.001)
+SEEDCORE_ORGANS = organs_from_env()  # SEEDCORE_ORGANS (JSON) or the default three organs
+
+# The web side's calls to Ray (organism/client.py): connecting, and each Coordinator call.
+SEEDCORE_RAY_CONNECT_TIMEOUT = env_float("SEEDCORE_RAY_CONNECT_TIMEOUT", 10.0, minimum=0.1)
+SEEDCORE_COORDINATOR_TIMEOUT = env_float("SEEDCORE_COORDINATOR_TIMEOUT", 30.0, minimum=0.1)
 
 LOGGING = {
     "version": 1,

@@ -1,0 +1,486 @@
+"""The dispatcher loop: claim queued tasks, run them on the Coordinator, write each outcome.
+
+Plain asyncio with injected collaborators, so it runs (and is tested) without Ray:
+
+- a :class:`QueueStore` does the database work through ``tasks.queue`` in worker threads
+  (the sync ORM never runs on the event loop);
+- a *coordinator source* is an async callable returning a :class:`CoordinatorClient` (it looks
+  the Coordinator up again after every failure, so a restarted Coordinator is found);
+- a *waker* is an async callable that returns when a task may be claimable (LISTEN on
+  PostgreSQL) or after the poll interval.
+
+Each outcome is written as soon as it arrives; outcomes that arrive while a write is in
+progress are written together (micro-batching), so no task waits for the slowest of its batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+logger = logging.getLogger("seedcore.dispatcher")
+
+COORDINATOR_UNAVAILABLE = "coordinator unavailable"
+WRITE_BATCH_MAX = 500
+WRITE_TRIES = 3
+
+
+@dataclass(frozen=True)
+class DispatcherConfig:
+    """Tunables handed to each dispatcher actor as a plain dict (see :meth:`from_settings`)."""
+
+    claim_batch: int = 50
+    max_in_flight: int = 500
+    lease_seconds: float = 90.0
+    heartbeat_seconds: float = 2.0
+    poll_seconds: float = 1.0
+    grace_seconds: float = 10.0
+    max_attempts: int = 5
+    backoff_seconds: float = 30.0
+    backoff_max_steps: int = 10
+
+    @classmethod
+    def from_settings(cls, **overrides: Any) -> DispatcherConfig:
+        from django.conf import settings
+
+        values = {
+            "claim_batch": settings.SEEDCORE_CLAIM_BATCH,
+            "max_in_flight": getattr(settings, "SEEDCORE_MAX_IN_FLIGHT", 500),
+            "lease_seconds": settings.SEEDCORE_LEASE_SECONDS,
+            "heartbeat_seconds": getattr(settings, "SEEDCORE_HEARTBEAT_SECONDS", 2.0),
+            "poll_seconds": getattr(settings, "SEEDCORE_POLL_SECONDS", 1.0),
+            "grace_seconds": getattr(settings, "SEEDCORE_GRACE_SECONDS", 10.0),
+            "max_attempts": settings.SEEDCORE_MAX_ATTEMPTS,
+            "backoff_seconds": settings.SEEDCORE_BACKOFF_SECONDS,
+            "backoff_max_steps": settings.SEEDCORE_BACKOFF_MAX_STEPS,
+        }
+        values.update(overrides)
+        return cls(**values)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class CoordinatorUnavailable(Exception):
+    """The Coordinator cannot be found or stopped answering."""
+
+
+class CoordinatorClient(Protocol):
+    def run_batch(self, tasks: list[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]: ...
+
+    async def cancel(self, task_id: str) -> bool: ...
+
+
+CoordinatorSource = Callable[[], Awaitable[CoordinatorClient]]
+Waker = Callable[[float], Awaitable[None]]
+
+
+@dataclass
+class _Attempt:
+    task_id: str
+    attempt: int
+    cancel_sent: bool = False
+
+
+@dataclass
+class DispatcherStats:
+    claimed: int = 0
+    completed: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    stale: int = 0
+    released: int = 0
+    coordinator_errors: int = 0
+    started_at: float = field(default_factory=time.time)
+
+
+class QueueStore:
+    """``tasks.queue`` for one dispatcher identity, each call run in a worker thread.
+
+    Claims and heartbeats share one thread. Everything that updates this dispatcher's RUNNING
+    rows (outcome writes, lease renewals, releases) shares another: run side by side, two
+    such statements could lock the same rows in different orders and deadlock. Django
+    connections are per thread, so each thread holds its own database connection.
+    """
+
+    def __init__(self, identity: str, config: DispatcherConfig, using: str = "default"):
+        self.identity = identity
+        self.config = config
+        self.using = using
+        self._control = ThreadPoolExecutor(1, thread_name_prefix="seedcore-claim")
+        self._writes = ThreadPoolExecutor(1, thread_name_prefix="seedcore-write")
+
+    async def _call(self, executor: ThreadPoolExecutor, fn: Callable[..., Any], **kwargs: Any):
+        def run():
+            from django.db import connections
+
+            connections[self.using].close_if_unusable_or_obsolete()
+            return fn(using=self.using, **kwargs)
+
+        return await asyncio.get_running_loop().run_in_executor(executor, run)
+
+    async def claim(self, batch: int) -> list[dict[str, Any]]:
+        from tasks import queue
+
+        return await self._call(
+            self._control,
+            queue.claim,
+            dispatcher=self.identity,
+            batch=batch,
+            lease_seconds=self.config.lease_seconds,
+        )
+
+    async def renew(self, attempts: dict[str, int]) -> dict[str, bool]:
+        from tasks import queue
+
+        return await self._call(
+            self._writes,
+            queue.renew_leases,
+            dispatcher=self.identity,
+            attempts=attempts,
+            lease_seconds=self.config.lease_seconds,
+        )
+
+    async def release(self, attempts: dict[str, int]) -> list[str]:
+        from tasks import queue
+
+        return await self._call(
+            self._writes, queue.release, dispatcher=self.identity, attempts=attempts
+        )
+
+    async def beat(self, *, in_flight: int, processed: int) -> None:
+        from tasks import queue
+
+        await self._call(
+            self._control,
+            queue.beat,
+            name=self.identity,
+            node=socket.gethostname(),
+            pid=os.getpid(),
+            in_flight=in_flight,
+            processed=processed,
+        )
+
+    async def forget(self) -> None:
+        from tasks import queue
+
+        await self._call(self._control, queue.forget_dispatcher, name=self.identity)
+
+    async def write(self, outcomes: list[dict[str, Any]], attempts: dict[str, int]) -> list[str]:
+        """Write many outcomes; returns the final status (or STALE) of each, in order."""
+        return await self._call(
+            self._writes, self._write_sync, outcomes=outcomes, attempts=attempts
+        )
+
+    def _write_sync(
+        self, *, outcomes: list[dict[str, Any]], attempts: dict[str, int], using: str
+    ) -> list[str]:
+        from tasks import queue
+        from tasks.policy import RetryPolicy
+
+        done = [(o["id"], attempts[o["id"]], o.get("result")) for o in outcomes if o.get("ok")]
+        written = queue.complete_many(dispatcher=self.identity, results=done, using=using)
+        policy = RetryPolicy(
+            self.config.max_attempts, self.config.backoff_seconds, self.config.backoff_max_steps
+        )
+        statuses = []
+        for outcome in outcomes:
+            task_id = outcome["id"]
+            if outcome.get("ok"):
+                statuses.append(written.get(task_id, queue.STALE))
+                continue
+            error = outcome.get("error") or ("cancelled" if outcome.get("cancelled") else "error")
+            statuses.append(
+                queue.fail(
+                    task_id=task_id,
+                    dispatcher=self.identity,
+                    attempt=attempts[task_id],
+                    error=error,
+                    traceback=outcome.get("traceback") or "",
+                    permanent=bool(outcome.get("permanent")),
+                    max_attempts=outcome.get("max_attempts"),
+                    policy=policy,
+                    using=using,
+                )
+            )
+        return statuses
+
+    def close(self) -> None:
+        for executor in (self._control, self._writes):
+            executor.submit(_close_thread_connections)
+            executor.shutdown(wait=True)
+
+
+def _close_thread_connections() -> None:
+    from django.db import connections
+
+    connections.close_all()
+
+
+class Dispatcher:
+    """One dispatcher: ``await run()`` until :meth:`stop` is called."""
+
+    def __init__(
+        self,
+        identity: str,
+        *,
+        store: QueueStore,
+        coordinator: CoordinatorSource,
+        waker: Waker,
+        config: DispatcherConfig,
+    ):
+        self.identity = identity
+        self.store = store
+        self.config = config
+        self._coordinator_source = coordinator
+        self._waker = waker
+        self._coordinator: CoordinatorClient | None = None
+        self._in_flight: dict[str, _Attempt] = {}
+        self._outcomes: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._slot_freed = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._batches: set[asyncio.Task] = set()
+        self.stats = DispatcherStats()
+        self.running = False
+
+    # -- public ------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "identity": self.identity,
+            "running": self.running,
+            "in_flight": len(self._in_flight),
+            "processed": self.processed,
+            **asdict(self.stats),
+        }
+
+    @property
+    def processed(self) -> int:
+        s = self.stats
+        return s.completed + s.failed + s.cancelled
+
+    async def run(self) -> None:
+        """Claim and run tasks until :meth:`stop`; then drain, release and forget."""
+        self.running = True
+        # The first heartbeat comes before the first claim: the reaper treats RUNNING tasks of a
+        # dispatcher without a heartbeat row as orphans.
+        await self._guarded("heartbeat", self._beat)
+        helpers = [
+            asyncio.create_task(self._every(self.config.heartbeat_seconds, self._beat)),
+            asyncio.create_task(self._every(self.config.lease_seconds / 3, self._renew)),
+            asyncio.create_task(self._writer()),
+        ]
+        try:
+            await self._claim_loop()
+            await self._drain(self.config.grace_seconds)
+        finally:
+            for helper in helpers:
+                helper.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
+            await self._flush_outcomes()
+            await self._release_remaining()
+            await self._guarded("forget heartbeat", self.store.forget)
+            self.running = False
+
+    def stop(self) -> None:
+        """Stop claiming; :meth:`run` then lets in-flight tasks finish within the grace period."""
+        self._stopping.set()
+
+    # -- claiming ----------------------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        while not self._stopping.is_set():
+            free = self.config.max_in_flight - len(self._in_flight)
+            if free <= 0:
+                self._slot_freed.clear()
+                await self._until_stopping(self._slot_freed.wait(), None)
+                continue
+            try:
+                coordinator = await self._get_coordinator()
+            except CoordinatorUnavailable:
+                await self._until_stopping(asyncio.sleep(self.config.poll_seconds), None)
+                continue
+            wanted = min(self.config.claim_batch, free)
+            try:
+                tasks = await self.store.claim(wanted)
+            except Exception:
+                logger.exception("%s: claim failed", self.identity)
+                await self._until_stopping(asyncio.sleep(self.config.poll_seconds), None)
+                continue
+            if tasks:
+                self.stats.claimed += len(tasks)
+                for task in tasks:
+                    self._in_flight[task["id"]] = _Attempt(task["id"], task["attempts"])
+                batch = asyncio.create_task(self._run_batch(coordinator, tasks))
+                self._batches.add(batch)
+                batch.add_done_callback(self._batches.discard)
+            if len(tasks) < wanted:
+                # The queue looks empty: sleep until a NOTIFY (or the poll interval).
+                await self._until_stopping(self._waker(self.config.poll_seconds), None)
+
+    async def _get_coordinator(self) -> CoordinatorClient:
+        if self._coordinator is None:
+            try:
+                self._coordinator = await self._coordinator_source()
+            except Exception as exc:
+                self.stats.coordinator_errors += 1
+                raise CoordinatorUnavailable(str(exc)) from exc
+        return self._coordinator
+
+    async def _run_batch(self, coordinator: CoordinatorClient, tasks: list[dict]) -> None:
+        pending = {task["id"]: task for task in tasks}
+        try:
+            async for outcome in coordinator.run_batch([_task_payload(t) for t in tasks]):
+                if pending.pop(outcome["id"], None) is not None:
+                    self._outcomes.put_nowait(outcome)
+        except Exception as exc:
+            logger.warning("%s: coordinator call failed: %s", self.identity, exc)
+            self.stats.coordinator_errors += 1
+            if self._coordinator is coordinator:
+                self._coordinator = None
+        for task_id in pending:
+            # The Coordinator died or never answered for these: retry them later.
+            self._outcomes.put_nowait(
+                {"id": task_id, "ok": False, "error": COORDINATOR_UNAVAILABLE, "permanent": False}
+            )
+
+    # -- writing outcomes --------------------------------------------------------------------
+
+    async def _writer(self) -> None:
+        while True:
+            outcomes = [await self._outcomes.get()]
+            while len(outcomes) < WRITE_BATCH_MAX and not self._outcomes.empty():
+                outcomes.append(self._outcomes.get_nowait())
+            await self._write(outcomes)
+
+    async def _flush_outcomes(self) -> None:
+        outcomes = []
+        while not self._outcomes.empty():
+            outcomes.append(self._outcomes.get_nowait())
+        if outcomes:
+            await self._write(outcomes)
+
+    async def _write(self, outcomes: list[dict[str, Any]]) -> None:
+        held = [o for o in outcomes if o["id"] in self._in_flight]
+        attempts = {o["id"]: self._in_flight[o["id"]].attempt for o in held}
+        statuses = ["ERROR"] * len(held)
+        for attempt in range(WRITE_TRIES):
+            try:
+                statuses = await self.store.write(held, attempts) if held else []
+                break
+            except Exception:
+                # Fenced writes are safe to repeat. If they keep failing, the rows stay
+                # RUNNING until their lease runs out, and the reaper retries them.
+                logger.exception("%s: writing %d outcomes failed", self.identity, len(held))
+                await asyncio.sleep(0.2 * (attempt + 1))
+        for outcome, status in zip(held, statuses, strict=True):
+            self._count(status)
+            self._in_flight.pop(outcome["id"], None)
+        self._slot_freed.set()
+
+    def _count(self, status: str) -> None:
+        if status == "COMPLETED":
+            self.stats.completed += 1
+        elif status in ("FAILED", "RETRY"):
+            self.stats.failed += 1
+        elif status == "CANCELLED":
+            self.stats.cancelled += 1
+        else:
+            self.stats.stale += 1
+
+    # -- leases, cancels, heartbeats ---------------------------------------------------------
+
+    async def _renew(self) -> None:
+        snapshot = {a.task_id: a.attempt for a in self._in_flight.values()}
+        if not snapshot:
+            return
+        held = await self.store.renew(snapshot)
+        for task_id in snapshot:
+            attempt = self._in_flight.get(task_id)
+            if attempt is None or attempt.attempt != snapshot[task_id]:
+                continue
+            if task_id not in held:
+                # Reaped or released elsewhere: whatever this attempt returns would be stale.
+                self._in_flight.pop(task_id, None)
+                self._slot_freed.set()
+                await self._send_cancel(attempt)
+            elif held[task_id]:
+                await self._send_cancel(attempt)
+
+    async def _send_cancel(self, attempt: _Attempt) -> None:
+        if attempt.cancel_sent or self._coordinator is None:
+            return
+        attempt.cancel_sent = True
+        try:
+            await self._coordinator.cancel(attempt.task_id)
+        except Exception as exc:
+            logger.warning("%s: cancel of %s failed: %s", self.identity, attempt.task_id, exc)
+
+    async def _beat(self) -> None:
+        await self.store.beat(in_flight=len(self._in_flight), processed=self.processed)
+
+    # -- stopping ----------------------------------------------------------------------------
+
+    async def _drain(self, grace: float) -> None:
+        # In-flight entries leave only once their outcome is written.
+        deadline = time.monotonic() + grace
+        while self._in_flight and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+
+    async def _release_remaining(self) -> None:
+        for batch in list(self._batches):
+            batch.cancel()
+        attempts = {a.task_id: a.attempt for a in self._in_flight.values()}
+        if attempts:
+            for attempt in list(self._in_flight.values()):
+                await self._send_cancel(attempt)
+            released = await self._guarded("release", self.store.release, attempts) or []
+            self.stats.released += len(released)
+        self._in_flight.clear()
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    async def _every(self, seconds: float, step: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            await self._guarded(step.__name__, step)
+
+    async def _guarded(self, what: str, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+        # One failing step (a database blip) must never end the loop.
+        try:
+            return await fn(*args)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("%s: %s failed", self.identity, what)
+            return None
+
+    async def _until_stopping(self, awaitable: Awaitable[Any], timeout: float | None) -> None:
+        waiter = asyncio.ensure_future(awaitable)
+        stopper = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({waiter, stopper}, timeout=timeout, return_when="FIRST_COMPLETED")
+        finally:
+            waiter.cancel()
+            stopper.cancel()
+
+
+def _task_payload(task: dict[str, Any]) -> dict[str, Any]:
+    """The plain dict the Coordinator receives: JSON-safe values only."""
+    return {
+        "id": task["id"],
+        "type": task["type"],
+        "params": task.get("params") or {},
+        "attempt": task["attempts"],
+        "drift_score": task.get("drift_score") or 0.0,
+        "domain": task.get("domain"),
+        "description": task.get("description"),
+        "priority": task.get("priority") or 0,
+    }

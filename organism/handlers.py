@@ -1,0 +1,259 @@
+"""The task handler registry: a task's ``type`` names the code that runs it.
+
+Apps register handlers in their ``handlers`` module, found by :func:`autodiscover` (as the
+admin finds ``admin.py``)::
+
+    from organism.handlers import PermanentError, handler
+
+    @handler("resize_image", max_attempts=3, timeout=60)
+    def resize_image(params: dict, ctx: TaskContext) -> dict:
+        ...
+
+A handler takes the task's params and a :class:`TaskContext`, may be sync or async, and
+returns a JSON-serialisable value. An exception fails the attempt (with its traceback) and the
+task is retried; :class:`PermanentError` fails it for good. Sync handlers run in a thread and
+should poll ``ctx.is_cancelled()``; async ones can ``await ctx.wait_cancelled(seconds)``.
+
+Built-in types (this module): ``echo``, ``test``, ``sleep``, ``fail``, and the control types
+that act on the organism itself (``control=True``; the Coordinator runs them, with
+``ctx.organism`` set to its OrganismManager).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import platform
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+HandlerFunc = Callable[[dict, "TaskContext"], Any]
+
+
+class PermanentError(Exception):
+    """Raise from a handler for an error that retrying cannot fix: the task FAILS at once."""
+
+
+class TaskCancelled(Exception):
+    """Raise from a handler that noticed ``ctx.is_cancelled()`` and stopped early."""
+
+
+@dataclass(frozen=True)
+class HandlerSpec:
+    type: str
+    func: HandlerFunc
+    max_attempts: int | None = None
+    timeout: float | None = None
+    control: bool = False
+
+    @property
+    def is_async(self) -> bool:
+        return inspect.iscoroutinefunction(self.func)
+
+
+@dataclass
+class TaskContext:
+    """What a running handler knows about its task, and how it learns it was cancelled."""
+
+    task_id: str
+    attempt: int = 1
+    # The OrganismManager, set only for control types run by the Coordinator.
+    organism: Any = None
+    _flag: threading.Event = field(default_factory=threading.Event, repr=False)
+    _waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = field(
+        default_factory=list, repr=False
+    )
+
+    def is_cancelled(self) -> bool:
+        return self._flag.is_set()
+
+    def cancel(self) -> None:
+        """Set the cancelled flag; safe from any thread."""
+        self._flag.set()
+        for loop, event in list(self._waiters):
+            loop.call_soon_threadsafe(event.set)
+
+    async def wait_cancelled(self, timeout: float | None = None) -> bool:
+        """Wait up to ``timeout`` seconds for a cancel; True if the task was cancelled."""
+        if self._flag.is_set():
+            return True
+        waiter = (asyncio.get_running_loop(), asyncio.Event())
+        self._waiters.append(waiter)
+        try:
+            if self._flag.is_set():  # set between the check and the registration
+                return True
+            await asyncio.wait_for(waiter[1].wait(), timeout)
+            return True
+        except TimeoutError:
+            return self._flag.is_set()
+        finally:
+            self._waiters.remove(waiter)
+
+
+_registry: dict[str, HandlerSpec] = {}
+
+
+def handler(
+    type: str,
+    *,
+    max_attempts: int | None = None,
+    timeout: float | None = None,
+    control: bool = False,
+) -> Callable[[HandlerFunc], HandlerFunc]:
+    """Register ``fn(params, ctx)`` as the handler of task type ``type``.
+
+    ``max_attempts`` caps the task's attempts (a task's own cap wins); ``timeout`` (seconds)
+    ends an attempt that runs longer, default SEEDCORE_TASK_TIMEOUT.
+    """
+    if not type or not isinstance(type, str):
+        raise ValueError("a handler's type must be a non-empty string")
+    if max_attempts is not None and max_attempts < 1:
+        raise ValueError(f"handler {type!r}: max_attempts must be at least 1")
+    if timeout is not None and timeout <= 0:
+        raise ValueError(f"handler {type!r}: timeout must be positive")
+
+    def register(fn: HandlerFunc) -> HandlerFunc:
+        existing = _registry.get(type)
+        if existing is not None and _qualname(existing.func) != _qualname(fn):
+            raise ValueError(
+                f"task type {type!r} already has a handler, {_qualname(existing.func)}"
+            )
+        _registry[type] = HandlerSpec(type, fn, max_attempts, timeout, control)
+        return fn
+
+    return register
+
+
+def get_handler(type: str) -> HandlerSpec | None:
+    return _registry.get(type)
+
+
+def registered_types() -> list[str]:
+    return sorted(_registry)
+
+
+def missing_handler_message(type: str) -> str:
+    return f"no handler registered for type '{type}'"
+
+
+def autodiscover() -> None:
+    """Import ``<app>.handlers`` for every installed app that has one."""
+    from django.apps import apps
+
+    for config in apps.get_app_configs():
+        name = f"{config.name}.handlers"
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:  # the module exists but one of its imports is missing
+                raise
+
+
+def _qualname(fn: Callable) -> str:
+    return f"{fn.__module__}.{fn.__qualname__}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Built-ins that run on agents
+
+
+@handler("echo")
+async def echo(params: dict, ctx: TaskContext) -> dict:
+    """Return the params unchanged."""
+    return params
+
+
+@handler("test")
+async def smoke_test(params: dict, ctx: TaskContext) -> dict:
+    """The design's smoke test: proves a task reached an agent and came back."""
+    return {
+        "status": "ok",
+        "message": "SeedCore smoke test completed",
+        "task_id": ctx.task_id,
+        "attempt": ctx.attempt,
+        "host": platform.node(),
+        "params": params,
+    }
+
+
+@handler("sleep")
+async def sleep(params: dict, ctx: TaskContext) -> dict:
+    """Sleep ``params.seconds``; a cancel ends it at once."""
+    seconds = params.get("seconds", 1)
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
+        raise PermanentError("params.seconds must be a non-negative number")
+    started = time.monotonic()
+    if await ctx.wait_cancelled(float(seconds)):
+        raise TaskCancelled(f"cancelled after {time.monotonic() - started:.3f} s")
+    return {"slept": seconds}
+
+
+@handler("fail")
+async def fail(params: dict, ctx: TaskContext) -> None:
+    """Fail on purpose; ``params.permanent`` true makes the failure permanent."""
+    message = str(params.get("message") or "failed on purpose (fail task)")
+    if params.get("permanent"):
+        raise PermanentError(message)
+    raise RuntimeError(message)
+
+
+# ---------------------------------------------------------------------------------------------
+# Control types: the Coordinator runs them against its OrganismManager (ctx.organism)
+
+
+# Creating or killing a few dozen actors on a busy cluster can take a while; a short task
+# timeout (SEEDCORE_TASK_TIMEOUT) must not cut it off half-way.
+LIFECYCLE_TIMEOUT = 600.0
+
+
+def _task_param(params: dict) -> dict:
+    task = params.get("task")
+    if not isinstance(task, dict) or not isinstance(task.get("type"), str):
+        raise PermanentError("params.task must be an object with a 'type'")
+    return task
+
+
+@handler("get_organism_status", control=True)
+async def get_organism_status(params: dict, ctx: TaskContext) -> list:
+    return await ctx.organism.status()
+
+
+@handler("get_organism_summary", control=True)
+async def get_organism_summary(params: dict, ctx: TaskContext) -> dict:
+    return await ctx.organism.summary()
+
+
+@handler("execute_on_organ", control=True)
+async def execute_on_organ(params: dict, ctx: TaskContext) -> dict:
+    organ_id = params.get("organ_id")
+    if not isinstance(organ_id, str) or not organ_id:
+        raise PermanentError("params.organ_id must name an organ")
+    return await ctx.organism.execute_on_organ(organ_id, _task_param(params), ctx)
+
+
+@handler("execute_on_random_organ", control=True)
+async def execute_on_random_organ(params: dict, ctx: TaskContext) -> dict:
+    return await ctx.organism.execute_on_organ(None, _task_param(params), ctx)
+
+
+@handler("initialize_organism", control=True, timeout=LIFECYCLE_TIMEOUT)
+async def initialize_organism(params: dict, ctx: TaskContext) -> dict:
+    await ctx.organism.initialize()
+    return await ctx.organism.summary()
+
+
+@handler("shutdown_organism", control=True, timeout=LIFECYCLE_TIMEOUT)
+async def shutdown_organism(params: dict, ctx: TaskContext) -> dict:
+    return await ctx.organism.shutdown()
+
+
+@handler("get_metrics", control=True)
+async def get_metrics(params: dict, ctx: TaskContext) -> dict:
+    return await ctx.organism.metrics()
+
+
+CONTROL_TYPES = tuple(t for t, spec in _registry.items() if spec.control)

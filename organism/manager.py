@@ -1,0 +1,404 @@
+"""The OrganismManager: owns the organs, routes tasks to agents, serves the control types.
+
+Plain Python, driven by the Coordinator actor. Organs come from an injected factory (Ray
+actors in production, in-process organs in unit tests). Tasks go straight to the chosen agent;
+a batch is grouped by agent so each agent gets one call, and outcomes stream back as each
+task finishes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+import traceback
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, Protocol
+
+from organism.agent import attempt_of, outcome
+from organism.handlers import (
+    HandlerSpec,
+    PermanentError,
+    TaskCancelled,
+    TaskContext,
+    get_handler,
+    missing_handler_message,
+)
+from organism.organ import AgentClient
+from organism.routing import FAST, OrganSpec, Route, choose_organ, least_loaded
+
+
+class OrganClient(Protocol):
+    spec: OrganSpec
+
+    async def start(self) -> list[AgentClient]: ...
+
+    async def status(self) -> dict[str, Any]: ...
+
+    async def shutdown(self) -> int: ...
+
+
+OrganFactory = Callable[[OrganSpec], Awaitable[OrganClient]]
+
+
+class OrganismShutDown(Exception):
+    pass
+
+
+class OrganismManager:
+    def __init__(
+        self,
+        organs: Sequence[OrganSpec],
+        organ_factory: OrganFactory,
+        *,
+        drift_threshold: float = 0.5,
+        default_timeout: float = 300.0,
+        rng: random.Random | None = None,
+    ):
+        self.specs = list(organs)
+        self.drift_threshold = drift_threshold
+        self.default_timeout = default_timeout
+        self._organ_factory = organ_factory
+        self._rng = rng or random.Random()
+        self._organs: dict[str, OrganClient] = {}
+        self._agents: dict[str, list[AgentClient]] = {}
+        self._load: Counter[str] = Counter()  # agent id -> tasks in flight
+        self._in_flight: dict[str, AgentClient | asyncio.Task] = {}
+        self._cancelled: set[str] = set()
+        self._paths: Counter[str] = Counter()
+        self._suspect: set[str] = set()  # organs with an agent that failed a call
+        self._started = time.time()
+        self._lock = asyncio.Lock()
+        self.initialized = False
+        self.shut_down = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def initialize(self) -> None:
+        """Create (or reuse) every organ and its agents."""
+        async with self._lock:
+            if self.initialized:
+                return
+            organs = await asyncio.gather(*(self._organ_factory(spec) for spec in self.specs))
+            agents = await asyncio.gather(*(organ.start() for organ in organs))
+            self._organs = {organ.spec.id: organ for organ in organs}
+            self._agents = {organ.spec.id: list(a) for organ, a in zip(organs, agents, strict=True)}
+            self.initialized, self.shut_down = True, False
+
+    async def shutdown(self) -> dict[str, Any]:
+        """Stop every organ and agent; tasks then fail until initialize() runs."""
+        async with self._lock:
+            organs, self._organs, self._agents = self._organs, {}, {}
+            self.initialized, self.shut_down = False, True
+        stopped = await asyncio.gather(*(o.shutdown() for o in organs.values()))
+        return {"shutdown": True, "organs_stopped": len(organs), "agents_stopped": sum(stopped)}
+
+    async def _ready(self) -> None:
+        if self.initialized:
+            if self._suspect:
+                await self._heal()
+            return
+        if self.shut_down:
+            raise OrganismShutDown("the organism is shut down; submit initialize_organism")
+        await self.initialize()
+
+    async def _heal(self) -> None:
+        """Re-start the organs whose agents failed: dead agents (or a dead organ actor) are
+        replaced, live ones kept."""
+        async with self._lock:
+            suspects, self._suspect = self._suspect, set()
+            for organ_id in suspects:
+                organ = self._organs.get(organ_id)
+                if organ is None:
+                    continue
+                try:
+                    agents = await organ.start()
+                except Exception:  # the organ actor itself is gone: make a new one
+                    organ = await self._organ_factory(organ.spec)
+                    agents = await organ.start()
+                    self._organs[organ_id] = organ
+                self._agents[organ_id] = list(agents)
+
+    # -- running tasks ---------------------------------------------------------------------
+
+    async def run(self, task: dict[str, Any]) -> dict[str, Any]:
+        """Run one task to its outcome."""
+        async for result in self.run_batch([task]):
+            return result
+        raise AssertionError("run_batch yielded nothing")  # pragma: no cover
+
+    async def run_batch(self, tasks: list[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+        """Run tasks, yielding one outcome per task as each finishes."""
+        async for chunk in self.run_chunks(tasks):
+            for result in chunk:
+                yield result
+
+    async def run_chunks(self, tasks: list[dict[str, Any]]) -> AsyncIterator[list[dict[str, Any]]]:
+        """Run tasks, yielding lists of the outcomes finished so far, as they finish.
+
+        Fast tasks finishing together come back together: one message across Ray carries
+        many outcomes, which is what lets a batch outrun one call per task.
+        """
+        finished: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        jobs: list[asyncio.Task] = []
+        groups: dict[str, tuple[AgentClient, Route, list[dict[str, Any]]]] = {}
+        unknown = []
+        for task in tasks:
+            spec = get_handler(str(task.get("type", "")))
+            if spec is None:
+                error = missing_handler_message(task.get("type"))
+                unknown.append(outcome(task, ok=False, error=error, permanent=True))
+                continue
+            if spec.control:
+                jobs.append(asyncio.ensure_future(self._run_control(spec, task, finished)))
+                continue
+            try:
+                await self._ready()
+                route = self._route(task)
+                agent = self._pick_agent(route.organ_id)
+            except Exception as exc:  # shut down, or no agents: retry later
+                finished.put_nowait(outcome(task, ok=False, error=str(exc), spec=spec))
+                continue
+            self._load[agent.agent_id] += 1
+            self._in_flight[str(task.get("id"))] = agent
+            key = f"{agent.agent_id}/{route.path}"
+            groups.setdefault(key, (agent, route, []))[2].append(task)
+        for agent, route, group in groups.values():
+            jobs.append(asyncio.ensure_future(self._run_group(agent, route, group, finished)))
+        remaining = len(tasks) - len(unknown)
+        if unknown:
+            yield unknown
+        try:
+            while remaining:
+                chunk = [await finished.get()]
+                while not finished.empty():
+                    chunk.append(finished.get_nowait())
+                remaining -= len(chunk)
+                yield chunk
+        finally:
+            for job in jobs:
+                job.cancel()
+
+    async def cancel(self, task_id: str) -> bool:
+        """Stop a running task; True if it was running here."""
+        task_id = str(task_id)
+        target = self._in_flight.get(task_id)
+        if target is None:
+            return False
+        self._cancelled.add(task_id)
+        if isinstance(target, asyncio.Task):  # a control task, running in this process
+            target.cancel()
+            return True
+        with contextlib.suppress(Exception):  # a dead agent: its outcome reports that
+            await target.cancel(task_id)
+        return True
+
+    def _route(self, task: dict[str, Any]) -> Route:
+        return choose_organ(
+            task_type=str(task.get("type", "")),
+            domain=task.get("domain"),
+            drift_score=task.get("drift_score"),
+            organs=[self._organs[organ_id].spec for organ_id in self._organs],
+            threshold=self.drift_threshold,
+            pick=self._rng.choice,
+        )
+
+    def _pick_agent(self, organ_id: str) -> AgentClient:
+        agents = {agent.agent_id: agent for agent in self._agents.get(organ_id, [])}
+        if not agents:
+            raise RuntimeError(f"organ {organ_id} has no agents")
+        return agents[least_loaded({agent_id: self._load[agent_id] for agent_id in agents})]
+
+    async def _run_group(
+        self,
+        agent: AgentClient,
+        route: Route,
+        tasks: list[dict[str, Any]],
+        finished: asyncio.Queue,
+    ) -> None:
+        waiting = {str(task.get("id")): task for task in tasks}
+        try:
+            # One task: a plain call, cheaper than a stream.
+            single = len(tasks) == 1
+            chunks = [[await agent.run(tasks[0])]] if single else agent.run_batch(tasks)
+            async for chunk in _aiter(chunks):
+                for result in chunk:
+                    task = waiting.pop(result["id"], None)
+                    if task is not None:
+                        finished.put_nowait(self._finish(agent, route, task, result))
+        except Exception as exc:
+            error = f"agent {agent.agent_id} failed: {type(exc).__name__}: {exc}"
+            cancelled = type(exc).__name__ == "TaskCancelledError"
+            if not cancelled:
+                self._suspect.add(route.organ_id)
+            for task in waiting.values():
+                result = outcome(
+                    task,
+                    ok=False,
+                    error="cancelled" if cancelled else error,
+                    cancelled=cancelled,
+                    spec=get_handler(str(task.get("type", ""))),
+                )
+                finished.put_nowait(self._finish(agent, route, task, result))
+            waiting.clear()
+        finally:
+            for task in waiting.values():  # the caller went away: release the bookkeeping
+                self._release(agent, str(task.get("id")))
+
+    def _finish(
+        self, agent: AgentClient, route: Route, task: dict[str, Any], result: dict[str, Any]
+    ) -> dict[str, Any]:
+        task_id = str(task.get("id"))
+        if task_id in self._cancelled and not result["cancelled"]:
+            result = {
+                **result,
+                "ok": False,
+                "result": None,
+                "error": "cancelled",
+                "cancelled": True,
+            }
+        self._release(agent, task_id)
+        if result["ok"]:
+            result["result"]["routing"] = {"path": route.path, **result["result"]["routing"]}
+            self._paths[route.path] += 1
+        return result
+
+    def _release(self, agent: AgentClient, task_id: str) -> None:
+        self._load[agent.agent_id] -= 1
+        if self._load[agent.agent_id] <= 0:
+            del self._load[agent.agent_id]
+        self._in_flight.pop(task_id, None)
+        self._cancelled.discard(task_id)
+
+    async def _run_control(
+        self, spec: HandlerSpec, task: dict[str, Any], finished: asyncio.Queue
+    ) -> None:
+        task_id = str(task.get("id"))
+        ctx = TaskContext(task_id=task_id, attempt=attempt_of(task) or 1, organism=self)
+        timeout = spec.timeout or self.default_timeout
+        started = time.perf_counter()
+        job = asyncio.ensure_future(spec.func(task.get("params") or {}, ctx))
+        self._in_flight[task_id] = job
+        try:
+            value = await asyncio.wait_for(job, timeout)
+        except TimeoutError:
+            result = outcome(task, ok=False, error=f"timed out after {timeout:g} s", spec=spec)
+        except (asyncio.CancelledError, TaskCancelled):
+            if asyncio.current_task().cancelling():  # our caller went away, not a cancel
+                raise
+            result = outcome(task, ok=False, error="cancelled", cancelled=True, spec=spec)
+        except Exception as exc:
+            result = outcome(
+                task,
+                ok=False,
+                error=f"{type(exc).__name__}: {exc}",
+                traceback="".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+                permanent=isinstance(exc, PermanentError),
+                spec=spec,
+            )
+        else:
+            routing = {
+                "path": FAST,
+                "organ_id": None,
+                "agent_id": None,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+            }
+            result = outcome(task, ok=True, output=value, routing=routing, spec=spec)
+        finally:
+            self._in_flight.pop(task_id, None)
+            self._cancelled.discard(task_id)
+        finished.put_nowait(result)
+
+    # -- control types ---------------------------------------------------------------------
+
+    async def execute_on_organ(
+        self, organ_id: str | None, task: dict[str, Any], ctx: TaskContext
+    ) -> dict[str, Any]:
+        """Run ``task`` on ``organ_id`` (a random organ if None); returns its result."""
+        spec = get_handler(task["type"])
+        if spec is None:
+            raise PermanentError(missing_handler_message(task["type"]))
+        if spec.control:
+            raise PermanentError(f"control type '{spec.type}' cannot run on an organ")
+        await self._ready()
+        if organ_id is None:
+            organ_id = self._rng.choice(sorted(self._organs))
+        elif organ_id not in self._organs:
+            known = ", ".join(sorted(self._organs))
+            raise PermanentError(f"no organ '{organ_id}'; the organs are {known}")
+        inner = {**task, "id": f"{ctx.task_id}:inner", "attempts": ctx.attempt}
+        agent = self._pick_agent(organ_id)
+        self._load[agent.agent_id] += 1
+        self._in_flight[inner["id"]] = agent
+        finished: asyncio.Queue = asyncio.Queue()
+        try:
+            await self._run_group(agent, Route(FAST, organ_id), [inner], finished)
+        except asyncio.CancelledError:
+            await agent.cancel(inner["id"])
+            raise
+        result = finished.get_nowait()
+        if result["ok"]:
+            return result["result"]
+        if result["cancelled"]:
+            raise TaskCancelled(result["error"])
+        error = f"on organ {organ_id}: {result['error']}"
+        raise PermanentError(error) if result["permanent"] else RuntimeError(error)
+
+    async def status(self) -> list[dict[str, Any]]:
+        """Every organ's status (kind, agents with their state, load)."""
+        await self._ready_if_never_started()
+        organs = list(self._organs.values())
+        statuses = await asyncio.gather(*(o.status() for o in organs), return_exceptions=True)
+        out = []
+        for organ, status in zip(organs, statuses, strict=True):
+            if isinstance(status, BaseException):
+                status = {
+                    "organ_id": organ.spec.id,
+                    "kind": organ.spec.kind,
+                    "alive": False,
+                    "error": str(status),
+                    "agent_count": 0,
+                    "agents": [],
+                    "load": 0,
+                }
+            out.append(status)
+        return out
+
+    async def summary(self) -> dict[str, Any]:
+        organs = await self.status()
+        return {
+            "initialized": self.initialized,
+            "organ_count": len(organs),
+            "total_agent_count": sum(organ["agent_count"] for organ in organs),
+            "organs": organs,
+        }
+
+    async def metrics(self) -> dict[str, Any]:
+        organs = await self.status()
+        agents = [agent for organ in organs for agent in organ["agents"]]
+        return {
+            "initialized": self.initialized,
+            "uptime_s": round(time.time() - self._started, 3),
+            "in_flight": len(self._in_flight),
+            "paths": dict(self._paths),
+            "organ_count": len(organs),
+            "agent_count": len(agents),
+            "tasks_processed": sum(a.get("tasks_processed", 0) for a in agents),
+            "successes": sum(a.get("successes", 0) for a in agents),
+            "failures": sum(a.get("failures", 0) for a in agents),
+        }
+
+    async def _ready_if_never_started(self) -> None:
+        if not self.initialized and not self.shut_down:
+            await self.initialize()
+
+
+async def _aiter(chunks):
+    if hasattr(chunks, "__aiter__"):
+        async for chunk in chunks:
+            yield chunk
+    else:
+        for chunk in chunks:
+            yield chunk

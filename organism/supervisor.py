@@ -1,0 +1,359 @@
+"""What ``manage.py rundispatcher`` runs: bootstrap the Ray side, supervise it, reap, stop.
+
+:class:`Supervisor` connects to Ray, makes sure the Coordinator answers and the N dispatcher
+actors run their loops (reusing live ones, never duplicating them), then every few seconds
+pings every actor, restarts the dead, reaps orphaned tasks and reports one status line.
+Everything here is sync and runs in the command's process; errors an operator can fix
+are raised as :class:`SupervisorError` with a message saying what to do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+
+from organism.dispatcher import DispatcherConfig
+
+PING_TIMEOUT = 10.0
+COORDINATOR_READY_TIMEOUT = 120.0
+STATUS_ORDER = ("QUEUED", "RUNNING", "RETRY", "COMPLETED", "FAILED", "CANCELLED")
+
+
+class SupervisorError(Exception):
+    """A problem the operator can fix; the message says how."""
+
+
+@dataclass
+class SupervisorOptions:
+    dispatchers: int = field(default_factory=lambda: settings.SEEDCORE_DISPATCHERS)
+    address: str = field(default_factory=lambda: settings.RAY_ADDRESS)
+    namespace: str = field(default_factory=lambda: settings.RAY_NAMESPACE)
+    interval: float = field(
+        default_factory=lambda: getattr(settings, "SEEDCORE_SUPERVISE_SECONDS", 3.0)
+    )
+    heartbeat_timeout: float = field(
+        default_factory=lambda: getattr(settings, "SEEDCORE_HEARTBEAT_TIMEOUT", 15.0)
+    )
+    config: DispatcherConfig = field(default_factory=DispatcherConfig.from_settings)
+
+
+def check_database() -> None:
+    """Raise SupervisorError if the database cannot be reached or lacks migrations."""
+    from django.db import DEFAULT_DB_ALIAS, connections
+    from django.db.migrations.executor import MigrationExecutor
+    from django.db.utils import OperationalError
+
+    connection = connections[DEFAULT_DB_ALIAS]
+    try:
+        connection.ensure_connection()
+        executor = MigrationExecutor(connection)
+        pending = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    except OperationalError as exc:
+        raise SupervisorError(
+            f"cannot reach the database ({str(exc).strip()}); check DATABASE_URL "
+            "and that the database server is running"
+        ) from None
+    if pending:
+        raise SupervisorError(
+            f"the database lacks {len(pending)} migration(s); run `python manage.py migrate`"
+        )
+
+
+def connect(options: SupervisorOptions, *, start_local: bool) -> None:
+    """Connect this process to Ray in the options' namespace."""
+    from organism.raycluster import RayUnavailable, ensure_connected
+
+    settings.RAY_NAMESPACE = options.namespace
+    try:
+        ensure_connected(options.address or None, start_local=start_local)
+    except RayUnavailable as exc:
+        raise SupervisorError(str(exc)) from None
+    except Exception as exc:  # ray.init raises several types for a bad address
+        raise SupervisorError(
+            f"cannot connect to Ray at {options.address or 'a local cluster'}: {exc}"
+        ) from None
+
+
+class Supervisor:
+    """The tree's root: owns the handles of the Coordinator and the dispatchers."""
+
+    def __init__(self, options: SupervisorOptions, out: Callable[[str], None] = print):
+        self.options = options
+        self.out = out
+        self.dispatchers: dict[int, Any] = {}
+        self.coordinator: Any = None
+        self.restarts = 0
+        self._previous: tuple[float, dict[str, int]] | None = None
+
+    # -- bootstrap ---------------------------------------------------------------------------
+
+    def bootstrap(self) -> dict[str, Any]:
+        """Coordinator answering, N dispatchers running; returns the first status."""
+        deadline = time.monotonic() + COORDINATOR_READY_TIMEOUT
+        while self.ensure_coordinator() is None:
+            if time.monotonic() > deadline:
+                raise SupervisorError(
+                    "the Coordinator did not answer ping within "
+                    f"{COORDINATOR_READY_TIMEOUT:.0f} s; see the Ray logs"
+                )
+            time.sleep(0.5)
+        self._warm_up_organism()
+        # A dispatcher found dead (a name not yet freed after a kill) is recreated on the
+        # next round; wait a little for all N rather than report a half-started tree.
+        while True:
+            snapshot = self.tick()
+            if alive_count(snapshot) >= self.options.dispatchers or time.monotonic() > deadline:
+                return snapshot
+            time.sleep(0.5)
+
+    def _warm_up_organism(self) -> None:
+        # Organs and agents start on the first task otherwise; starting them now keeps that
+        # first task fast. A failure here is reported, not fatal: the first task retries it.
+        import ray
+
+        try:
+            ray.get(self.coordinator.initialize.remote(), timeout=COORDINATOR_READY_TIMEOUT)
+        except Exception as exc:
+            self.out(f"organism not initialised yet ({type(exc).__name__}: {exc})")
+
+    def ensure_coordinator(self) -> float | None:
+        """Ping the Coordinator, creating it if absent; returns the ping in ms or None."""
+        import ray
+
+        from organism import actors
+
+        try:
+            if self.coordinator is None:
+                self.coordinator = actors.get_or_create_coordinator()
+            started = time.perf_counter()
+            ray.get(self.coordinator.ping.remote(), timeout=PING_TIMEOUT)
+            return (time.perf_counter() - started) * 1000
+        except ray.exceptions.GetTimeoutError:
+            return None
+        except Exception as exc:
+            self.out(f"coordinator unavailable ({type(exc).__name__}); recreating it")
+            self.coordinator = None
+            self.restarts += 1
+            return None
+
+    def ensure_dispatchers(self) -> list[dict[str, Any]]:
+        """Start (idempotently) every dispatcher, recreating dead ones; their statuses."""
+        import ray
+
+        from organism.dispatcher_actor import existing_dispatchers, get_or_create_dispatcher
+
+        if not self.dispatchers:
+            self.dispatchers.update(existing_dispatchers(self.options.namespace))
+        config = self.options.config
+        for index in range(self.options.dispatchers):
+            if index not in self.dispatchers:
+                self.dispatchers[index] = get_or_create_dispatcher(
+                    index, config, self.options.namespace
+                )
+        refs = {
+            index: handle.start.remote(config.as_dict())
+            for index, handle in self.dispatchers.items()
+        }
+        statuses = []
+        for index, ref in refs.items():
+            try:
+                statuses.append(ray.get(ref, timeout=PING_TIMEOUT))
+            except ray.exceptions.GetTimeoutError:
+                statuses.append({"name": f"#{index}", "running": False, "busy": True})
+            except Exception as exc:
+                self.out(f"dispatcher {index} is dead ({type(exc).__name__}); restarting it")
+                del self.dispatchers[index]
+                self.restarts += 1
+        return statuses
+
+    # -- supervising -------------------------------------------------------------------------
+
+    def reap(self) -> list[dict[str, Any]]:
+        from tasks import queue
+
+        return queue.reap(heartbeat_timeout=self.options.heartbeat_timeout)
+
+    def tick(self) -> dict[str, Any]:
+        """One round: ping and restart, reap, count. Each step guarded: one failure (the
+        database restarting) must never end supervision."""
+        from tasks import queue
+
+        snapshot: dict[str, Any] = {"ping_ms": None, "dispatchers": [], "reaped": 0}
+        for key, step in (
+            ("ping_ms", self.ensure_coordinator),
+            ("dispatchers", self.ensure_dispatchers),
+            ("reaped", lambda: len(self.reap())),
+            ("counts", lambda: {s: c.count for s, c in queue.count_by_status().items()}),
+        ):
+            try:
+                snapshot[key] = step()
+            except Exception as exc:
+                self.out(f"supervisor: {key} failed: {exc}")
+                _close_broken_connections()
+        snapshot["rates"] = self._rates(snapshot["dispatchers"])
+        return snapshot
+
+    def _rates(self, statuses: list[dict[str, Any]]) -> dict[str, float]:
+        totals = {
+            key: sum(s.get(key, 0) for s in statuses) for key in ("claimed", "completed", "failed")
+        }
+        now = time.monotonic()
+        rates = dict.fromkeys(totals, 0.0)
+        if self._previous is not None:
+            then, before = self._previous
+            elapsed = max(now - then, 1e-6)
+            rates = {k: max(v - before.get(k, 0), 0) / elapsed for k, v in totals.items()}
+        self._previous = (now, totals)
+        return rates
+
+    def status_line(self, snapshot: dict[str, Any]) -> str:
+        counts = snapshot.get("counts") or {}
+        depth = " ".join(f"{s.lower()}={counts.get(s, 0)}" for s in STATUS_ORDER)
+        rates = snapshot["rates"]
+        statuses = snapshot["dispatchers"]
+        alive = alive_count(snapshot)
+        in_flight = sum(s.get("in_flight", 0) for s in statuses)
+        ping = snapshot["ping_ms"]
+        ping_text = f"{ping:.1f} ms" if ping is not None else "DOWN"
+        reaped = f" | reaped {snapshot['reaped']}" if snapshot["reaped"] else ""
+        return (
+            f"{depth} | claimed {rates['claimed']:.0f}/s completed {rates['completed']:.0f}/s "
+            f"failed {rates['failed']:.0f}/s | in flight {in_flight} | dispatchers "
+            f"{alive}/{self.options.dispatchers} | coordinator {ping_text}{reaped}"
+        )
+
+    def supervise(self, stop: threading.Event) -> None:
+        """Tick and report every ``interval`` seconds until ``stop`` is set."""
+        while not stop.wait(self.options.interval):
+            self.out(self.status_line(self.tick()))
+
+    # -- stopping ----------------------------------------------------------------------------
+
+    def stop_dispatchers(self, *, kill: bool = True) -> int:
+        """Stop every dispatcher gracefully (in-flight tasks finish or go back to the queue),
+        then end the actors; returns how many tasks were released."""
+        from organism.dispatcher_actor import existing_dispatchers
+
+        handles = {**existing_dispatchers(self.options.namespace), **self.dispatchers}
+        released = stop_actors(list(handles.values()), self.options.config, kill=kill)
+        self.dispatchers.clear()
+        return released
+
+
+def alive_count(snapshot: dict[str, Any]) -> int:
+    return sum(1 for status in snapshot["dispatchers"] if status.get("running"))
+
+
+def stop_actors(handles: list[Any], config: DispatcherConfig, *, kill: bool) -> int:
+    import ray
+
+    refs = [handle.stop.remote() for handle in handles]
+    released = 0
+    for ref in refs:
+        # Already dead, or stuck: killing it below is all that is left to do.
+        with contextlib.suppress(Exception):
+            status = ray.get(ref, timeout=config.grace_seconds + PING_TIMEOUT)
+            released += status.get("released", 0)
+    if kill:
+        for handle in handles:
+            with contextlib.suppress(Exception):  # already gone
+                ray.kill(handle)
+    return released
+
+
+def run_foreground(
+    options: SupervisorOptions,
+    out: Callable[[str], None],
+    stop: threading.Event,
+    *,
+    handle_signals: bool = True,
+) -> None:
+    """``rundispatcher``: bootstrap, supervise until ``stop`` (or SIGINT/SIGTERM), then stop
+    gracefully."""
+    check_database()
+    connect(options, start_local=True)
+    if handle_signals:  # after connecting: ray.init installs a SIGTERM handler of its own
+        stop_on_signals(stop)
+    supervisor = Supervisor(options, out)
+    try:
+        out(supervisor.status_line(supervisor.bootstrap()))
+        out(f"supervising {options.dispatchers} dispatcher(s) in namespace {options.namespace!r}")
+        supervisor.supervise(stop)
+    finally:
+        out("stopping: letting in-flight tasks finish, releasing the rest")
+        released = supervisor.stop_dispatchers()
+        out(f"stopped; {released} task(s) released back to the queue")
+
+
+def run_detached(options: SupervisorOptions, out: Callable[[str], None]) -> None:
+    """``rundispatcher --detach``: bootstrap and check, leaving the detached actors running."""
+    check_database()
+    if not options.address:
+        options.address = "auto"
+    connect(options, start_local=False)
+    supervisor = Supervisor(options, out)
+    snapshot = supervisor.bootstrap()
+    alive = alive_count(snapshot)
+    if alive < options.dispatchers:
+        raise SupervisorError(f"only {alive} of {options.dispatchers} dispatchers started")
+    out(supervisor.status_line(snapshot))
+    out(f"detached: Coordinator and {alive} dispatcher(s) run in namespace {options.namespace!r}")
+
+
+def stop_namespace(options: SupervisorOptions, out: Callable[[str], None]) -> None:
+    """``rundispatcher --stop``: stop the namespace's dispatchers gracefully, then the
+    Coordinator."""
+    import ray
+
+    from organism import actors
+
+    if not options.address:
+        options.address = "auto"
+    connect(options, start_local=False)
+    from organism.dispatcher_actor import existing_dispatchers
+
+    supervisor = Supervisor(options, out)
+    found = len(existing_dispatchers(options.namespace))
+    released = supervisor.stop_dispatchers()
+    out(f"stopped {found} dispatcher(s); {released} task(s) released back to the queue")
+    try:
+        coordinator = actors.get_coordinator()
+    except actors.CoordinatorNotFound:
+        out("no Coordinator was running")
+        return
+    try:  # organs and agents are detached too: shut them down before the Coordinator
+        ray.get(
+            coordinator.handle.remote({"id": "stop", "type": "shutdown_organism", "params": {}}),
+            timeout=COORDINATOR_READY_TIMEOUT,
+        )
+    except Exception as exc:
+        out(f"could not shut the organism down ({type(exc).__name__}); stopping anyway")
+    try:
+        ray.kill(coordinator)
+        out("stopped the Coordinator")
+    except Exception:
+        out("no Coordinator was running")
+
+
+def stop_on_signals(stop: threading.Event) -> None:
+    """SIGINT and SIGTERM set ``stop`` (the main thread then shuts down gracefully)."""
+
+    def handler(signum, frame):
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _close_broken_connections() -> None:
+    from django.db import connections
+
+    for connection in connections.all(initialized_only=True):
+        connection.close_if_unusable_or_obsolete()
