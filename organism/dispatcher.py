@@ -52,11 +52,11 @@ class DispatcherConfig:
 
         values = {
             "claim_batch": settings.SEEDCORE_CLAIM_BATCH,
-            "max_in_flight": getattr(settings, "SEEDCORE_MAX_IN_FLIGHT", 500),
+            "max_in_flight": settings.SEEDCORE_MAX_IN_FLIGHT,
             "lease_seconds": settings.SEEDCORE_LEASE_SECONDS,
-            "heartbeat_seconds": getattr(settings, "SEEDCORE_HEARTBEAT_SECONDS", 2.0),
-            "poll_seconds": getattr(settings, "SEEDCORE_POLL_SECONDS", 1.0),
-            "grace_seconds": getattr(settings, "SEEDCORE_GRACE_SECONDS", 10.0),
+            "heartbeat_seconds": settings.SEEDCORE_HEARTBEAT_SECONDS,
+            "poll_seconds": settings.SEEDCORE_POLL_SECONDS,
+            "grace_seconds": settings.SEEDCORE_GRACE_SECONDS,
             "max_attempts": settings.SEEDCORE_MAX_ATTEMPTS,
             "backoff_seconds": settings.SEEDCORE_BACKOFF_SECONDS,
             "backoff_max_steps": settings.SEEDCORE_BACKOFF_MAX_STEPS,

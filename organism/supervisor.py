@@ -30,17 +30,16 @@ class SupervisorError(Exception):
     """A problem the operator can fix; the message says how."""
 
 
+DEAD_DISPATCHER_FORGET_SECONDS = 600.0
+
+
 @dataclass
 class SupervisorOptions:
     dispatchers: int = field(default_factory=lambda: settings.SEEDCORE_DISPATCHERS)
     address: str = field(default_factory=lambda: settings.RAY_ADDRESS)
     namespace: str = field(default_factory=lambda: settings.RAY_NAMESPACE)
-    interval: float = field(
-        default_factory=lambda: getattr(settings, "SEEDCORE_SUPERVISE_SECONDS", 3.0)
-    )
-    heartbeat_timeout: float = field(
-        default_factory=lambda: getattr(settings, "SEEDCORE_HEARTBEAT_TIMEOUT", 15.0)
-    )
+    interval: float = field(default_factory=lambda: settings.SEEDCORE_SUPERVISE_SECONDS)
+    heartbeat_timeout: float = field(default_factory=lambda: settings.SEEDCORE_HEARTBEAT_TIMEOUT)
     config: DispatcherConfig = field(default_factory=DispatcherConfig.from_settings)
 
 
@@ -180,6 +179,12 @@ class Supervisor:
 
         return queue.reap(heartbeat_timeout=self.options.heartbeat_timeout)
 
+    def forget_dead_dispatchers(self) -> int:
+        from tasks import queue
+
+        # Well past the reaper's timeout, so a row is only forgotten after its tasks were freed.
+        return queue.forget_dead_dispatchers(silent_for=DEAD_DISPATCHER_FORGET_SECONDS)
+
     def tick(self) -> dict[str, Any]:
         """One round: ping and restart, reap, count. Each step guarded: one failure (the
         database restarting) must never end supervision."""
@@ -190,6 +195,7 @@ class Supervisor:
             ("ping_ms", self.ensure_coordinator),
             ("dispatchers", self.ensure_dispatchers),
             ("reaped", lambda: len(self.reap())),
+            ("forgotten", self.forget_dead_dispatchers),
             ("counts", lambda: {s: c.count for s, c in queue.count_by_status().items()}),
         ):
             try:

@@ -851,6 +851,18 @@ def forget_dispatcher(name: str, *, using: str = DEFAULT_DB_ALIAS) -> None:
     _Dialect(using).execute("DELETE FROM dispatchers WHERE name = %s", [name])
 
 
+def forget_dead_dispatchers(*, silent_for: float, using: str = DEFAULT_DB_ALIAS) -> int:
+    """Remove heartbeat rows silent for ``silent_for`` seconds that hold no RUNNING task (the
+    reaper frees those first), so killed dispatchers do not linger on the dashboard."""
+    d = _Dialect(using)
+    return d.execute(
+        f"DELETE FROM dispatchers WHERE last_beat_at < {d.now_plus()} AND NOT EXISTS "
+        "(SELECT 1 FROM tasks WHERE tasks.status = 'RUNNING' "
+        "AND tasks.locked_by = dispatchers.name)",
+        [d.seconds(-silent_for)],
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -897,6 +909,7 @@ __all__ = [
     "enqueue",
     "enqueue_many",
     "fail",
+    "forget_dead_dispatchers",
     "forget_dispatcher",
     "get",
     "prune",

@@ -129,3 +129,17 @@ def test_forget_dispatcher_removes_its_heartbeat():
     _beat("d1")
     queue.forget_dispatcher("d1")
     assert not Dispatcher.objects.filter(name="d1").exists()
+
+
+@pytest.mark.django_db
+def test_forget_dead_dispatchers_keeps_live_rows_and_rows_holding_tasks():
+    queue.beat(name="alive", node="n", pid=1, in_flight=0, processed=0)
+    queue.beat(name="dead-idle", node="n", pid=2, in_flight=0, processed=0)
+    queue.beat(name="dead-busy", node="n", pid=3, in_flight=1, processed=0)
+    queue.enqueue(type="echo")
+    queue.claim(dispatcher="dead-busy", batch=1)
+    long_ago = datetime.now(UTC) - timedelta(hours=1)
+    Dispatcher.objects.filter(name__startswith="dead").update(last_beat_at=long_ago)
+
+    assert queue.forget_dead_dispatchers(silent_for=600) == 1
+    assert set(Dispatcher.objects.values_list("name", flat=True)) == {"alive", "dead-busy"}
