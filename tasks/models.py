@@ -1,4 +1,4 @@
-"""The tasks table and the dispatchers' heartbeat table.
+"""The tasks table, the dispatchers' heartbeat table and the API's tokens.
 
 Defaults live in the database (``db_default``) so a row inserted by plain SQL with just a
 ``type`` is valid, QUEUED and claimable. ``updated_at`` is stamped by a trigger (migration
@@ -8,6 +8,7 @@ Status changes go through ``tasks.queue`` only.
 
 import uuid
 
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Now
@@ -127,7 +128,7 @@ class ApiToken(models.Model):
     """A bearer token for the HTTP API. Only its SHA-256 is stored; the token is shown once."""
 
     user = models.ForeignKey(
-        "auth.User", on_delete=models.CASCADE, related_name="api_tokens"
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
     )
     name = models.TextField(blank=True, default="")
     # The token's first characters, kept in clear so an operator can tell tokens apart.

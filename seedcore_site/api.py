@@ -1,0 +1,157 @@
+"""The root NinjaAPI: mounts each app's router and turns every error into JSON.
+
+Docs at /api/docs, the schema at /api/openapi.json. Every endpoint needs a bearer token or a
+staff session (``tasks.auth``) except the probes, which say so themselves (``auth=None``).
+Every error answer is ``{"detail": "<what went wrong and what to do>", …}``, never a
+traceback: the handlers below map each domain exception to its status code.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse
+from ninja import NinjaAPI
+from ninja.errors import AuthenticationError, HttpError, ValidationError
+
+from organism.api import probes
+from organism.api import router as organism_router
+from organism.client import CoordinatorError, CoordinatorTimeout, CoordinatorUnavailable
+from tasks.api import router as tasks_router
+from tasks.auth import CsrfRequired, InvalidToken, api_auth
+from tasks.ids import AmbiguousTaskId, InvalidTaskId, TaskNotFound
+from tasks.queue import TransitionNotAllowed
+from tasks.selectors import InvalidCursor
+
+logger = logging.getLogger("seedcore.api")
+
+AUTH_HINT = (
+    "authentication required: send `Authorization: Bearer <token>` (make one with "
+    "`python manage.py createapitoken USERNAME`) or log in as a staff user at /admin/"
+)
+
+api = NinjaAPI(
+    title="SeedCore",
+    version="1.0.0",
+    description=(
+        "A durable task queue on Ray. Authenticate with `Authorization: Bearer <token>` "
+        "(`python manage.py createapitoken USERNAME`) or a staff session with CSRF. "
+        "Task IDs in paths are full UUIDs or prefixes of at least 4 hex digits."
+    ),
+    docs_url="/api/docs",
+    openapi_url="/api/openapi.json",
+    auth=api_auth,
+    urls_namespace="api",
+)
+api.add_router("", tasks_router)
+api.add_router("", organism_router)
+api.add_router("", probes)
+
+
+def _error(request: HttpRequest, code: int, detail: str, **extra: Any) -> HttpResponse:
+    return api.create_response(request, {"detail": detail, **extra}, status=code)
+
+
+def _location(loc: Any) -> str:
+    # ninja prefixes each location with where it came from ("body", "query", "path") and, for
+    # a body, the parameter's name; a person wants the field's own dotted path.
+    parts = [str(part) for part in loc]
+    if parts and parts[0] in {"body", "query", "path", "header", "cookie"}:
+        source, parts = parts[0], parts[1:]
+        if source in {"body", "query"} and len(parts) > 1:
+            parts = parts[1:]
+    return ".".join(parts) or "body"
+
+
+@api.exception_handler(ValidationError)
+def invalid_input(request: HttpRequest, exc: ValidationError) -> HttpResponse:
+    errors = []
+    for error in exc.errors:
+        field = _location(error.get("loc", ()))
+        message = str(error.get("msg", "is invalid")).removeprefix("Value error, ")
+        if error.get("type") == "extra_forbidden":
+            message = "is not a known field"
+        errors.append({"field": field, "message": message})
+    detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors) or "invalid request"
+    return _error(request, 422, f"invalid request: {detail}", errors=errors)
+
+
+@api.exception_handler(AuthenticationError)
+def unauthenticated(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
+    response = _error(request, 401, AUTH_HINT)
+    response["WWW-Authenticate"] = "Bearer"
+    return response
+
+
+@api.exception_handler(InvalidToken)
+def invalid_token(request: HttpRequest, exc: InvalidToken) -> HttpResponse:
+    response = _error(request, 401, str(exc))
+    response["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+    return response
+
+
+@api.exception_handler(CsrfRequired)
+def csrf_required(request: HttpRequest, exc: CsrfRequired) -> HttpResponse:
+    return _error(request, 403, str(exc))
+
+
+@api.exception_handler(InvalidTaskId)
+def invalid_task_id(request: HttpRequest, exc: InvalidTaskId) -> HttpResponse:
+    return _error(request, 400, str(exc))
+
+
+@api.exception_handler(InvalidCursor)
+def invalid_cursor(request: HttpRequest, exc: InvalidCursor) -> HttpResponse:
+    return _error(request, 400, str(exc))
+
+
+@api.exception_handler(TaskNotFound)
+def task_not_found(request: HttpRequest, exc: TaskNotFound) -> HttpResponse:
+    return _error(request, 404, str(exc))
+
+
+@api.exception_handler(AmbiguousTaskId)
+def ambiguous_task_id(request: HttpRequest, exc: AmbiguousTaskId) -> HttpResponse:
+    return _error(
+        request,
+        409,
+        f"{exc}; give more of the ID",
+        candidates=exc.candidates,
+    )
+
+
+@api.exception_handler(TransitionNotAllowed)
+def transition_not_allowed(request: HttpRequest, exc: TransitionNotAllowed) -> HttpResponse:
+    return _error(request, 409, str(exc), status=exc.status)
+
+
+@api.exception_handler(CoordinatorTimeout)
+def coordinator_timeout(request: HttpRequest, exc: CoordinatorTimeout) -> HttpResponse:
+    return _error(request, 504, str(exc))
+
+
+@api.exception_handler(CoordinatorUnavailable)
+def coordinator_unavailable(request: HttpRequest, exc: CoordinatorUnavailable) -> HttpResponse:
+    return _error(request, 503, str(exc))
+
+
+@api.exception_handler(CoordinatorError)
+def coordinator_error(request: HttpRequest, exc: CoordinatorError) -> HttpResponse:
+    # A permanent error is the handler refusing its input (an unknown organ, say).
+    status = 400 if exc.permanent else 502
+    return _error(request, status, f"the Coordinator reported: {exc}")
+
+
+@api.exception_handler(HttpError)
+def http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    detail = str(exc)
+    if detail.startswith("Cannot parse request body"):  # ninja's words for unparseable JSON
+        detail = "the request body is not valid JSON; send a JSON object"
+    return _error(request, exc.status_code, detail)
+
+
+@api.exception_handler(Exception)
+def unexpected(request: HttpRequest, exc: Exception) -> HttpResponse:
+    logger.exception("unhandled error in %s %s", request.method, request.path)
+    return _error(request, 500, "internal error; the server log has the details")

@@ -1,0 +1,171 @@
+"""``manage.py tasks list | show ID | submit TYPE | run ID | cancel ID | status ID``.
+
+Thin over ``tasks.queue`` and ``tasks.selectors``, with the API's rules: IDs are full UUIDs
+or prefixes of at least 4 hex digits, and a submitted task is checked by the API's schema.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.serializers.json import DjangoJSONEncoder
+from pydantic import ValidationError
+
+from tasks import queue, selectors
+from tasks.api import TaskIn
+from tasks.ids import TaskIdError
+from tasks.models import Status
+
+LIST_COLUMNS = ("id", "status", "type", "attempts", "created_at", "description")
+DESCRIPTION_WIDTH = 40
+
+
+class Command(BaseCommand):
+    help = "List, show, submit, run, cancel and poll tasks. IDs may be short prefixes."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+        listing = actions.add_parser("list", help="tasks, newest first")
+        listing.add_argument("--status", choices=Status.values)
+        listing.add_argument("--type")
+        listing.add_argument("--domain")
+        listing.add_argument("--id", dest="id_prefix", help="an ID prefix")
+        listing.add_argument("--limit", type=int, default=20, help="at most 500")
+        listing.add_argument("--cursor", help="the next-page cursor a previous list printed")
+
+        for name, text in (
+            ("show", "one task in full"),
+            ("status", "a task's status"),
+            ("run", "queue a FAILED, CANCELLED or RETRY task to run now"),
+            ("cancel", "cancel a task"),
+        ):
+            actions.add_parser(name, help=text).add_argument("id", help="a UUID or a prefix")
+
+        submit = actions.add_parser("submit", help="queue a new task")
+        submit.add_argument("type")
+        submit.add_argument("--params", default="{}", help="a JSON object")
+        submit.add_argument("--description")
+        submit.add_argument("--domain")
+        submit.add_argument("--drift-score", type=float, default=0.0)
+        submit.add_argument("--priority", type=int, default=0)
+
+        for subparser in actions.choices.values():
+            subparser.add_argument("--json", action="store_true", help="print JSON")
+
+    def handle(self, *args, action: str, **options: Any) -> None:
+        try:
+            getattr(self, f"do_{action}")(options)
+        except TaskIdError as exc:
+            raise CommandError(f"{exc}; `manage.py tasks list` shows the IDs") from None
+        except queue.TransitionNotAllowed as exc:
+            raise CommandError(str(exc)) from None
+        except selectors.InvalidCursor as exc:
+            raise CommandError(str(exc)) from None
+
+    # -- actions ---------------------------------------------------------------------------
+
+    def do_list(self, options: dict[str, Any]) -> None:
+        if not 1 <= options["limit"] <= selectors.MAX_PAGE:
+            raise CommandError(f"--limit must be between 1 and {selectors.MAX_PAGE}")
+        page = selectors.list_tasks(
+            selectors.TaskFilter(
+                status=options["status"],
+                type=options["type"],
+                domain=options["domain"],
+                id_prefix=options["id_prefix"],
+            ),
+            cursor=options["cursor"],
+            limit=options["limit"],
+        )
+        if options["json"]:
+            return self.print_json({"items": page.items, "next_cursor": page.next_cursor})
+        rows = [[self.cell(column, item[column]) for column in LIST_COLUMNS] for item in page.items]
+        self.print_table([column.upper() for column in LIST_COLUMNS], rows)
+        if not page.items:
+            self.stdout.write("(no tasks)")
+        if page.next_cursor:
+            self.stdout.write(f"more: manage.py tasks list --cursor {page.next_cursor}")
+
+    def do_show(self, options: dict[str, Any]) -> None:
+        task = queue.get(queue.resolve_id(options["id"]))
+        if options["json"]:
+            return self.print_json(task)
+        for key, value in task.items():
+            if key in ("params", "result", "error_history"):
+                text = json.dumps(value, indent=2, cls=DjangoJSONEncoder)
+                self.stdout.write(f"{key}:\n  " + text.replace("\n", "\n  "))
+            else:
+                self.stdout.write(f"{key}: {self.cell(key, value, short=False)}")
+
+    def do_status(self, options: dict[str, Any]) -> None:
+        task = queue.get(queue.resolve_id(options["id"]))
+        fields = {key: task[key] for key in ("id", "status", "attempts", "updated_at", "error")}
+        if options["json"]:
+            return self.print_json(fields)
+        self.print_table(
+            [key.upper() for key in fields], [[self.cell(k, v) for k, v in fields.items()]]
+        )
+
+    def do_submit(self, options: dict[str, Any]) -> None:
+        try:
+            params = json.loads(options["params"])
+        except ValueError as exc:
+            raise CommandError(f"--params is not valid JSON ({exc}); pass a JSON object") from None
+        try:
+            spec = TaskIn.model_validate(
+                {
+                    "type": options["type"],
+                    "params": params,
+                    "description": options["description"],
+                    "domain": options["domain"],
+                    "drift_score": options["drift_score"],
+                    "priority": options["priority"],
+                }
+            )
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"--{str(e['loc'][0]).replace('_', '-')}: {e['msg']}" for e in exc.errors()
+            )
+            raise CommandError(f"invalid task: {problems}") from None
+        task = queue.enqueue(**spec.model_dump(exclude_none=True))
+        self.report(task, options, "queued")
+
+    def do_run(self, options: dict[str, Any]) -> None:
+        self.report(queue.run_now(queue.resolve_id(options["id"])), options, "queued to run now")
+
+    def do_cancel(self, options: dict[str, Any]) -> None:
+        task = queue.cancel(queue.resolve_id(options["id"]))
+        verb = "cancel requested" if task["status"] == Status.RUNNING else "cancelled"
+        self.report(task, options, verb)
+
+    # -- output ----------------------------------------------------------------------------
+
+    def report(self, task: dict[str, Any], options: dict[str, Any], verb: str) -> None:
+        if options["json"]:
+            return self.print_json(task)
+        self.stdout.write(f"{task['id']} {verb}: {task['status']}")
+
+    def print_json(self, value: Any) -> None:
+        self.stdout.write(json.dumps(value, indent=2, cls=DjangoJSONEncoder))
+
+    def print_table(self, header: list[str], rows: list[list[str]]) -> None:
+        widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+        for row in [header, *rows]:
+            line = "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+            self.stdout.write(line.rstrip())
+
+    @staticmethod
+    def cell(key: str, value: Any, *, short: bool = True) -> str:
+        if value is None:
+            return "-"
+        if key == "id" and short:
+            return str(value)[:8]
+        if hasattr(value, "isoformat"):
+            return value.isoformat(timespec="seconds")
+        text = str(value).replace("\n", " ")
+        if key == "description" and short and len(text) > DESCRIPTION_WIDTH:
+            return text[: DESCRIPTION_WIDTH - 1] + "…"
+        return text
