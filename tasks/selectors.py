@@ -9,10 +9,11 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from django.db.models import Q
+from django.db import connection
+from django.db.models import Q, TextField, Value
 from django.utils.dateparse import parse_datetime
 
 from tasks.ids import parse_id_prefix
@@ -91,6 +92,16 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     return created_at, task_id
 
 
+def _as_stored(created_at: datetime) -> Any:
+    """The cursor's timestamp as the column holds it. SQLite stores text at millisecond
+    precision (strftime's %f); Django would bind six decimals, and '…12.489' < '…12.489000'
+    as text, so rows of the cursor's own millisecond would come back again."""
+    if connection.vendor != "sqlite":
+        return created_at
+    text = created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    return Value(text, output_field=TextField())
+
+
 def list_tasks(
     task_filter: TaskFilter | None = None, *, cursor: str | None = None, limit: int = 50
 ) -> Page:
@@ -99,8 +110,9 @@ def list_tasks(
     queryset = Task.objects.filter((task_filter or TaskFilter()).q())
     if cursor:
         created_at, task_id = decode_cursor(cursor)
+        created = _as_stored(created_at)
         queryset = queryset.filter(
-            Q(created_at__lt=created_at) | Q(created_at=created_at, id__lt=task_id)
+            Q(created_at__lt=created) | Q(created_at=created, id__lt=task_id)
         )
     rows = list(queryset.order_by("-created_at", "-id").values(*LIST_FIELDS)[: limit + 1])
     for row in rows:

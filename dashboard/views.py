@@ -1,0 +1,275 @@
+"""The operator pages. Thin: they parse the request, call selectors, the queue engine or the
+Coordinator client, and render a page, or just its live partial when htmx asks for it."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import urlencode
+
+from asgiref.sync import async_to_sync
+from django.contrib import messages
+from django.contrib.admin.views.decorators import staff_member_required
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+
+from dashboard import actions, live, metrics
+from dashboard.timeline import attempts_of, routing_of, timeline_of
+from tasks import queue, selectors
+from tasks.ids import InvalidTaskId, TaskIdError
+from tasks.models import Status
+
+PAGE_SIZE = 50
+
+
+def _partial(request: HttpRequest, name: str) -> bool:
+    """True when htmx asks for the live part ``name`` of a page rather than the whole page."""
+    return bool(request.htmx) and request.GET.get("partial") == name
+
+
+def _health_context() -> dict[str, Any]:
+    monitor = live.current_monitor()
+    snapshot = monitor.latest if monitor else None
+    return {"health": snapshot}
+
+
+# ---------------------------------------------------------------------------------------------
+# Overview
+
+
+@staff_member_required
+@require_GET
+def overview(request: HttpRequest) -> HttpResponse:
+    context = {
+        "counts": _counts(),
+        "stats": metrics.last_hour(),
+        "chart": {"width": metrics.CHART_WIDTH, "height": metrics.CHART_HEIGHT},
+        **_health_context(),
+    }
+    if _partial(request, "stats"):
+        return render(request, "dashboard/partials/overview_stats.html", context)
+    context["dispatchers"] = live.dispatcher_rows()
+    return render(request, "dashboard/overview.html", context)
+
+
+# Exact counts up to this many per status, estimates above: the overview refreshes live, so
+# its counts must stay cheap (about 15 ms at a million rows, against 160 ms at the default).
+COUNT_CAP = 10_000
+
+
+def _counts() -> list[dict[str, Any]]:
+    counts = queue.count_by_status(cap=COUNT_CAP)
+    return [
+        {"status": status, "count": counts[status].count, "exact": counts[status].exact}
+        for status in Status.values
+        if status in counts
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Tasks
+
+
+def _task_filter(request: HttpRequest) -> tuple[selectors.TaskFilter, dict[str, str], str | None]:
+    """The filter of a request's query (or form), the raw values, and an error to show."""
+    source = request.POST if request.method == "POST" else request.GET
+    raw = {key: source.get(key, "").strip() for key in ("status", "type", "domain", "q")}
+    error = None
+    if raw["status"] and raw["status"] not in Status.values:
+        error = f"status must be one of {', '.join(Status.values)}"
+        raw["status"] = ""
+    task_filter = selectors.TaskFilter(
+        status=raw["status"] or None,
+        type=raw["type"] or None,
+        domain=raw["domain"] or None,
+        id_prefix=raw["q"] or None,
+    )
+    if task_filter.id_prefix:
+        try:
+            task_filter.q()
+        except InvalidTaskId as exc:
+            error = str(exc)
+            task_filter = selectors.TaskFilter(
+                status=task_filter.status, type=task_filter.type, domain=task_filter.domain
+            )
+    return task_filter, raw, error
+
+
+@staff_member_required
+@require_GET
+def task_list(request: HttpRequest) -> HttpResponse:
+    task_filter, raw, error = _task_filter(request)
+    cursor = request.GET.get("cursor") or None
+    try:
+        page = selectors.list_tasks(task_filter, cursor=cursor, limit=PAGE_SIZE)
+    except selectors.InvalidCursor as exc:
+        error, cursor = str(exc), None
+        page = selectors.list_tasks(task_filter, limit=PAGE_SIZE)
+    query = {key: value for key, value in raw.items() if value}
+    context = {
+        "page": page,
+        "rows": [_row_labels(row) for row in page.items],
+        "filter": raw,
+        "filter_error": error,
+        "statuses": Status.values,
+        "cursor": cursor or "",
+        "filter_query": urlencode(query),
+        "next_query": urlencode({**query, "cursor": page.next_cursor}) if page.next_cursor else "",
+        "live_query": urlencode({**query, **({"cursor": cursor} if cursor else {})}),
+        **_health_context(),
+    }
+    if _partial(request, "rows"):
+        return render(request, "dashboard/partials/task_rows.html", context)
+    return render(request, "dashboard/tasks.html", context)
+
+
+def _row_labels(row: dict[str, Any]) -> dict[str, Any]:
+    """A listing row with its labels formatted once here: Django's ``date`` filter, run three
+    times per row, was most of a 50-row page's render time."""
+    created, updated = row["created_at"], row["updated_at"]
+    return {
+        **row,
+        "short_id": row["id"][:8],
+        "created_iso": created.isoformat(),
+        "created_label": created.strftime("%b %d %H:%M:%S"),
+        "updated_iso": updated.isoformat(),
+        "updated_label": updated.strftime("%H:%M:%S"),
+    }
+
+
+def _back_to_list(request: HttpRequest) -> HttpResponse:
+    _, raw, _ = _task_filter(request)
+    query = urlencode({key: value for key, value in raw.items() if value})
+    return redirect(reverse("dashboard:tasks") + (f"?{query}" if query else ""))
+
+
+def _report(request: HttpRequest, outcome: actions.Outcome, verb: str) -> None:
+    if outcome.done:
+        messages.success(request, f"{verb} {len(outcome.done)} task(s).")
+    for task_id, why in list(outcome.refused.items())[:10]:
+        messages.error(request, f"{task_id[:8]}: {why}")
+    if len(outcome.refused) > 10:
+        messages.error(request, f"… and {len(outcome.refused) - 10} more refused.")
+
+
+@staff_member_required
+@require_POST
+def task_bulk(request: HttpRequest) -> HttpResponse:
+    ids = request.POST.getlist("ids")
+    action = request.POST.get("action")
+    if not ids:
+        messages.error(request, "Select at least one task first.")
+    elif action == "retry":
+        _report(request, actions.run_now_many(ids), "Queued")
+    elif action == "cancel":
+        _report(request, actions.cancel_many(ids), "Cancelled")
+    else:
+        messages.error(request, "action must be 'retry' or 'cancel'")
+    return _back_to_list(request)
+
+
+@staff_member_required
+@require_POST
+def task_retry_failed(request: HttpRequest) -> HttpResponse:
+    task_filter, _, error = _task_filter(request)
+    if error:
+        messages.error(request, error)
+        return _back_to_list(request)
+    queued, truncated = actions.retry_failed_matching(task_filter)
+    note = (
+        f" (stopped at {actions.RETRY_ALL_LIMIT}; run it again for the rest)" if truncated else ""
+    )
+    messages.success(request, f"Queued {queued} FAILED task(s) again{note}.")
+    return _back_to_list(request)
+
+
+# ---------------------------------------------------------------------------------------------
+# One task
+
+
+def _get_task(task_id: str) -> dict[str, Any]:
+    try:
+        return queue.get(queue.resolve_id(task_id))
+    except TaskIdError as exc:
+        raise Http404(str(exc)) from None
+
+
+@staff_member_required
+@require_GET
+def task_detail(request: HttpRequest, task_id: str) -> HttpResponse:
+    task = _get_task(task_id)
+    if task["id"] != task_id:
+        return redirect("dashboard:task", task_id=task["id"])
+    context = {
+        "task": task,
+        "timeline": timeline_of(task),
+        "attempts": attempts_of(task),
+        "routing": routing_of(task),
+        "params_json": json.dumps(task["params"], indent=2, sort_keys=True),
+        "result_json": None
+        if task["result"] is None
+        else json.dumps(task["result"], indent=2, sort_keys=True),
+        "can_run": task["status"] in queue.RUNNABLE_NOW,
+        "can_cancel": task["status"] in (Status.QUEUED, Status.RETRY, Status.RUNNING)
+        and not task["cancel_requested"],
+        **_health_context(),
+    }
+    if _partial(request, "task"):
+        return render(request, "dashboard/partials/task_body.html", context)
+    return render(request, "dashboard/task.html", context)
+
+
+@staff_member_required
+@require_POST
+def task_action(request: HttpRequest, task_id: str) -> HttpResponse:
+    task = _get_task(task_id)
+    action = request.POST.get("action")
+    try:
+        if action == "run":
+            queue.run_now(task["id"])
+            messages.success(request, f"Task {task['id'][:8]} queued to run now.")
+        elif action == "cancel":
+            queue.cancel(task["id"])
+            messages.success(request, f"Cancel of task {task['id'][:8]} requested.")
+        else:
+            messages.error(request, "action must be 'run' or 'cancel'")
+    except queue.TransitionNotAllowed as exc:
+        messages.error(request, str(exc))
+    return redirect("dashboard:task", task_id=task["id"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Organism: sync views like the rest (the template reads the session user); the Coordinator
+# client is async, so it is awaited through async_to_sync.
+
+
+@staff_member_required
+@require_GET
+def organism(request: HttpRequest) -> HttpResponse:
+    snapshot = async_to_sync(live.coordinator_snapshot)()
+    return render(
+        request,
+        "dashboard/organism.html",
+        {"coordinator": snapshot, "health": {"coordinator": snapshot}},
+    )
+
+
+@staff_member_required
+@require_POST
+def organism_action(request: HttpRequest) -> HttpResponse:
+    from organism import client
+
+    action = request.POST.get("action")
+    calls = {"initialize": "initialize_organism", "shutdown": "shutdown_organism"}
+    if action not in calls:
+        messages.error(request, "action must be 'initialize' or 'shutdown'")
+        return redirect("dashboard:organism")
+    try:
+        async_to_sync(client.call)(calls[action])
+    except (client.CoordinatorUnavailable, client.CoordinatorError) as exc:
+        messages.error(request, f"{action} failed: {exc}")
+    else:
+        messages.success(request, f"Organism {action} done.")
+    return redirect("dashboard:organism")

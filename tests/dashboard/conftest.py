@@ -1,0 +1,43 @@
+"""Helpers for the dashboard tests: tasks driven to a status through the real queue engine."""
+
+from __future__ import annotations
+
+import pytest
+
+from tasks import queue
+
+# Helpers claim their own task at once, ahead of any QUEUED one a test made before.
+CLAIM_FIRST = 1_000_000
+
+
+def failed_task(type: str = "echo", *, error: str = "boom", **spec) -> dict:
+    """A task that ran once and failed for good, with a traceback in its history."""
+    task = queue.enqueue(type=type, priority=CLAIM_FIRST, **spec)
+    claimed = queue.claim(dispatcher="test-dispatcher", batch=1)
+    assert [row["id"] for row in claimed] == [task["id"]]
+    queue.fail(
+        task_id=task["id"],
+        dispatcher="test-dispatcher",
+        attempt=1,
+        error=error,
+        traceback='Traceback (most recent call last):\n  File "x.py"\nValueError: boom',
+        permanent=True,
+    )
+    return queue.get(task["id"])
+
+
+def completed_task(type: str = "echo", *, result=None, **spec) -> dict:
+    task = queue.enqueue(type=type, priority=CLAIM_FIRST, **spec)
+    (claimed,) = queue.claim(dispatcher="test-dispatcher", batch=1)
+    assert claimed["id"] == task["id"]
+    queue.complete(
+        task_id=claimed["id"], dispatcher="test-dispatcher", attempt=1, result=result or {}
+    )
+    return queue.get(task["id"])
+
+
+@pytest.fixture
+def staff_client(client, django_user_model):
+    user = django_user_model.objects.create_user("operator", password="pw", is_staff=True)
+    client.force_login(user)
+    return client

@@ -1,0 +1,237 @@
+"""The dashboard websocket: who may connect, what reaches a browser, and how bursts coalesce."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import uuid
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from channels.testing import WebsocketCommunicator
+from django.db import connections
+from django.test import Client
+
+from dashboard import live
+from seedcore_site.asgi import application
+from tasks import queue
+
+ORIGIN = (b"origin", b"http://localhost")
+
+
+@pytest.fixture
+def coordinator_down(monkeypatch):
+    """The monitor's Coordinator calls fail fast (these tests start no Ray)."""
+    from organism import client
+
+    async def unavailable(*args, **kwargs):
+        raise client.CoordinatorUnavailable("the Coordinator is not running")
+
+    monkeypatch.setattr(client, "ping", unavailable)
+    monkeypatch.setattr(client, "call", unavailable)
+
+
+def _session_cookie(user) -> tuple[bytes, bytes]:
+    client = Client()
+    client.force_login(user)
+    return (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode())
+
+
+async def _connect(*headers) -> tuple[WebsocketCommunicator, bool]:
+    communicator = WebsocketCommunicator(application, "/ws/dashboard/", headers=list(headers))
+    connected, _ = await communicator.connect(timeout=5)
+    return communicator, connected
+
+
+def run(scenario) -> None:
+    """Run a scenario in a fresh loop, then stop the relay and monitor it started and close
+    the database connections its worker thread opened (so the test database can be dropped)."""
+
+    async def wrapped():
+        try:
+            await scenario()
+        finally:
+            await live.stop()
+            await database_sync_to_async(connections.close_all)()
+
+    asyncio.run(wrapped())
+
+
+async def _frame_mentioning(communicator: WebsocketCommunicator, text: str) -> str:
+    while True:
+        frame = await communicator.receive_from(timeout=10)
+        if text in frame:
+            return frame
+
+
+@pytest.mark.django_db(transaction=True)
+def test_anonymous_websocket_is_refused():
+    async def scenario():
+        communicator, connected = await _connect(ORIGIN)
+        assert not connected
+
+    run(scenario)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_non_staff_and_foreign_origin_are_refused(django_user_model):
+    plain = _session_cookie(django_user_model.objects.create_user("plain", password="pw"))
+    staff = _session_cookie(
+        django_user_model.objects.create_user("staff", password="pw", is_staff=True)
+    )
+
+    async def scenario():
+        _, connected = await _connect(ORIGIN, plain)
+        assert not connected
+        _, connected = await _connect((b"origin", b"http://evil.example"), staff)
+        assert not connected
+
+    run(scenario)
+
+
+@pytest.fixture(params=["in-memory", "redis"])
+def channel_layer_kind(request, settings):
+    """Both channel layers: the in-memory default, and Redis (REDIS_URL) for several web
+    processes, against the real Redis at 127.0.0.1:6379 under a prefix of this test's own."""
+    if request.param == "redis":
+        settings.CHANNEL_LAYERS = {
+            "default": {
+                "BACKEND": "channels_redis.core.RedisChannelLayer",
+                "CONFIG": {
+                    "hosts": [os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"],
+                    "prefix": f"seedcore-test-{uuid.uuid4().hex[:8]}",
+                },
+            }
+        }
+    return request.param
+
+
+@pytest.mark.django_db(transaction=True)
+def test_staff_receives_a_task_event_and_health(
+    django_user_model, coordinator_down, channel_layer_kind
+):
+    cookie = _session_cookie(
+        django_user_model.objects.create_user("staff", password="pw", is_staff=True)
+    )
+
+    async def scenario():
+        communicator, connected = await _connect(ORIGIN, cookie)
+        assert connected
+        assert type(get_channel_layer()).__name__ == (
+            "RedisChannelLayer" if channel_layer_kind == "redis" else "InMemoryChannelLayer"
+        )
+        try:
+            health = await _frame_mentioning(communicator, 'id="coordinator-badge"')
+            assert 'data-healthy="no"' in health
+            # The relay starts watching when the first socket connects; give it a moment.
+            await asyncio.sleep(1.0)
+            task = await database_sync_to_async(queue.enqueue)(type="echo")
+            frame = await _frame_mentioning(communicator, task["id"])
+            assert 'id="live-tasks"' in frame and 'hx-swap-oob="true"' in frame
+            await database_sync_to_async(queue.cancel)(task["id"])
+            frame = await _frame_mentioning(communicator, "CANCELLED")
+            assert task["id"] in frame
+        finally:
+            await communicator.disconnect()
+
+    run(scenario)
+
+
+# ---------------------------------------------------------------------------------------------
+# Coalescing and the monitor's change detection (no database, no sockets)
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_burst_becomes_one_frame_per_interval():
+    clock = FakeClock()
+    coalescer = live.Coalescer(interval=0.3, max_ids=200, clock=clock)
+    coalescer.add((f"id-{n % 50}", "RUNNING") for n in range(10_000))
+    coalescer.add([("id-7", "COMPLETED")])
+    batch = coalescer.take()
+    assert batch is not None and batch.total == 10_001 and not batch.overflow
+    assert len(batch.statuses) == 50 and batch.statuses["id-7"] == "COMPLETED"
+    coalescer.add([("id-1", "FAILED")])
+    clock.now = 0.2
+    assert coalescer.take() is None  # too soon after the last frame: held back
+    clock.now = 0.31
+    later = coalescer.take()
+    assert later is not None and later.statuses == {"id-1": "FAILED"}
+    clock.now = 5.0
+    assert coalescer.take() is None  # nothing pending, nothing sent
+
+
+def test_too_many_tasks_overflow_into_a_reload_signal():
+    coalescer = live.Coalescer(interval=0.3, max_ids=100, clock=FakeClock())
+    coalescer.add((f"id-{n}", "QUEUED") for n in range(10_000))
+    batch = coalescer.take()
+    assert batch.overflow and batch.statuses == {} and batch.total == 10_000
+    frame = live.tasks_frame(batch)
+    assert 'data-overflow="1"' in frame and 'data-total="10000"' in frame
+
+
+def test_a_gap_in_the_feed_makes_pages_reload():
+    coalescer = live.Coalescer(interval=0.3, max_ids=100, clock=FakeClock())
+    coalescer.add([("id-1", "QUEUED")])
+    coalescer.add_gap()
+    batch = coalescer.take()
+    assert batch.overflow and batch.statuses == {}
+
+
+def test_notify_payloads_are_parsed_and_bad_ones_ignored():
+    payload = json.dumps([["a1", "QUEUED", "echo"], ["b2", "FAILED", "fail"]])
+    assert live.parse_notify_payload(payload) == [("a1", "QUEUED"), ("b2", "FAILED")]
+    assert live.parse_notify_payload("not json") == []
+    assert live.parse_notify_payload("[1]") == []
+
+
+def test_the_monitor_broadcasts_only_what_changed():
+    samples = []
+
+    async def sample():
+        return samples.pop(0)
+
+    def snapshot(healthy: bool, ping_ms: float | None, beat_age: float) -> dict:
+        return {
+            "coordinator": {"healthy": healthy, "ping_ms": ping_ms, "error": None, "summary": None},
+            "dispatchers": [
+                {
+                    "name": "d1",
+                    "node": "n",
+                    "pid": 1,
+                    "in_flight": 0,
+                    "processed": 3,
+                    "alive": True,
+                    "beat_age": beat_age,
+                    "last_beat_at": None,
+                }
+            ],
+        }
+
+    async def scenario():
+        layer = get_channel_layer()
+        channel = await layer.new_channel()
+        await layer.group_add(live.HEALTH_GROUP, channel)
+        monitor = live.Monitor(sample=sample)
+        samples.extend(
+            [snapshot(True, 2.0, 0.5), snapshot(True, 3.0, 1.5), snapshot(False, None, 2.5)]
+        )
+        assert await monitor.tick()  # the first sample is news
+        first = await asyncio.wait_for(layer.receive(channel), 2)
+        assert 'data-healthy="yes"' in first["html"] and "d1" in first["html"]
+        assert not await monitor.tick()  # ping jitter and a newer heartbeat are not
+        assert await monitor.tick()  # the Coordinator going down is
+        down = await asyncio.wait_for(layer.receive(channel), 2)
+        assert down["type"] == "health.changed" and 'data-healthy="no"' in down["html"]
+        assert monitor.latest_html == down["html"]
+        await layer.group_discard(live.HEALTH_GROUP, channel)
+
+    run(scenario)

@@ -1,0 +1,307 @@
+"""The dashboard pages and the Task admin, through Django's test client and the real engine."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from dashboard import views
+from tasks import queue
+from tasks.models import Task
+from tests.dashboard.conftest import completed_task, failed_task
+
+pytestmark = pytest.mark.django_db
+
+PAGES = ["dashboard:overview", "dashboard:tasks", "dashboard:organism"]
+HTMX = {"HTTP_HX_REQUEST": "true"}
+
+
+@pytest.fixture
+def coordinator_down(monkeypatch):
+    """The Coordinator out of reach, as organism.client reports it (no Ray in these tests)."""
+    from organism import client
+
+    async def unavailable(*args, **kwargs):
+        raise client.CoordinatorUnavailable("the Coordinator is not running; start it")
+
+    monkeypatch.setattr(client, "ping", unavailable)
+    monkeypatch.setattr(client, "call", unavailable)
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_pages_need_a_login(client, name):
+    response = client.get(reverse(name))
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("admin:login"))
+
+
+def test_pages_need_a_staff_user(client, django_user_model):
+    client.force_login(django_user_model.objects.create_user("someone", password="pw"))
+    assert client.get(reverse("dashboard:tasks")).status_code == 302
+    task = queue.enqueue(type="echo")
+    assert (
+        client.post(
+            reverse("dashboard:task_action", args=[task["id"]]), {"action": "cancel"}
+        ).status_code
+        == 302
+    )
+    assert queue.get(task["id"])["status"] == "QUEUED"
+
+
+def test_root_redirects_to_the_dashboard(staff_client):
+    response = staff_client.get("/")
+    assert response.status_code == 302
+    assert response["Location"] == reverse("dashboard:overview")
+
+
+def test_overview_shows_counts_and_last_hour(staff_client, coordinator_down):
+    queue.enqueue(type="echo")
+    completed_task()
+    failed_task()
+    queue.beat(name="disp-1", node="node-a", pid=1, in_flight=2, processed=7)
+    response = staff_client.get(reverse("dashboard:overview"))
+    assert response.status_code == 200
+    counts = {c["status"]: c["count"] for c in response.context["counts"]}
+    assert counts == {
+        "QUEUED": 1,
+        "RUNNING": 0,
+        "COMPLETED": 1,
+        "FAILED": 1,
+        "RETRY": 0,
+        "CANCELLED": 0,
+    }
+    stats = response.context["stats"]
+    assert (stats.completed, stats.failed, stats.failure_rate) == (1, 1, 50.0)
+    assert stats.latency_samples == 2
+    html = response.content.decode()
+    assert "disp-1" in html and "node-a" in html
+    assert 'ws-connect="/ws/dashboard/"' in html
+    # No monitor has sampled the Coordinator in this process yet: "checking", not "unhealthy".
+    assert 'data-healthy="unknown"' in html and "checking…" in html
+    assert "/static/vendor/htmx-2.0.11.min.js" in html
+
+
+def test_overview_stats_partial_for_htmx(staff_client):
+    response = staff_client.get(reverse("dashboard:overview") + "?partial=stats", **HTMX)
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "<html" not in html and "Last hour" in html
+
+
+def test_task_list_filters_and_searches(staff_client):
+    echo = queue.enqueue(type="echo", domain="utility")
+    other = queue.enqueue(type="resize_image", domain="media")
+    response = staff_client.get(reverse("dashboard:tasks"), {"type": "resize_image"})
+    ids = [row["id"] for row in response.context["page"].items]
+    assert ids == [other["id"]]
+    response = staff_client.get(reverse("dashboard:tasks"), {"q": echo["id"][:6]})
+    assert [row["id"] for row in response.context["page"].items] == [echo["id"]]
+    response = staff_client.get(reverse("dashboard:tasks"), {"domain": "media", "status": "QUEUED"})
+    assert [row["id"] for row in response.context["page"].items] == [other["id"]]
+
+
+def test_task_list_reports_bad_input_without_failing(staff_client):
+    response = staff_client.get(
+        reverse("dashboard:tasks"), {"q": "xyz", "status": "NOPE", "cursor": "!!"}
+    )
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "cursor is malformed" in html or "not a task ID" in html
+
+
+def test_task_list_pages_by_keyset(staff_client):
+    queue.enqueue_many([{"type": "echo"} for _ in range(views.PAGE_SIZE + 3)])
+    first = staff_client.get(reverse("dashboard:tasks"))
+    assert len(first.context["page"].items) == views.PAGE_SIZE
+    assert first.context["next_query"]
+    second = staff_client.get(reverse("dashboard:tasks") + "?" + first.context["next_query"])
+    assert len(second.context["page"].items) == 3
+    seen = {row["id"] for row in first.context["page"].items}
+    assert seen.isdisjoint(row["id"] for row in second.context["page"].items)
+
+
+def test_task_rows_partial_for_htmx(staff_client):
+    task = queue.enqueue(type="echo")
+    response = staff_client.get(reverse("dashboard:tasks") + "?partial=rows", **HTMX)
+    html = response.content.decode()
+    assert "<html" not in html and f'id="task-{task["id"]}"' in html
+
+
+def test_bulk_retry_and_cancel_go_through_the_engine(staff_client):
+    failed = failed_task()
+    done = completed_task()
+    queued = queue.enqueue(type="echo")
+    url = reverse("dashboard:task_bulk")
+    response = staff_client.post(
+        url, {"action": "retry", "ids": [failed["id"], done["id"]]}, follow=True
+    )
+    assert queue.get(failed["id"])["status"] == "QUEUED"
+    assert queue.get(done["id"])["status"] == "COMPLETED"
+    text = response.content.decode()
+    assert "Queued 1 task(s)" in text and "cannot run task" in text
+    staff_client.post(url, {"action": "cancel", "ids": [queued["id"]]})
+    assert queue.get(queued["id"])["status"] == "CANCELLED"
+
+
+def test_retry_all_failed_matching_the_filter(staff_client):
+    a1, a2 = failed_task("alpha"), failed_task("alpha")
+    b = failed_task("beta")
+    response = staff_client.post(reverse("dashboard:task_retry_failed"), {"type": "alpha"})
+    assert response.status_code == 302 and "type=alpha" in response["Location"]
+    assert [queue.get(t["id"])["status"] for t in (a1, a2, b)] == ["QUEUED", "QUEUED", "FAILED"]
+
+
+def test_task_detail_shows_history_routing_and_json(staff_client):
+    failed = failed_task(params={"size": 3})
+    response = staff_client.get(reverse("dashboard:task", args=[failed["id"]]))
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "ValueError: boom" in html and "&quot;size&quot;: 3" in html
+    assert response.context["can_run"] and not response.context["can_cancel"]
+    routed = completed_task(
+        result={"output": 1, "routing": {"path": "ESCALATED", "organ_id": "o1", "agent_id": "a9"}}
+    )
+    html = staff_client.get(reverse("dashboard:task", args=[routed["id"]])).content.decode()
+    assert "ESCALATED" in html and "a9" in html
+
+
+def test_task_detail_by_prefix_and_unknown(staff_client):
+    task = queue.enqueue(type="echo")
+    response = staff_client.get(reverse("dashboard:task", args=[task["id"][:8]]))
+    assert response.status_code == 302
+    assert response["Location"] == reverse("dashboard:task", args=[task["id"]])
+    assert staff_client.get(reverse("dashboard:task", args=["0000ffff"])).status_code == 404
+    assert staff_client.get(reverse("dashboard:task", args=["zz"])).status_code == 404
+
+
+def test_task_actions_run_now_and_cancel(staff_client):
+    failed = failed_task()
+    url = reverse("dashboard:task_action", args=[failed["id"]])
+    staff_client.post(url, {"action": "run"})
+    assert queue.get(failed["id"])["status"] == "QUEUED"
+    staff_client.post(url, {"action": "cancel"})
+    assert queue.get(failed["id"])["status"] == "CANCELLED"
+    done = completed_task()
+    response = staff_client.post(
+        reverse("dashboard:task_action", args=[done["id"]]), {"action": "cancel"}, follow=True
+    )
+    assert "cannot cancel task" in response.content.decode()
+    assert queue.get(done["id"])["status"] == "COMPLETED"
+
+
+def test_organism_page_says_when_the_coordinator_is_down(staff_client, coordinator_down):
+    response = staff_client.get(reverse("dashboard:organism"))
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "does not answer" in html and 'data-healthy="no"' in html
+    response = staff_client.post(
+        reverse("dashboard:organism_action"), {"action": "initialize"}, follow=True
+    )
+    assert "initialize failed" in response.content.decode()
+
+
+# ---------------------------------------------------------------------------------------------
+# The Task admin
+
+
+@pytest.fixture
+def admin_url():
+    return lambda name, *args: reverse(f"admin:tasks_task_{name}", args=args)
+
+
+def test_admin_changelist_searches_by_id_prefix(admin_client, admin_url):
+    task = queue.enqueue(type="echo")
+    queue.enqueue(type="echo")
+    response = admin_client.get(admin_url("changelist"), {"q": task["id"][:6]})
+    assert response.status_code == 200
+    assert [str(t.id) for t in response.context["cl"].result_list] == [task["id"]]
+    response = admin_client.get(admin_url("changelist"), {"q": "echo"})
+    assert len(response.context["cl"].result_list) == 2
+
+
+def test_admin_changelist_count_is_capped(admin_client, admin_url, monkeypatch):
+    from tasks import admin as task_admin
+
+    monkeypatch.setattr(task_admin, "ADMIN_COUNT_CAP", 5)
+    queue.enqueue_many([{"type": "echo"} for _ in range(8)])
+    response = admin_client.get(admin_url("changelist"))
+    assert response.context["cl"].result_count == 5
+
+
+def test_admin_actions_use_the_engine(admin_client, admin_url):
+    failed, done = failed_task(), completed_task()
+    response = admin_client.post(
+        admin_url("changelist"),
+        {"action": "run_now_action", "_selected_action": [failed["id"], done["id"]]},
+        follow=True,
+    )
+    text = response.content.decode()
+    assert "Queued 1 task(s)" in text and "Refused" in text
+    assert queue.get(failed["id"])["status"] == "QUEUED"
+    admin_client.post(
+        admin_url("changelist"), {"action": "cancel_action", "_selected_action": [failed["id"]]}
+    )
+    assert queue.get(failed["id"])["status"] == "CANCELLED"
+
+
+def _change_form(task: dict, **changes) -> dict:
+    row = Task.objects.get(id=task["id"])
+    data = {
+        "type": row.type,
+        "description": row.description or "",
+        "domain": row.domain or "",
+        "priority": row.priority,
+        "max_attempts": row.max_attempts or "",
+        "run_after_0": "",
+        "run_after_1": "",
+        "params": '{"a": 1}',
+        "status": row.status,
+    }
+    data.update(changes)
+    return data
+
+
+def test_admin_status_edit_failed_to_queued_runs_now(admin_client, admin_url):
+    failed = failed_task()
+    response = admin_client.post(
+        admin_url("change", failed["id"]), _change_form(failed, status="QUEUED")
+    )
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    task = queue.get(failed["id"])
+    # run_now's transition: a fresh set of attempts, the error cleared, its history kept.
+    assert (task["status"], task["attempts"], task["error"]) == ("QUEUED", 0, None)
+    assert len(task["error_history"]) == 1
+    assert task["params"] == {"a": 1}
+
+
+def test_admin_status_edit_refuses_other_transitions(admin_client, admin_url):
+    done = completed_task()
+    response = admin_client.post(
+        admin_url("change", done["id"]), _change_form(done, status="QUEUED")
+    )
+    assert response.status_code == 200
+    assert "cannot be run" in str(response.context["adminform"].form.errors)
+    response = admin_client.post(
+        admin_url("change", done["id"]), _change_form(done, status="RUNNING")
+    )
+    assert "can only be set to QUEUED" in str(response.context["adminform"].form.errors)
+    assert queue.get(done["id"])["status"] == "COMPLETED"
+
+
+def test_admin_add_enqueues(admin_client, admin_url):
+    response = admin_client.post(
+        admin_url("add"),
+        {
+            "type": "echo",
+            "description": "",
+            "domain": "",
+            "priority": 0,
+            "max_attempts": "",
+            "run_after_0": "",
+            "run_after_1": "",
+            "params": '{"x": 1}',
+        },
+    )
+    assert response.status_code == 302
+    (task,) = Task.objects.all()
+    assert (task.type, task.status, task.params) == ("echo", "QUEUED", {"x": 1})
