@@ -11,6 +11,10 @@
   // more at the end of that interval: a burst costs one request per interval, and the last
   // change of a burst is never dropped (htmx's own throttle would drop it).
   function refresh(el) {
+    if (document.hidden) {
+      missedWhileHidden = true;  // caught up by the visibilitychange handler
+      return;
+    }
     var interval = parseInt(el.dataset.liveInterval || "500", 10);
     var wait = (el._liveLast || 0) + interval - Date.now();
     if (wait <= 0) {
@@ -60,6 +64,16 @@
     if (document.hidden) {
       missedWhileHidden = true;
       e.preventDefault();
+    }
+  });
+  // A live refresh requested just before the tab was hidden may answer while it is hidden:
+  // drop it and catch up when the tab is shown, so a hidden page never changes.
+  document.addEventListener("htmx:beforeSwap", function (e) {
+    var elt = e.detail.elt;
+    var live = elt && elt.matches && elt.matches("[data-live],[data-live-task]");
+    if (document.hidden && live) {
+      missedWhileHidden = true;
+      e.detail.shouldSwap = false;
     }
   });
   document.addEventListener("htmx:wsAfterMessage", function (e) {
