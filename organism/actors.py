@@ -28,6 +28,10 @@ COORDINATOR_MAX_CONCURRENCY = 4000
 ORGAN_NUM_CPUS = 0.05
 AGENT_NUM_CPUS = 0.05
 AGENT_MAX_CONCURRENCY = 2000
+# Organs and agents spread over the Ray nodes, so adding nodes adds capacity and losing one
+# loses only its share of the organism (the manager heals the rest). Ray's default packs
+# small actors onto one node.
+ORGANISM_SCHEDULING = "SPREAD"
 
 
 class CoordinatorNotFound(Exception):
@@ -212,6 +216,7 @@ async def ray_organ_factory(
                 lifetime="detached",
                 get_if_exists=True,
                 num_cpus=ORGAN_NUM_CPUS,
+                scheduling_strategy=ORGANISM_SCHEDULING,
             )
             .remote(spec.as_dict(), namespace, default_timeout)
         )
@@ -232,6 +237,7 @@ async def ray_agent_factory(
                 lifetime="detached",
                 get_if_exists=True,
                 num_cpus=AGENT_NUM_CPUS,
+                scheduling_strategy=ORGANISM_SCHEDULING,
                 max_concurrency=AGENT_MAX_CONCURRENCY,
             )
             .remote(agent_id, spec.id, default_timeout)

@@ -52,6 +52,9 @@ class DispatcherHealth(Schema):
     alive: bool
     in_flight: int
     processed: int
+    circuit: Literal["closed", "open", "half_open"] = Field(
+        "closed", description="The dispatcher's circuit breaker; not closed = claiming nothing"
+    )
 
 
 class CoordinatorHealth(Schema):

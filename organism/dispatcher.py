@@ -16,6 +16,7 @@ progress are written together (micro-batching), so no task waits for the slowest
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import os
 import socket
@@ -24,6 +25,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
+
+from organism.circuit_breaker import CircuitBreaker, CircuitState
+from organism.metrics import HistogramSet, queue_wait_seconds
 
 logger = logging.getLogger("seedcore.dispatcher")
 
@@ -45,6 +49,10 @@ class DispatcherConfig:
     max_attempts: int = 5
     backoff_seconds: float = 30.0
     backoff_max_steps: int = 10
+    # Consecutive Coordinator failures (look-ups or batches) that open the circuit, and how
+    # long it stays open before a ping probes the Coordinator again.
+    breaker_threshold: int = 5
+    breaker_probe_seconds: float = 5.0
 
     @classmethod
     def from_settings(cls, **overrides: Any) -> DispatcherConfig:
@@ -60,6 +68,8 @@ class DispatcherConfig:
             "max_attempts": settings.SEEDCORE_MAX_ATTEMPTS,
             "backoff_seconds": settings.SEEDCORE_BACKOFF_SECONDS,
             "backoff_max_steps": settings.SEEDCORE_BACKOFF_MAX_STEPS,
+            "breaker_threshold": settings.SEEDCORE_BREAKER_THRESHOLD,
+            "breaker_probe_seconds": settings.SEEDCORE_BREAKER_PROBE_SECONDS,
         }
         values.update(overrides)
         return cls(**values)
@@ -87,6 +97,8 @@ class _Attempt:
     task_id: str
     attempt: int
     cancel_sent: bool = False
+    type: str = ""
+    dispatched_at: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -94,10 +106,12 @@ class DispatcherStats:
     claimed: int = 0
     completed: int = 0
     failed: int = 0
+    retried: int = 0
     cancelled: int = 0
     stale: int = 0
     released: int = 0
     coordinator_errors: int = 0
+    circuit_opened: int = 0
     started_at: float = field(default_factory=time.time)
 
 
@@ -155,7 +169,9 @@ class QueueStore:
             self._writes, queue.release, dispatcher=self.identity, attempts=attempts
         )
 
-    async def beat(self, *, in_flight: int, processed: int) -> None:
+    async def beat(
+        self, *, in_flight: int, processed: int, stats: dict[str, Any] | None = None
+    ) -> None:
         from tasks import queue
 
         await self._call(
@@ -166,6 +182,7 @@ class QueueStore:
             pid=os.getpid(),
             in_flight=in_flight,
             processed=processed,
+            stats=stats,
         )
 
     async def forget(self) -> None:
@@ -248,6 +265,10 @@ class Dispatcher:
         self._stopping = asyncio.Event()
         self._batches: set[asyncio.Task] = set()
         self.stats = DispatcherStats()
+        self.histograms = HistogramSet()
+        self.breaker = CircuitBreaker(
+            threshold=config.breaker_threshold, probe_seconds=config.breaker_probe_seconds
+        )
         self.running = False
 
     # -- public ------------------------------------------------------------------------------
@@ -258,13 +279,26 @@ class Dispatcher:
             "running": self.running,
             "in_flight": len(self._in_flight),
             "processed": self.processed,
+            "circuit": self.breaker.state.value,
             **asdict(self.stats),
+        }
+
+    def stats_document(self) -> dict[str, Any]:
+        """What each heartbeat persists for /metrics (see ``tasks.queue.merge_stats``)."""
+        self.stats.circuit_opened = self.breaker.opened_total
+        counters = asdict(self.stats)
+        counters.pop("started_at")
+        return {
+            "counters": counters,
+            # A copy: the heartbeat serialises it in a worker thread while the loop records.
+            "histograms": copy.deepcopy(self.histograms.data),
+            "circuit": self.breaker.state.value,
         }
 
     @property
     def processed(self) -> int:
         s = self.stats
-        return s.completed + s.failed + s.cancelled
+        return s.completed + s.failed + s.retried + s.cancelled
 
     async def run(self) -> None:
         """Claim and run tasks until :meth:`stop`; then drain, release and forget."""
@@ -302,6 +336,9 @@ class Dispatcher:
                 self._slot_freed.clear()
                 await self._until_stopping(self._slot_freed.wait(), None)
                 continue
+            if not self.breaker.allows_calls():
+                await self._wait_for_circuit()
+                continue
             try:
                 coordinator = await self._get_coordinator()
             except CoordinatorUnavailable:
@@ -317,7 +354,12 @@ class Dispatcher:
             if tasks:
                 self.stats.claimed += len(tasks)
                 for task in tasks:
-                    self._in_flight[task["id"]] = _Attempt(task["id"], task["attempts"])
+                    self._in_flight[task["id"]] = _Attempt(
+                        task["id"], task["attempts"], type=task["type"]
+                    )
+                    wait = queue_wait_seconds(task)
+                    if wait is not None:
+                        self.histograms.observe("queue_wait_seconds", task["type"], wait)
                 batch = asyncio.create_task(self._run_batch(coordinator, tasks))
                 self._batches.add(batch)
                 batch.add_done_callback(self._batches.discard)
@@ -331,8 +373,36 @@ class Dispatcher:
                 self._coordinator = await self._coordinator_source()
             except Exception as exc:
                 self.stats.coordinator_errors += 1
+                self._breaker_failure()
                 raise CoordinatorUnavailable(str(exc)) from exc
         return self._coordinator
+
+    async def _wait_for_circuit(self) -> None:
+        """The circuit is open: claim nothing; once it is half-open, probe the Coordinator
+        (a fresh look-up pings it) and close the circuit if it answers."""
+        if not self.breaker.should_probe():
+            await self._until_stopping(asyncio.sleep(self.breaker.seconds_until_probe()), None)
+            return
+        self._coordinator = None
+        try:
+            await self._get_coordinator()
+        except CoordinatorUnavailable:
+            logger.warning("%s: Coordinator probe failed; circuit stays open", self.identity)
+            return
+        self.breaker.record_success()
+        logger.warning("%s: Coordinator answers again; circuit closed", self.identity)
+
+    def _breaker_failure(self) -> None:
+        was = self.breaker.state
+        self.breaker.record_failure()
+        if was is CircuitState.CLOSED and self.breaker.state is CircuitState.OPEN:
+            logger.warning(
+                "%s: %d consecutive Coordinator failures; circuit open, claiming stops and "
+                "a probe follows every %g s",
+                self.identity,
+                self.breaker.threshold,
+                self.breaker.probe_seconds,
+            )
 
     async def _run_batch(self, coordinator: CoordinatorClient, tasks: list[dict]) -> None:
         pending = {task["id"]: task for task in tasks}
@@ -343,8 +413,11 @@ class Dispatcher:
         except Exception as exc:
             logger.warning("%s: coordinator call failed: %s", self.identity, exc)
             self.stats.coordinator_errors += 1
+            self._breaker_failure()
             if self._coordinator is coordinator:
                 self._coordinator = None
+        else:
+            self.breaker.record_success()
         for task_id in pending:
             # The Coordinator died or never answered for these: retry them later.
             self._outcomes.put_nowait(
@@ -380,16 +453,21 @@ class Dispatcher:
                 # RUNNING until their lease runs out, and the reaper retries them.
                 logger.exception("%s: writing %d outcomes failed", self.identity, len(held))
                 await asyncio.sleep(0.2 * (attempt + 1))
+        now = time.monotonic()
         for outcome, status in zip(held, statuses, strict=True):
             self._count(status)
-            self._in_flight.pop(outcome["id"], None)
+            attempt = self._in_flight.pop(outcome["id"], None)
+            if attempt is not None and status not in ("ERROR", "STALE"):
+                self.histograms.observe("run_seconds", attempt.type, now - attempt.dispatched_at)
         self._slot_freed.set()
 
     def _count(self, status: str) -> None:
         if status == "COMPLETED":
             self.stats.completed += 1
-        elif status in ("FAILED", "RETRY"):
+        elif status == "FAILED":
             self.stats.failed += 1
+        elif status == "RETRY":
+            self.stats.retried += 1
         elif status == "CANCELLED":
             self.stats.cancelled += 1
         else:
@@ -424,7 +502,9 @@ class Dispatcher:
             logger.warning("%s: cancel of %s failed: %s", self.identity, attempt.task_id, exc)
 
     async def _beat(self) -> None:
-        await self.store.beat(in_flight=len(self._in_flight), processed=self.processed)
+        await self.store.beat(
+            in_flight=len(self._in_flight), processed=self.processed, stats=self.stats_document()
+        )
 
     # -- stopping ----------------------------------------------------------------------------
 

@@ -3,6 +3,10 @@
 The one entry point is :func:`ensure_connected`. RAY_ADDRESS (settings.RAY_ADDRESS) names a
 cluster; unset, a process finds the local cluster that ``rundispatcher`` started, and only
 ``rundispatcher`` may start one (``start_local=True``).
+
+Token authentication (Ray >= 2.52): a client of a cluster that enforces it needs RAY_AUTH_MODE=token
+and the token (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token); a connection refused for
+want of it is reported as :class:`RayUnavailable` naming RAY_AUTH_TOKEN.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ def actor_env_vars() -> dict[str, str]:
 def ensure_connected(address: str | None = None, *, start_local: bool = False) -> None:
     """Connect this process to Ray once, in SeedCore's namespace."""
     import ray
+    from ray.exceptions import AuthenticationError
 
     if ray.is_initialized():
         return
@@ -45,18 +50,52 @@ def ensure_connected(address: str | None = None, *, start_local: bool = False) -
     }
     if address:
         check_reachable(address)
+    check_token_settings()
     try:
         if address:
             ray.init(address=address, **kwargs)
         elif start_local:
-            ray.init(include_dashboard=False, **kwargs)
+            # "local" always starts a fresh cluster; a bare ray.init() would join any Ray that
+            # happens to run on this machine.
+            ray.init(address="local", include_dashboard=False, **kwargs)
         else:
             ray.init(address="auto", **kwargs)
+    except AuthenticationError as exc:
+        raise RayUnavailable(f"Ray refused the connection: {exc.message}. {TOKEN_HINT}") from None
     except ConnectionError as exc:
         where = address or "a local cluster"
+        if address and not token_given():
+            # A cluster refusing a client without its token looks like this too.
+            raise RayUnavailable(f"cannot reach Ray at {where} ({exc}). {TOKEN_HINT}") from None
         raise RayUnavailable(
             f"cannot reach Ray at {where} ({exc}); start it with `python manage.py rundispatcher`"
         ) from None
+
+
+TOKEN_HINT = (
+    "If the cluster uses token authentication (Ray turns it on when RAY_AUTH_MODE=token, or when "
+    "~/.ray/auth_token exists as `ray start` runs), set RAY_AUTH_TOKEN to its token "
+    "(`ray get-auth-token` on the head prints it) or RAY_AUTH_TOKEN_PATH to a file holding it"
+)
+TOKEN_SOURCES = ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+
+
+def token_given() -> bool:
+    return any(os.environ.get(name, "").strip() for name in TOKEN_SOURCES)
+
+
+def check_token_settings() -> None:
+    """Refuse a token that Ray would silently not send.
+
+    Ray 2.60 sends a token only when RAY_AUTH_MODE=token, read when ``ray`` is imported: with
+    the mode unset, a client given an explicit address sends none even with RAY_AUTH_TOKEN set,
+    and the cluster answers with a bare ConnectionError after about 20 seconds of retries.
+    """
+    if token_given() and not os.environ.get("RAY_AUTH_MODE", "").strip():
+        raise RayUnavailable(
+            "RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) is set but RAY_AUTH_MODE is not: Ray sends "
+            "the token only with RAY_AUTH_MODE=token; set both"
+        )
 
 
 REACHABLE_TIMEOUT = 5.0

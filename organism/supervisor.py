@@ -26,6 +26,47 @@ COORDINATOR_READY_TIMEOUT = 120.0
 STATUS_ORDER = ("QUEUED", "RUNNING", "RETRY", "COMPLETED", "FAILED", "CANCELLED")
 
 
+@dataclass(frozen=True)
+class RetentionPolicy:
+    """How long finished tasks are kept, and how much one pruning round may delete."""
+
+    finished_days: float = 7.0  # COMPLETED and CANCELLED
+    failed_days: float = 30.0
+    interval_seconds: float = 300.0
+    batch_size: int = 500
+    max_batches: int = 20
+
+    @classmethod
+    def from_settings(cls) -> RetentionPolicy:
+        return cls(
+            finished_days=settings.SEEDCORE_RETENTION_DAYS,
+            failed_days=settings.SEEDCORE_FAILED_RETENTION_DAYS,
+            interval_seconds=settings.SEEDCORE_PRUNE_INTERVAL_SECONDS,
+            batch_size=settings.SEEDCORE_PRUNE_BATCH,
+            max_batches=settings.SEEDCORE_PRUNE_MAX_BATCHES,
+        )
+
+    def prune(self) -> int:
+        """One bounded round: each status group loses at most ``max_batches`` short batches
+        (each its own transaction, SKIP LOCKED), so the queue never waits on it."""
+        from datetime import timedelta
+
+        from tasks import queue
+
+        deleted = 0
+        for statuses, days in (
+            (("COMPLETED", "CANCELLED"), self.finished_days),
+            (("FAILED",), self.failed_days),
+        ):
+            deleted += queue.prune(
+                older_than=timedelta(days=days),
+                statuses=statuses,
+                batch_size=self.batch_size,
+                max_batches=self.max_batches,
+            )
+        return deleted
+
+
 class SupervisorError(Exception):
     """A problem the operator can fix; the message says how."""
 
@@ -40,6 +81,7 @@ class SupervisorOptions:
     namespace: str = field(default_factory=lambda: settings.RAY_NAMESPACE)
     interval: float = field(default_factory=lambda: settings.SEEDCORE_SUPERVISE_SECONDS)
     heartbeat_timeout: float = field(default_factory=lambda: settings.SEEDCORE_HEARTBEAT_TIMEOUT)
+    retention: RetentionPolicy = field(default_factory=lambda: RetentionPolicy.from_settings())
     config: DispatcherConfig = field(default_factory=DispatcherConfig.from_settings)
 
 
@@ -90,6 +132,7 @@ class Supervisor:
         self.coordinator: Any = None
         self.restarts = 0
         self._previous: tuple[float, dict[str, int]] | None = None
+        self._next_prune = 0.0  # monotonic time of the next pruning round
 
     # -- bootstrap ---------------------------------------------------------------------------
 
@@ -177,7 +220,18 @@ class Supervisor:
     def reap(self) -> list[dict[str, Any]]:
         from tasks import queue
 
-        return queue.reap(heartbeat_timeout=self.options.heartbeat_timeout)
+        reaped = queue.reap(heartbeat_timeout=self.options.heartbeat_timeout)
+        if reaped:  # persisted, so /metrics counts them whichever process scrapes
+            queue.add_to_totals(queue.SUPERVISOR_TOTALS, {"counters": {"reaped": len(reaped)}})
+        return reaped
+
+    def prune_if_due(self) -> int:
+        """Prune finished tasks past retention, at most every ``interval_seconds``."""
+        now = time.monotonic()
+        if now < self._next_prune:
+            return 0
+        self._next_prune = now + self.options.retention.interval_seconds
+        return self.options.retention.prune()
 
     def forget_dead_dispatchers(self) -> int:
         from tasks import queue
@@ -190,12 +244,13 @@ class Supervisor:
         database restarting) must never end supervision."""
         from tasks import queue
 
-        snapshot: dict[str, Any] = {"ping_ms": None, "dispatchers": [], "reaped": 0}
+        snapshot: dict[str, Any] = {"ping_ms": None, "dispatchers": [], "reaped": 0, "pruned": 0}
         for key, step in (
             ("ping_ms", self.ensure_coordinator),
             ("dispatchers", self.ensure_dispatchers),
             ("reaped", lambda: len(self.reap())),
             ("forgotten", self.forget_dead_dispatchers),
+            ("pruned", self.prune_if_due),
             ("counts", lambda: {s: c.count for s, c in queue.count_by_status().items()}),
         ):
             try:
@@ -229,10 +284,14 @@ class Supervisor:
         ping = snapshot["ping_ms"]
         ping_text = f"{ping:.1f} ms" if ping is not None else "DOWN"
         reaped = f" | reaped {snapshot['reaped']}" if snapshot["reaped"] else ""
+        pruned = f" | pruned {snapshot['pruned']}" if snapshot.get("pruned") else ""
+        open_circuits = sum(1 for s in statuses if s.get("circuit", "closed") != "closed")
+        circuits = f" | {open_circuits} circuit(s) open" if open_circuits else ""
         return (
             f"{depth} | claimed {rates['claimed']:.0f}/s completed {rates['completed']:.0f}/s "
             f"failed {rates['failed']:.0f}/s | in flight {in_flight} | dispatchers "
-            f"{alive}/{self.options.dispatchers} | coordinator {ping_text}{reaped}"
+            f"{alive}/{self.options.dispatchers} | coordinator {ping_text}{reaped}{pruned}"
+            f"{circuits}"
         )
 
     def supervise(self, stop: threading.Event) -> None:

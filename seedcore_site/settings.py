@@ -144,6 +144,15 @@ SEEDCORE_GRACE_SECONDS = env_float("SEEDCORE_GRACE_SECONDS", 10.0)
 SEEDCORE_SUPERVISE_SECONDS = env_float("SEEDCORE_SUPERVISE_SECONDS", 3.0, minimum=0.1)
 SEEDCORE_RETENTION_DAYS = env_float("SEEDCORE_RETENTION_DAYS", 7.0)
 SEEDCORE_FAILED_RETENTION_DAYS = env_float("SEEDCORE_FAILED_RETENTION_DAYS", 30.0)
+# The supervisor prunes at most this many batches of this size, at most this often.
+SEEDCORE_PRUNE_INTERVAL_SECONDS = env_float("SEEDCORE_PRUNE_INTERVAL_SECONDS", 300.0, minimum=1.0)
+SEEDCORE_PRUNE_BATCH = env_int("SEEDCORE_PRUNE_BATCH", 500, minimum=1)
+SEEDCORE_PRUNE_MAX_BATCHES = env_int("SEEDCORE_PRUNE_MAX_BATCHES", 20, minimum=1)
+# Consecutive Coordinator failures that open a dispatcher's circuit; seconds between probes.
+SEEDCORE_BREAKER_THRESHOLD = env_int("SEEDCORE_BREAKER_THRESHOLD", 5, minimum=1)
+SEEDCORE_BREAKER_PROBE_SECONDS = env_float("SEEDCORE_BREAKER_PROBE_SECONDS", 5.0, minimum=0.1)
+# /metrics without credentials (e.g. for a Prometheus inside the cluster); off by default.
+SEEDCORE_METRICS_PUBLIC = env_bool("SEEDCORE_METRICS_PUBLIC", False)
 
 # The organism: routing threshold, per-task timeout and organs (organism/routing.py).
 SEEDCORE_DRIFT_THRESHOLD = env_float("SEEDCORE_DRIFT_THRESHOLD", 0.5)

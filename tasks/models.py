@@ -115,10 +115,27 @@ class Dispatcher(models.Model):
     last_beat_at = models.DateTimeField(db_default=Now())
     in_flight = models.IntegerField(default=0, db_default=0)
     processed = models.BigIntegerField(default=0, db_default=0)
+    # Cumulative counters, histogram buckets and circuit state, written with each heartbeat
+    # (organism.metrics reads them, summed across dispatchers, for /metrics).
+    stats = models.JSONField(default=dict, db_default={}, blank=True)
 
     class Meta:
         db_table = "dispatchers"
         ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class MetricTotal(models.Model):
+    """Counters that outlive their writer: a forgotten dispatcher's stats are folded in here
+    (so /metrics totals never go backwards) and the supervisor adds its reaped count."""
+
+    name = models.TextField(primary_key=True)
+    stats = models.JSONField(default=dict, db_default={})
+
+    class Meta:
+        db_table = "metric_totals"
 
     def __str__(self) -> str:
         return self.name

@@ -799,10 +799,12 @@ def prune(
     statuses: Sequence[str] = FINISHED_STATUSES,
     batch_size: int = 1000,
     dry_run: bool = False,
+    max_batches: int | None = None,
     using: str = DEFAULT_DB_ALIAS,
 ) -> int:
     """Delete tasks in ``statuses`` (finished ones only) last changed before now − ``older_than``,
-    in batches of ``batch_size``, each its own short transaction. Returns how many (would) go."""
+    in batches of ``batch_size``, each its own short transaction, stopping after
+    ``max_batches`` batches if given. Returns how many (would) go."""
     bad = set(statuses) - {s.value for s in FINISHED_STATUSES}
     if bad:
         raise ValueError(f"only finished tasks can be pruned, not {', '.join(sorted(bad))}")
@@ -815,14 +817,15 @@ def prune(
     if dry_run:
         return d.fetch(f"SELECT count(*) AS n FROM tasks WHERE {where}", params)[0]["n"]
     lock = " FOR UPDATE SKIP LOCKED" if d.postgres else ""
-    deleted = 0
+    deleted = batches = 0
     while True:
         n = d.execute(
             f"DELETE FROM tasks WHERE id IN (SELECT id FROM tasks WHERE {where} LIMIT %s{lock})",
             [*params, batch_size],
         )
         deleted += n
-        if n < batch_size:
+        batches += 1
+        if n < batch_size or (max_batches is not None and batches >= max_batches):
             return deleted
 
 
@@ -833,34 +836,44 @@ def beat(
     pid: int,
     in_flight: int,
     processed: int,
+    stats: dict[str, Any] | None = None,
     using: str = DEFAULT_DB_ALIAS,
 ) -> None:
-    """Record a dispatcher's heartbeat (insert on its first beat)."""
+    """Record a dispatcher's heartbeat (insert on its first beat) with its cumulative
+    ``stats`` (see :func:`merge_stats`)."""
     d = _Dialect(using)
     d.execute(
         "INSERT INTO dispatchers (name, node, pid, started_at, last_beat_at, in_flight, "
-        f"processed) VALUES (%s, %s, %s, {d.now}, {d.now}, %s, %s) ON CONFLICT (name) DO UPDATE "
-        f"SET last_beat_at = {d.now}, in_flight = excluded.in_flight, "
-        "processed = excluded.processed, node = excluded.node, pid = excluded.pid",
-        [name, node, pid, in_flight, processed],
+        f"processed, stats) VALUES (%s, %s, %s, {d.now}, {d.now}, %s, %s, %s) "
+        f"ON CONFLICT (name) DO UPDATE SET last_beat_at = {d.now}, "
+        "in_flight = excluded.in_flight, processed = excluded.processed, node = excluded.node, "
+        "pid = excluded.pid, stats = excluded.stats",
+        [name, node, pid, in_flight, processed, d.json(stats or {})],
     )
 
 
 def forget_dispatcher(name: str, *, using: str = DEFAULT_DB_ALIAS) -> None:
-    """Remove a dispatcher's heartbeat row (it stopped cleanly)."""
-    _Dialect(using).execute("DELETE FROM dispatchers WHERE name = %s", [name])
+    """Remove a dispatcher's heartbeat row (it stopped cleanly), keeping its counters."""
+    d = _Dialect(using)
+    with transaction.atomic(using=using):
+        rows = d.fetch("DELETE FROM dispatchers WHERE name = %s RETURNING stats", [name])
+        _fold_into_totals(d, DISPATCHER_TOTALS, [_json_value(r["stats"]) for r in rows])
 
 
 def forget_dead_dispatchers(*, silent_for: float, using: str = DEFAULT_DB_ALIAS) -> int:
     """Remove heartbeat rows silent for ``silent_for`` seconds that hold no RUNNING task (the
-    reaper frees those first), so killed dispatchers do not linger on the dashboard."""
+    reaper frees those first), so killed dispatchers do not linger on the dashboard. Their
+    counters are folded into the totals, so /metrics never goes backwards."""
     d = _Dialect(using)
-    return d.execute(
-        f"DELETE FROM dispatchers WHERE last_beat_at < {d.now_plus()} AND NOT EXISTS "
-        "(SELECT 1 FROM tasks WHERE tasks.status = 'RUNNING' "
-        "AND tasks.locked_by = dispatchers.name)",
-        [d.seconds(-silent_for)],
-    )
+    with transaction.atomic(using=using):
+        rows = d.fetch(
+            f"DELETE FROM dispatchers WHERE last_beat_at < {d.now_plus()} AND NOT EXISTS "
+            "(SELECT 1 FROM tasks WHERE tasks.status = 'RUNNING' "
+            "AND tasks.locked_by = dispatchers.name) RETURNING stats",
+            [d.seconds(-silent_for)],
+        )
+        _fold_into_totals(d, DISPATCHER_TOTALS, [_json_value(r["stats"]) for r in rows])
+    return len(rows)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -891,10 +904,84 @@ def _current_status(d: _Dialect, task_id: str) -> str:
 
 _CLAIM_SQL = {"postgresql": _claim_sql(True), "sqlite": _claim_sql(False)}
 
+
+# ---------------------------------------------------------------------------------------------
+# Metric totals: counters that outlive the process (or heartbeat row) that counted them
+
+DISPATCHER_TOTALS = "dispatchers"
+SUPERVISOR_TOTALS = "supervisor"
+
+
+def merge_stats(into: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Add ``extra``'s counters and histograms to ``into`` (in place; also returned).
+
+    Stats are ``{"counters": {name: n}, "histograms": {metric: {label: {"buckets": [n, …],
+    "sum": s, "count": n}}}}``; other keys (a circuit's state) are not additive and are left.
+    """
+    counters = into.setdefault("counters", {})
+    for name, value in (extra.get("counters") or {}).items():
+        counters[name] = counters.get(name, 0) + value
+    histograms = into.setdefault("histograms", {})
+    for metric, by_label in (extra.get("histograms") or {}).items():
+        target = histograms.setdefault(metric, {})
+        for label, hist in by_label.items():
+            mine = target.get(label)
+            if mine is None or len(mine["buckets"]) != len(hist["buckets"]):
+                # First seen (or the bucket bounds changed): take it as it is.
+                target[label] = {**hist, "buckets": list(hist["buckets"])}
+                continue
+            mine["buckets"] = [a + b for a, b in zip(mine["buckets"], hist["buckets"], strict=True)]
+            mine["sum"] += hist["sum"]
+            mine["count"] += hist["count"]
+    return into
+
+
+def add_to_totals(name: str, stats: dict[str, Any], *, using: str = DEFAULT_DB_ALIAS) -> None:
+    """Add ``stats`` to the totals row ``name`` (e.g. the supervisor's reaped count)."""
+    d = _Dialect(using)
+    with transaction.atomic(using=using):
+        _fold_into_totals(d, name, [stats])
+
+
+def _fold_into_totals(d: _Dialect, name: str, stats: list[dict[str, Any]]) -> None:
+    # Called inside a transaction; the row lock (PostgreSQL) or the write lock (SQLite,
+    # taken by the INSERT) serialises concurrent folds.
+    if not stats:
+        return
+    d.execute(
+        "INSERT INTO metric_totals (name, stats) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING",
+        [name, d.json({})],
+    )
+    lock = " FOR UPDATE" if d.postgres else ""
+    row = d.fetch(f"SELECT stats FROM metric_totals WHERE name = %s{lock}", [name])[0]
+    total = _json_value(row["stats"]) or {}
+    for extra in stats:
+        merge_stats(total, extra or {})
+    d.execute("UPDATE metric_totals SET stats = %s WHERE name = %s", [d.json(total), name])
+
+
+def metric_sources(*, using: str = DEFAULT_DB_ALIAS) -> dict[str, Any]:
+    """What /metrics sums: every heartbeat row (name, last beat, stats) and every totals row."""
+    d = _Dialect(using)
+    dispatchers = d.fetch(
+        "SELECT name, last_beat_at, in_flight, stats FROM dispatchers ORDER BY name", []
+    )
+    for row in dispatchers:
+        row["stats"] = _json_value(row["stats"]) or {}
+        if not d.postgres:
+            row["last_beat_at"] = _sqlite_datetime(row["last_beat_at"])
+    totals = {
+        row["name"]: _json_value(row["stats"]) or {}
+        for row in d.fetch("SELECT name, stats FROM metric_totals", [])
+    }
+    return {"dispatchers": dispatchers, "totals": totals}
+
+
 __all__ = [
     "STALE",
     "AmbiguousTaskId",
     "StatusCount",
+    "add_to_totals",
     "TaskNotFound",
     "TransitionNotAllowed",
     "beat",
@@ -912,6 +999,8 @@ __all__ = [
     "forget_dead_dispatchers",
     "forget_dispatcher",
     "get",
+    "merge_stats",
+    "metric_sources",
     "prune",
     "reap",
     "release",

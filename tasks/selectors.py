@@ -14,6 +14,7 @@ from typing import Any
 
 from django.db import connection
 from django.db.models import Q, TextField, Value
+from django.db.models.fields.json import KT
 from django.utils.dateparse import parse_datetime
 
 from tasks.ids import parse_id_prefix
@@ -125,9 +126,12 @@ def list_tasks(
 
 
 def list_dispatchers() -> list[dict[str, Any]]:
-    """Every dispatcher heartbeat row, by name."""
-    return list(
+    """Every dispatcher heartbeat row, by name, with its circuit breaker's state."""
+    rows = list(
         Dispatcher.objects.values(
             "name", "node", "pid", "started_at", "last_beat_at", "in_flight", "processed"
-        )
+        ).annotate(circuit=KT("stats__circuit"))
     )
+    for row in rows:
+        row["circuit"] = row["circuit"] or "closed"  # rows written before the breaker existed
+    return rows

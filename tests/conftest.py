@@ -54,6 +54,7 @@ def ray_cluster(test_database_url):
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     }
     ray.init(
+        address="local",  # never join another Ray running on this machine
         num_cpus=RAY_NUM_CPUS,
         namespace=namespace,
         include_dashboard=False,

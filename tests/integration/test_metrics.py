@@ -1,0 +1,213 @@
+"""/metrics: access, the Prometheus text it serves, and counters summed across dispatchers."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from django.db import connections
+from django.test import Client
+from prometheus_client.parser import text_string_to_metric_families
+
+from organism import client as coordinator_client
+from organism.dispatcher import Dispatcher, DispatcherConfig, QueueStore
+from organism.metrics import HistogramSet
+from tasks import queue
+from tasks.auth import create_token
+from tasks.models import Dispatcher as Heartbeat
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def coordinator_down(monkeypatch):
+    async def ping(timeout: float = 1.0) -> float:
+        raise coordinator_client.CoordinatorUnavailable("not running")
+
+    monkeypatch.setattr(coordinator_client, "ping", ping)
+
+
+@pytest.fixture
+def coordinator_up(monkeypatch):
+    async def ping(timeout: float = 1.0) -> float:
+        return 2.5
+
+    monkeypatch.setattr(coordinator_client, "ping", ping)
+
+
+@pytest.fixture
+def scrape(django_user_model):
+    user = django_user_model.objects.create_user("scraper")
+    token = create_token(user, name="prometheus")[1]
+    web = Client(headers={"Authorization": f"Bearer {token}"})
+
+    def get() -> dict[str, dict[tuple, float]]:
+        response = web.get("/metrics")
+        assert response.status_code == 200, response.content
+        assert response["Content-Type"].startswith("text/plain; version=")
+        return parse(response.content.decode())
+
+    return get
+
+
+def parse(text: str) -> dict[str, dict[tuple, float]]:
+    """sample name → {sorted label items: value}."""
+    samples: dict[str, dict[tuple, float]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+    return samples
+
+
+def stats(counters: dict[str, int], run: list[float] = (), circuit: str = "closed") -> dict:
+    histograms = HistogramSet()
+    for seconds in run:
+        histograms.observe("run_seconds", "echo", seconds)
+    return {"counters": counters, "histograms": histograms.data, "circuit": circuit}
+
+
+def beat(name: str, document: dict) -> None:
+    queue.beat(name=name, node="n", pid=1, in_flight=0, processed=0, stats=document)
+
+
+def heartbeat_stats(name: str) -> dict:
+    try:
+        return Heartbeat.objects.get(name=name).stats
+    finally:
+        connections.close_all()  # this worker thread's own connection
+
+
+def test_it_needs_a_token_or_a_staff_session_unless_public(settings, coordinator_down, client):
+    response = client.get("/metrics")
+    assert response.status_code == 401
+    assert "createapitoken" in response.content.decode()
+    assert Client(headers={"Authorization": "Bearer wrong"}).get("/metrics").status_code == 401
+
+    settings.SEEDCORE_METRICS_PUBLIC = True
+    assert client.get("/metrics").status_code == 200
+
+
+def test_a_staff_session_may_scrape(django_user_model, coordinator_down):
+    staff = django_user_model.objects.create_user("op", password="pw", is_staff=True)
+    web = Client()
+    web.force_login(staff)
+    assert web.get("/metrics").status_code == 200
+
+
+def test_counts_by_status_and_a_down_coordinator_are_metrics_not_errors(scrape, coordinator_down):
+    queue.enqueue_many([{"type": "echo"} for _ in range(3)])
+    queue.claim(dispatcher="d1", batch=1)
+    samples = scrape()
+    tasks = {dict(labels)["status"]: value for labels, value in samples["seedcore_tasks"].items()}
+    assert tasks["QUEUED"] == 2 and tasks["RUNNING"] == 1 and tasks["FAILED"] == 0
+    assert samples["seedcore_coordinator_up"][()] == 0
+    assert "seedcore_coordinator_ping_seconds" not in samples
+
+
+def test_a_live_coordinator_reports_its_ping(scrape, coordinator_up):
+    samples = scrape()
+    assert samples["seedcore_coordinator_up"][()] == 1
+    assert samples["seedcore_coordinator_ping_seconds"][()] == pytest.approx(0.0025)
+
+
+def test_counters_and_histograms_are_summed_across_dispatchers(scrape, coordinator_down):
+    beat("node-a/1", stats({"claimed": 5, "completed": 4, "retried": 1}, run=[0.02, 0.3]))
+    beat("node-b/1", stats({"claimed": 3, "completed": 2, "failed": 1}, run=[7.0], circuit="open"))
+    samples = scrape()
+    assert samples["seedcore_tasks_claimed_total"][()] == 8
+    assert samples["seedcore_tasks_completed_total"][()] == 6
+    assert samples["seedcore_tasks_failed_total"][()] == 1
+    assert samples["seedcore_tasks_retried_total"][()] == 1
+    assert samples["seedcore_task_run_seconds_count"][(("type", "echo"),)] == 3
+    assert samples["seedcore_task_run_seconds_sum"][(("type", "echo"),)] == pytest.approx(7.32)
+    buckets = samples["seedcore_task_run_seconds_bucket"]
+    assert buckets[(("le", "0.025"), ("type", "echo"))] == 1
+    assert buckets[(("le", "0.5"), ("type", "echo"))] == 2
+    assert buckets[(("le", "+Inf"), ("type", "echo"))] == 3
+    assert samples["seedcore_dispatchers_alive"][()] == 2
+    circuit = samples["seedcore_dispatcher_circuit_open"]
+    assert circuit[(("dispatcher", "node-b/1"), ("state", "open"))] == 1
+    assert circuit[(("dispatcher", "node-a/1"), ("state", "closed"))] == 0
+    ages = samples["seedcore_dispatcher_heartbeat_age_seconds"]
+    assert all(0 <= age < 5 for age in ages.values()) and len(ages) == 2
+
+
+def test_forgotten_dispatchers_and_reaped_tasks_keep_the_totals_from_going_back(
+    scrape, coordinator_down
+):
+    beat("a/1", stats({"claimed": 5, "completed": 5}, run=[0.1]))
+    beat("b/1", stats({"claimed": 2, "completed": 1}))
+    queue.forget_dispatcher("a/1")  # a clean stop
+    Heartbeat.objects.filter(name="b/1").update(last_beat_at="2000-01-01T00:00:00Z")
+    assert queue.forget_dead_dispatchers(silent_for=60) == 1  # a killed one, long silent
+    queue.add_to_totals(queue.SUPERVISOR_TOTALS, {"counters": {"reaped": 4}})
+    beat("a/2", stats({"claimed": 1}))
+    samples = scrape()
+    assert samples["seedcore_tasks_claimed_total"][()] == 8
+    assert samples["seedcore_tasks_completed_total"][()] == 6
+    assert samples["seedcore_tasks_reaped_total"][()] == 4
+    assert samples["seedcore_task_run_seconds_count"][(("type", "echo"),)] == 1
+    assert samples["seedcore_dispatchers_alive"][()] == 1
+
+
+def test_a_real_dispatcher_persists_what_it_counts(scrape, coordinator_down):
+    """The dispatcher loop writes counters and histograms with its heartbeat (fake Coordinator)."""
+    queue.enqueue_many([{"type": "echo"} for _ in range(4)])
+
+    class Coordinator:
+        async def run_batch(self, tasks):
+            for task in tasks:
+                yield {"id": task["id"], "ok": True, "result": {"echo": 1}}
+
+        async def cancel(self, task_id):
+            return False
+
+    async def source():
+        return Coordinator()
+
+    async def waker(timeout):
+        await asyncio.sleep(timeout)
+
+    config = DispatcherConfig(heartbeat_seconds=0.05, poll_seconds=0.02, grace_seconds=1.0)
+    store = QueueStore("solo/1", config)
+    dispatcher = Dispatcher("solo/1", store=store, coordinator=source, waker=waker, config=config)
+
+    async def run():
+        loop = asyncio.create_task(dispatcher.run())
+        while dispatcher.stats.completed < 4:
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)  # a heartbeat after the last write
+        row = await asyncio.to_thread(heartbeat_stats, "solo/1")
+        dispatcher.stop()
+        await loop
+        return row
+
+    try:
+        row = asyncio.run(run())
+    finally:
+        store.close()
+    assert row["counters"]["completed"] == 4 and row["circuit"] == "closed"
+    assert row["histograms"]["queue_wait_seconds"]["echo"]["count"] == 4
+    # The clean stop folded the row into the totals: nothing is lost.
+    samples = scrape()
+    assert samples["seedcore_tasks_completed_total"][()] == 4
+    assert samples["seedcore_task_queue_wait_seconds_count"][(("type", "echo"),)] == 4
+    assert samples["seedcore_task_run_seconds_count"][(("type", "echo"),)] == 4
+
+
+def test_an_open_circuit_shows_in_health_and_on_the_dashboard(client, coordinator_down):
+    from django.template.loader import render_to_string
+
+    from dashboard.live import dispatcher_rows
+
+    beat("a/1", stats({}, circuit="open"))
+    beat("b/1", stats({}))
+    health = client.get("/coordinator/health").json()
+    assert {d["name"]: d["circuit"] for d in health["dispatchers"]} == {
+        "a/1": "open",
+        "b/1": "closed",
+    }
+    html = render_to_string(
+        "dashboard/partials/dispatchers.html", {"dispatchers": dispatcher_rows()}
+    )
+    assert html.count("circuit open") == 1

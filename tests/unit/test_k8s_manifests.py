@@ -1,0 +1,281 @@
+"""The deployment files: every manifest under k8s/ against the Kubernetes schemas (shipped
+offline by kubernetes-validate) and the RayCluster against KubeRay's CRD schema
+(k8s/schemas/), plus the wiring no schema can see: probes, placement, environment, tokens,
+resources, and the Dockerfile's paths and commands. No cluster or Docker engine needed."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import shlex
+from fnmatch import fnmatch
+from pathlib import Path
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from django.core.management import load_command_class
+
+from tests.conftest import ROOT
+
+K8S = ROOT / "k8s"
+# The oldest Kubernetes minor still in wide support; the manifests use nothing newer.
+KUBERNETES_VERSION = "1.30.0"
+RAYCLUSTER_SCHEMA = K8S / "schemas" / "raycluster-v1.schema.yaml"
+
+
+def manifest_files() -> list[Path]:
+    return sorted(p for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml")
+
+
+def load_documents() -> list[dict]:
+    docs = []
+    for path in manifest_files():
+        docs += [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+    return docs
+
+
+DOCUMENTS = load_documents()
+CORE_DOCUMENTS = [doc for doc in DOCUMENTS if doc["kind"] != "RayCluster"]
+
+
+def doc_id(doc: dict) -> str:
+    return f"{doc['kind']}/{doc['metadata']['name']}"
+
+
+def one(kind: str, name: str | None = None) -> dict:
+    found = [d for d in DOCUMENTS if d["kind"] == kind and name in (None, d["metadata"]["name"])]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
+    return found[0]
+
+
+def raycluster() -> dict:
+    return one("RayCluster")
+
+
+def pod_templates() -> dict[str, dict]:
+    """Every pod template by owner: Deployments, Jobs, and the RayCluster's head and workers."""
+    templates = {}
+    for doc in DOCUMENTS:
+        if doc["kind"] in ("Deployment", "Job"):
+            templates[doc_id(doc)] = doc["spec"]["template"]
+    spec = raycluster()["spec"]
+    templates["RayCluster/head"] = spec["headGroupSpec"]["template"]
+    for group in spec.get("workerGroupSpecs", []):
+        templates[f"RayCluster/{group['groupName']}"] = group["template"]
+    return templates
+
+
+def env_of(template: dict) -> dict[str, dict]:
+    (container,) = template["spec"]["containers"]
+    return {item["name"]: item for item in container.get("env", [])}
+
+
+def validate_pod_template(template: dict, name: str) -> None:
+    """A RayCluster inlines core/v1 PodTemplateSpec; check it as Kubernetes would."""
+    wrapper = {
+        "apiVersion": "v1",
+        "kind": "PodTemplate",
+        "metadata": {"name": name},
+        "template": template,
+    }
+    kubernetes_validate.validate(wrapper, KUBERNETES_VERSION, strict=True)
+
+
+# Schemas
+
+
+@pytest.mark.parametrize("doc", CORE_DOCUMENTS, ids=doc_id)
+def test_core_manifest_matches_the_kubernetes_schema(doc):
+    kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+
+
+def test_raycluster_matches_the_kuberay_crd_schema():
+    schema = yaml.safe_load(RAYCLUSTER_SCHEMA.read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    jsonschema.Draft202012Validator(schema).validate(raycluster())
+    for name, template in pod_templates().items():
+        if name.startswith("RayCluster/"):
+            validate_pod_template(template, name.replace("/", "-").lower())
+
+
+def test_the_validators_reject_a_misspelt_field():
+    """Strict mode and the CRD schema catch typos the API server would prune silently."""
+    deployment = json.loads(json.dumps(one("Deployment", "seedcore-web")))
+    deployment["spec"]["template"]["spec"]["containers"][0]["imagee"] = "typo"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, KUBERNETES_VERSION, strict=True)
+
+    cluster = json.loads(json.dumps(raycluster()))
+    cluster["spec"]["workerGroupSpecs"][0]["maxReplica"] = 3
+    schema = yaml.safe_load(RAYCLUSTER_SCHEMA.read_text())
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(cluster, schema)
+
+    cluster = json.loads(json.dumps(raycluster()))
+    cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["envv"] = []
+    with pytest.raises(kubernetes_validate.ValidationError):
+        validate_pod_template(cluster["spec"]["headGroupSpec"]["template"], "head")
+
+
+def test_kustomization_lists_every_manifest_and_nothing_else():
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    assert kustomization["kind"] == "Kustomization"
+    assert sorted(kustomization["resources"]) == sorted(p.name for p in manifest_files())
+    namespaces = [d["metadata"]["name"] for d in DOCUMENTS if d["kind"] == "Namespace"]
+    assert namespaces == [kustomization["namespace"]]
+
+
+# Wiring
+
+
+def test_every_container_requests_and_limits_cpu_and_memory():
+    for name, template in pod_templates().items():
+        for container in template["spec"]["containers"]:
+            resources = container.get("resources", {})
+            for kind in ("requests", "limits"):
+                assert set(resources.get(kind, {})) >= {"cpu", "memory"}, (name, kind)
+
+
+def test_every_pod_runs_the_one_seedcore_image():
+    images = {c["image"] for t in pod_templates().values() for c in t["spec"]["containers"]}
+    assert len(images) == 1
+    assert images.pop().split(":")[0] == "seedcore"
+
+
+def test_config_and_secret_references_exist():
+    names = {(d["kind"], d["metadata"]["name"]) for d in DOCUMENTS}
+    secrets_keys = {
+        d["metadata"]["name"]: set(d.get("stringData", {})) | set(d.get("data", {}))
+        for d in DOCUMENTS
+        if d["kind"] == "Secret"
+    }
+    for name, template in pod_templates().items():
+        (container,) = template["spec"]["containers"]
+        for source in container.get("envFrom", []):
+            if "configMapRef" in source:
+                assert ("ConfigMap", source["configMapRef"]["name"]) in names, name
+            if "secretRef" in source:
+                assert ("Secret", source["secretRef"]["name"]) in names, name
+        for item in container.get("env", []):
+            ref = item.get("valueFrom", {}).get("secretKeyRef")
+            if ref:
+                assert ref["key"] in secrets_keys.get(ref["name"], set()), (name, ref)
+
+
+def test_settings_come_from_a_configmap_and_a_secret():
+    config = one("ConfigMap", "seedcore-config")["data"]
+    secret = one("Secret", "seedcore-secrets")["stringData"]
+    assert {"RAY_ADDRESS", "RAY_NAMESPACE", "REDIS_URL", "ALLOWED_HOSTS"} <= set(config)
+    assert {"DATABASE_URL", "SECRET_KEY"} <= set(secret)
+    assert not set(config) & set(secret)
+    # Clients outside the Ray pods reach the head Service KubeRay names <cluster>-head-svc.
+    head_service = f"{raycluster()['metadata']['name']}-head-svc"
+    assert re.fullmatch(rf"ray://{head_service}:10001", config["RAY_ADDRESS"])
+
+
+def test_ray_pods_and_ray_clients_share_the_token():
+    config = one("ConfigMap", "seedcore-config")["data"]
+    assert config["RAY_AUTH_MODE"] == "token"
+    token_ref = {"name": "seedcore-ray-auth", "key": "auth_token"}
+    for name, template in pod_templates().items():
+        if name == "Job/seedcore-migrate":
+            continue  # migrations never touch Ray
+        env = env_of(template)
+        assert env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"] == token_ref, name
+        if name.startswith("RayCluster/"):
+            assert env["RAY_AUTH_MODE"]["value"] == "token", name
+
+
+def test_web_deployment_probes_and_service():
+    deployment = one("Deployment", "seedcore-web")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    allowed_hosts = one("ConfigMap", "seedcore-config")["data"]["ALLOWED_HOSTS"].split(",")
+    for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
+        get = container[probe]["httpGet"]
+        assert get["path"] == path
+        hosts = [h["value"] for h in get.get("httpHeaders", []) if h["name"] == "Host"]
+        assert hosts and hosts[0] in allowed_hosts, f"{probe} would get 400 from ALLOWED_HOSTS"
+    service = one("Service", "seedcore-web")
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["ports"][0]["targetPort"] == container["ports"][0]["name"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "arguments"),
+    [("Job", "seedcore-bootstrap", ["--detach"]), ("Deployment", "seedcore-supervisor", [])],
+)
+def test_rundispatcher_runs_beside_the_ray_head_by_pod_affinity(kind, name, arguments):
+    spec = one(kind, name)["spec"]["template"]["spec"]
+    assert "nodeSelector" not in spec, "KubeRay labels the head pod, not a node"
+    (term,) = spec["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert term["topologyKey"] == "kubernetes.io/hostname"
+    assert term["labelSelector"]["matchLabels"] == {
+        "ray.io/node-type": "head",
+        "ray.io/cluster": raycluster()["metadata"]["name"],
+    }
+    assert spec["containers"][0]["command"] == ["python", "manage.py", "rundispatcher", *arguments]
+
+
+def test_one_supervisor_at_a_time():
+    supervisor = one("Deployment", "seedcore-supervisor")["spec"]
+    assert supervisor["replicas"] == 1
+    assert supervisor["strategy"]["type"] == "Recreate"
+
+
+def test_manage_py_commands_in_the_manifests_parse():
+    commands = [t["spec"]["containers"][0].get("command", []) for t in pod_templates().values()]
+    managed = [c for c in commands if c[:2] == ["python", "manage.py"]]
+    assert sorted(c[2] for c in managed) == ["migrate", "rundispatcher", "rundispatcher"]
+    for command in managed:
+        app = "django.core" if command[2] == "migrate" else "organism"
+        parser = load_command_class(app, command[2]).create_parser("manage.py", command[2])
+        parser.parse_args(command[3:])  # exits on an unknown option
+
+
+# Dockerfile
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    text = re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text())
+    lines = [line.strip() for line in text.splitlines()]
+    return [tuple(line.split(None, 1)) for line in lines if line and not line.startswith("#")]
+
+
+def dockerignore_patterns() -> list[str]:
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+
+
+def test_dockerfile_copies_paths_that_exist_and_are_not_ignored():
+    ignored = dockerignore_patterns()
+    copies = [args for op, args in dockerfile_instructions() if op == "COPY"]
+    assert copies
+    for args in copies:
+        *sources, _destination = shlex.split(args)
+        for source in sources:
+            assert (ROOT / source).exists(), f"COPY {source}: no such path"
+            assert not any(fnmatch(source, pattern) for pattern in ignored), source
+    copied = {s.rstrip("/") for args in copies for s in shlex.split(args)[:-1]}
+    for package in ("seedcore_site", "tasks", "organism", "dashboard", "templates", "static"):
+        assert package in copied
+
+
+def test_dockerfile_base_cmd_and_ray_version():
+    instructions = dockerfile_instructions()
+    assert instructions[0] == ("FROM", "python:3.11-slim")
+    (cmd,) = [json.loads(args) for op, args in instructions if op == "CMD"]
+    assert cmd[0] == "daphne"
+    from daphne.cli import CommandLineInterface
+
+    parsed = CommandLineInterface().parser.parse_args(cmd[1:])
+    module, _, attribute = parsed.application.partition(":")
+    assert attribute == "application"
+    assert (ROOT / (module.replace(".", "/") + ".py")).exists()
+    assert importlib.util.find_spec(module) is not None
+    (ray_version,) = [
+        args.split("=", 1)[1] for op, args in instructions if op == "ARG" and "RAY_VERSION" in args
+    ]
+    assert raycluster()["spec"]["rayVersion"] == ray_version
