@@ -192,6 +192,14 @@ class _Dialect:
         if not self.postgres:
             cursor.execute(sql, params)  # Django's cursor logs it itself when DEBUG is on
             return
+        # As Django's own cursors do: psycopg's errors become django.db's (OperationalError…),
+        # so callers handle one family whichever database they run on.
+        with self.connection.wrap_database_errors:
+            self._execute_postgres(cursor, sql, params, prepare)
+
+    def _execute_postgres(
+        self, cursor, sql: str, params: Sequence[Any], prepare: bool | None
+    ) -> None:
         if not self.connection.queries_logged:
             cursor.execute(sql, params, prepare=prepare)
             return

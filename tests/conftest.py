@@ -16,6 +16,10 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 RAY_NUM_CPUS = 4
 
+# tests/faults start and kill Ray clusters and a PostgreSQL of their own, so they run in a
+# pytest process of their own: `SEEDCORE_FAULTS=1 python -m pytest tests/faults` (dev.py does).
+collect_ignore = [] if os.environ.get("SEEDCORE_FAULTS") == "1" else ["faults"]
+
 
 def database_url_for(settings_dict: dict) -> str:
     """A DATABASE_URL naming the database a connection uses (the test one, once set up)."""
