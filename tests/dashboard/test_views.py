@@ -295,6 +295,7 @@ def test_admin_add_enqueues(admin_client, admin_url):
             "type": "echo",
             "description": "",
             "domain": "",
+            "drift_score": 0.7,
             "priority": 0,
             "max_attempts": "",
             "run_after_0": "",
@@ -305,3 +306,4 @@ def test_admin_add_enqueues(admin_client, admin_url):
     assert response.status_code == 302
     (task,) = Task.objects.all()
     assert (task.type, task.status, task.params) == ("echo", "QUEUED", {"x": 1})
+    assert task.drift_score == 0.7  # an admin can submit a task for the escalated path
