@@ -1,10 +1,13 @@
 """The deployment files: every manifest under k8s/ against the Kubernetes schemas (shipped
-offline by kubernetes-validate) and the RayCluster against KubeRay's CRD schema
-(k8s/schemas/), plus the wiring no schema can see: probes, placement, environment, tokens,
-resources, and the Dockerfile's paths and commands. No cluster or Docker engine needed."""
+offline by kubernetes-validate) and the RayCluster against KubeRay's own RayCluster CRD schema
+(vendored in k8s/schemas/, see its README), plus the wiring no schema can see: probes,
+placement, environment, tokens, resources, and the Dockerfile's paths and commands. No cluster
+or Docker engine needed."""
 
 from __future__ import annotations
 
+import copy
+import functools
 import importlib.util
 import json
 import re
@@ -19,11 +22,12 @@ import yaml
 from django.core.management import load_command_class
 
 from tests.conftest import ROOT
+from tests.unit.structural_schema import cel_rules, validator_for, values_at
 
 K8S = ROOT / "k8s"
 # The oldest Kubernetes minor still in wide support; the manifests use nothing newer.
 KUBERNETES_VERSION = "1.30.0"
-RAYCLUSTER_SCHEMA = K8S / "schemas" / "raycluster-v1.schema.yaml"
+RAYCLUSTER_CRD = K8S / "schemas" / "raycluster-v1.crd-schema.json"
 
 
 def manifest_files() -> list[Path]:
@@ -92,32 +96,124 @@ def test_core_manifest_matches_the_kubernetes_schema(doc):
     kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
 
 
-def test_raycluster_matches_the_kuberay_crd_schema():
-    schema = yaml.safe_load(RAYCLUSTER_SCHEMA.read_text())
-    jsonschema.Draft202012Validator.check_schema(schema)
-    jsonschema.Draft202012Validator(schema).validate(raycluster())
+@functools.cache
+def raycluster_crd() -> dict:
+    """The vendored schema: `source` (where it came from) and the `openAPIV3Schema`."""
+    return json.loads(RAYCLUSTER_CRD.read_text())
+
+
+@functools.cache
+def raycluster_validator() -> jsonschema.protocols.Validator:
+    return validator_for(raycluster_crd()["openAPIV3Schema"])
+
+
+def head_container(cluster: dict) -> dict:
+    return cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+
+
+def test_the_vendored_crd_schema_is_kuberays_raycluster_v1():
+    source = raycluster_crd()["source"]
+    assert source["repository"] == "ray-project/kuberay"
+    assert source["path"] == "ray-operator/config/crd/bases/ray.io_rayclusters.yaml"
+    assert re.fullmatch(r"[0-9a-f]{40}", source["commit"]) and source["version"] == "v1"
+    spec = raycluster_crd()["openAPIV3Schema"]["properties"]["spec"]
+    assert spec["required"] == ["headGroupSpec"]
+    worker = spec["properties"]["workerGroupSpecs"]["items"]
+    assert {"groupName", "minReplicas", "maxReplicas", "template"} <= set(worker["required"])
+
+
+def test_raycluster_matches_the_kuberay_crd():
+    cluster = raycluster()
+    raycluster_validator().validate(cluster)
+    # The CRD leaves metadata to the API server, which checks it as core ObjectMeta.
+    metadata_only = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": cluster["metadata"]}
+    kubernetes_validate.validate(metadata_only, KUBERNETES_VERSION, strict=True)
+    # The CRD inlines the pod schema of the Kubernetes KubeRay was built against (newer than
+    # 1.30); Kubernetes 1.30's own schema catches a field that 1.30 would not know.
     for name, template in pod_templates().items():
         if name.startswith("RayCluster/"):
             validate_pod_template(template, name.replace("/", "-").lower())
 
 
-def test_the_validators_reject_a_misspelt_field():
-    """Strict mode and the CRD schema catch typos the API server would prune silently."""
-    deployment = json.loads(json.dumps(one("Deployment", "seedcore-web")))
+def test_crd_rules_jsonschema_cannot_run_do_not_apply_to_the_raycluster():
+    """CEL rules: each must compare with oldSelf (it runs only on update) or sit on a field
+    the manifest leaves unset, so the schema checks above miss nothing the API server checks."""
+    rules = list(cel_rules(raycluster_crd()["openAPIV3Schema"]))
+    assert rules, "no CEL rules found: is x-kubernetes-validations still where it was?"
+    for path, rule in rules:
+        if "oldSelf" not in rule:
+            assert not list(values_at(raycluster(), path)), (path, rule)
+
+
+CRD_MISTAKES = {
+    # name: (change to the manifest, JSON path of the error, keyword that rejects it)
+    "misspelt-worker-field": (
+        lambda c: c["spec"]["workerGroupSpecs"][0].update(maxReplica=3),
+        "$.spec.workerGroupSpecs[0]",
+        "additionalProperties",
+    ),
+    "replicas-as-a-string": (
+        lambda c: c["spec"]["workerGroupSpecs"][0].update(replicas="2"),
+        "$.spec.workerGroupSpecs[0].replicas",
+        "type",
+    ),
+    "worker-group-without-a-name": (
+        lambda c: c["spec"]["workerGroupSpecs"][0].pop("groupName"),
+        "$.spec.workerGroupSpecs[0]",
+        "required",
+    ),
+    "unknown-upgrade-strategy": (
+        lambda c: c["spec"].update(upgradeStrategy={"type": "Rolling"}),
+        "$.spec.upgradeStrategy.type",
+        "enum",
+    ),
+    "misspelt-container-field": (
+        lambda c: head_container(c).update(imagee="seedcore:0.1.0"),
+        "$.spec.headGroupSpec.template.spec.containers[0]",
+        "additionalProperties",
+    ),
+    "cpu-limit-not-a-quantity": (
+        lambda c: head_container(c)["resources"]["limits"].update(cpu="two"),
+        "$.spec.headGroupSpec.template.spec.containers[0].resources.limits.cpu",
+        "pattern",
+    ),
+    "duplicate-env-var": (
+        lambda c: head_container(c)["env"].append({"name": "RAY_AUTH_MODE", "value": "x"}),
+        "$.spec.headGroupSpec.template.spec.containers[0].env",
+        "x-kubernetes-list-type",
+    ),
+    "max-replicas-over-int32": (
+        lambda c: c["spec"]["workerGroupSpecs"][0].update(maxReplicas=2**31),
+        "$.spec.workerGroupSpecs[0].maxReplicas",
+        "format",
+    ),
+}
+
+
+@pytest.mark.parametrize("mistake", CRD_MISTAKES)
+def test_the_crd_schema_rejects_a_broken_raycluster(mistake):
+    change, json_path, keyword = CRD_MISTAKES[mistake]
+    cluster = copy.deepcopy(raycluster())
+    change(cluster)
+    errors = {(e.json_path, e.validator) for e in raycluster_validator().iter_errors(cluster)}
+    assert (json_path, keyword) in errors, errors
+    if keyword in ("type", "required", "enum", "pattern"):
+        # These come from KubeRay's schema as vendored, not from the strict reading of it.
+        plain = jsonschema.Draft202012Validator(raycluster_crd()["openAPIV3Schema"])
+        assert not plain.is_valid(cluster)
+
+
+def test_kubernetes_validate_rejects_a_misspelt_field():
+    """Strict mode catches typos the API server would drop or refuse."""
+    deployment = copy.deepcopy(one("Deployment", "seedcore-web"))
     deployment["spec"]["template"]["spec"]["containers"][0]["imagee"] = "typo"
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(deployment, KUBERNETES_VERSION, strict=True)
 
-    cluster = json.loads(json.dumps(raycluster()))
-    cluster["spec"]["workerGroupSpecs"][0]["maxReplica"] = 3
-    schema = yaml.safe_load(RAYCLUSTER_SCHEMA.read_text())
-    with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate(cluster, schema)
-
-    cluster = json.loads(json.dumps(raycluster()))
-    cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["envv"] = []
+    template = copy.deepcopy(raycluster()["spec"]["headGroupSpec"]["template"])
+    template["spec"]["containers"][0]["envv"] = []
     with pytest.raises(kubernetes_validate.ValidationError):
-        validate_pod_template(cluster["spec"]["headGroupSpec"]["template"], "head")
+        validate_pod_template(template, "head")
 
 
 def test_kustomization_lists_every_manifest_and_nothing_else():
