@@ -18,43 +18,50 @@ PostgreSQL and SQLite alike. Rules the engine keeps:
 
 Functions take ``using`` (a database alias) and return plain dicts and strings, so callers
 in other processes (Ray actors) never see model instances.
+
+This module is the entry point (``from tasks import queue``) and keeps every status change;
+its siblings, re-exported here, hold the rest:
+
+- ``tasks.sql``: the PostgreSQL/SQLite plumbing (cursors, parameter forms, row conversion);
+- ``tasks.queue_reads``: counts per status, short-ID resolution, the change feed;
+- ``tasks.heartbeats``: dispatcher heartbeats and the metric totals that outlive them.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import time
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, connections, transaction
-from django.utils.dateparse import parse_datetime
+from django.db import DEFAULT_DB_ALIAS, transaction
 
-from tasks.ids import MAX_CANDIDATES, AmbiguousTaskId, TaskNotFound, parse_id_prefix
-from tasks.models import FINISHED_STATUSES, Status, Task
+# Re-exported (see __all__), so callers keep one entry point: queue.beat, queue.resolve_id, …
+from tasks.heartbeats import (
+    DISPATCHER_TOTALS,
+    SUPERVISOR_TOTALS,
+    add_to_totals,
+    beat,
+    forget_dead_dispatchers,
+    forget_dispatcher,
+    merge_stats,
+    metric_sources,
+)
+from tasks.ids import AmbiguousTaskId, TaskNotFound
+from tasks.models import FINISHED_STATUSES, Status
 from tasks.policy import RetryPolicy
+from tasks.queue_reads import COUNT_CAP, StatusCount, changes_since, count_by_status, resolve_id
+from tasks.sql import SQLITE_NOW, Dialect
 
 STALE = "STALE"
 NOTIFY_CHANNEL = "seedcore_tasks"
-COUNT_CAP = 100_000
 
 _COLUMNS = (
     "id, status, type, params, attempts, max_attempts, priority, drift_score, domain, "
     "description, locked_by, locked_at, lease_expires_at, run_after, created_at"
 )
-_DATETIME_COLUMNS = {"locked_at", "lease_expires_at", "run_after", "created_at", "updated_at"}
-_JSON_COLUMNS = {"params", "result", "error_history"}
-# Row converters by (PostgreSQL?, column names): a statement's columns never change.
-_CONVERTERS: dict[tuple[bool, tuple[str, ...]], list] = {}
-# The result columns of each statement text that returned rows (bounded: statements built
-# with one placeholder per item vary in text).
-_COLUMN_NAMES: dict[str, tuple[str, ...]] = {}
-_SQLITE_NOW = "strftime('%%Y-%%m-%%d %%H:%%M:%%f', 'now')"
 
 
 class TransitionNotAllowed(Exception):
@@ -64,169 +71,6 @@ class TransitionNotAllowed(Exception):
         self.task_id = task_id
         self.status = status
         super().__init__(f"cannot {action} task {task_id}: it is {status}")
-
-
-@dataclass(frozen=True)
-class StatusCount:
-    count: int
-    exact: bool
-
-
-# ---------------------------------------------------------------------------------------------
-# Dialect: the few places where PostgreSQL and SQLite SQL differ.
-
-
-class _Dialect:
-    def __init__(self, using: str):
-        self.connection = connections[using]
-        self.postgres = self.connection.vendor == "postgresql"
-
-    def cursor(self):
-        if not self.postgres:
-            return self.connection.cursor()
-        # A plain psycopg cursor binds on the server and can prepare statements, which the
-        # queue's hot path needs; Django's default ClientCursor does neither. One is kept per
-        # connection (connections are per thread), with psycopg's C timestamptz loader in
-        # place of Django's Python one: the session time zone is already UTC.
-        self.connection.ensure_connection()
-        raw = self.connection.connection
-        cursor = getattr(self.connection, "_seedcore_cursor", None)
-        if cursor is None or cursor.closed or cursor.connection is not raw:
-            import psycopg
-            from psycopg.types.datetime import TimestamptzLoader
-
-            cursor = psycopg.Cursor(raw)
-            cursor.adapters.register_loader("timestamptz", TimestamptzLoader)
-            self.connection._seedcore_cursor = cursor
-        return contextlib.nullcontext(cursor)
-
-    @property
-    def prepare_hot(self) -> bool | None:
-        """Whether to prepare the hot-path statements (claim, batch completion): yes, unless
-        the database OPTIONS set ``prepare_threshold`` (None turns preparing off, e.g.
-        behind a pooler that cannot keep prepared statements)."""
-        options = self.connection.settings_dict.get("OPTIONS", {})
-        return None if "prepare_threshold" in options else True
-
-    @property
-    def now(self) -> str:
-        return "now()" if self.postgres else _SQLITE_NOW
-
-    def now_plus(self) -> str:
-        """SQL for now + N seconds, N bound as one parameter (see :meth:`seconds`)."""
-        if self.postgres:
-            return "(now() + %s * interval '1 second')"
-        return "strftime('%%Y-%%m-%%d %%H:%%M:%%f', 'now', %s)"
-
-    def seconds(self, value: float) -> Any:
-        return value if self.postgres else f"{value:+.6f} seconds"
-
-    def id(self, task_id: str | uuid.UUID) -> Any:
-        value = task_id if isinstance(task_id, uuid.UUID) else uuid.UUID(str(task_id))
-        return value if self.postgres else value.hex
-
-    def ids(self, task_ids: Iterable[str | uuid.UUID]) -> list[Any]:
-        return [self.id(task_id) for task_id in task_ids]
-
-    def json(self, value: Any) -> Any:
-        if self.postgres:
-            from psycopg.types.json import Jsonb
-
-            return Jsonb(value)
-        return json.dumps(value)
-
-    def timestamp(self, value: datetime) -> Any:
-        return value if self.postgres else self.connection.ops.adapt_datetimefield_value(value)
-
-    def in_list(self, values: Sequence[Any]) -> tuple[str, list[Any]]:
-        """``IN (…)`` with one placeholder per value; works on both databases."""
-        return "(" + ", ".join(["%s"] * len(values)) + ")", list(values)
-
-    def rows(self, names: tuple[str, ...], values: list[tuple]) -> list[dict[str, Any]]:
-        """Plain dicts, each column converted by a converter picked once per column."""
-        convert = _CONVERTERS.get((self.postgres, names))
-        if convert is None:
-            convert = _CONVERTERS[self.postgres, names] = [self._converter(n) for n in names]
-        return [
-            {
-                name: value if conv is None or value is None else conv(value)
-                for name, conv, value in zip(names, convert, row, strict=True)
-            }
-            for row in values
-        ]
-
-    def _converter(self, column: str):
-        if column == "id":
-            return str if self.postgres else _uuid_text
-        if column in _DATETIME_COLUMNS:
-            return None if self.postgres else _sqlite_datetime
-        if column in _JSON_COLUMNS:
-            return _json_value
-        if column == "cancel_requested" and not self.postgres:
-            return bool
-        return None
-
-    def fetch(
-        self, sql: str, params: Sequence[Any], *, prepare: bool | None = None
-    ) -> list[dict[str, Any]]:
-        with self.cursor() as cursor:
-            self._execute(cursor, sql, params, prepare)
-            # The column names of a statement never change; psycopg builds a fresh
-            # description on every access, which the hot path (a claim) can skip.
-            names = _COLUMN_NAMES.get(sql)
-            if names is None:
-                description = cursor.description
-                if description is None:
-                    return []
-                names = tuple(column[0] for column in description)
-                if len(_COLUMN_NAMES) < 1000:
-                    _COLUMN_NAMES[sql] = names
-            return self.rows(names, cursor.fetchall())
-
-    def execute(self, sql: str, params: Sequence[Any], *, prepare: bool | None = None) -> int:
-        with self.cursor() as cursor:
-            self._execute(cursor, sql, params, prepare)
-            return cursor.rowcount
-
-    def _execute(self, cursor, sql: str, params: Sequence[Any], prepare: bool | None) -> None:
-        if not self.postgres:
-            cursor.execute(sql, params)  # Django's cursor logs it itself when DEBUG is on
-            return
-        # As Django's own cursors do: psycopg's errors become django.db's (OperationalError…),
-        # so callers handle one family whichever database they run on.
-        with self.connection.wrap_database_errors:
-            self._execute_postgres(cursor, sql, params, prepare)
-
-    def _execute_postgres(
-        self, cursor, sql: str, params: Sequence[Any], prepare: bool | None
-    ) -> None:
-        if not self.connection.queries_logged:
-            cursor.execute(sql, params, prepare=prepare)
-            return
-        # The raw psycopg cursor bypasses Django's query log; keep DEBUG's log (and tests
-        # counting queries) complete.
-        start = time.monotonic()
-        try:
-            cursor.execute(sql, params, prepare=prepare)
-        finally:
-            self.connection.queries_log.append(
-                {"sql": sql, "time": f"{time.monotonic() - start:.3f}"}
-            )
-
-
-def _uuid_text(value: Any) -> str:
-    return str(uuid.UUID(str(value)))
-
-
-def _sqlite_datetime(value: Any) -> datetime:
-    if isinstance(value, str):
-        value = parse_datetime(value)
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)  # naive UTC
-
-
-def _json_value(value: Any) -> Any:
-    # Django's PostgreSQL adapters and SQLite both hand JSON over as text.
-    return json.loads(value) if isinstance(value, str | bytes) else value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -275,7 +119,7 @@ def enqueue_many(specs: Iterable[dict[str, Any]], *, using: str = DEFAULT_DB_ALI
     rows = [_enqueue_row(spec) for spec in specs]
     if not rows:
         return []
-    d = _Dialect(using)
+    d = Dialect(using)
     if d.postgres:
         columns = list(zip(*rows, strict=True))
         d.execute(
@@ -344,7 +188,7 @@ def claim(
     first. Returns the claimed rows as plain dicts; ``attempts`` is the fencing token that
     every later write for this attempt must present.
     """
-    d = _Dialect(using)
+    d = Dialect(using)
     lease = lease_seconds if lease_seconds is not None else settings.SEEDCORE_LEASE_SECONDS
     if d.postgres:
         params = [batch, dispatcher, d.seconds(lease)]
@@ -361,7 +205,7 @@ def claim_statement(vendor: str = "postgresql") -> str:
 
 
 def _claim_sql(postgres: bool) -> str:
-    now = "now()" if postgres else _SQLITE_NOW
+    now = "now()" if postgres else SQLITE_NOW
     claimable = (
         f"status IN ('QUEUED', 'RETRY') AND (run_after IS NULL OR run_after <= {now}) "
         "ORDER BY priority DESC, created_at LIMIT %s"
@@ -397,7 +241,7 @@ def renew_leases(
     """
     if not attempts:
         return {}
-    d = _Dialect(using)
+    d = Dialect(using)
     lease = lease_seconds if lease_seconds is not None else settings.SEEDCORE_LEASE_SECONDS
     pair = "(%s::uuid, %s::int)" if d.postgres else "(%s, %s)"
     held_values = ", ".join([pair] * len(attempts))
@@ -435,7 +279,7 @@ def release(
     """
     if not attempts:
         return []
-    d = _Dialect(using)
+    d = Dialect(using)
     released = []
     with transaction.atomic(using=using):
         for task_id, attempt in sorted(attempts.items()):
@@ -479,7 +323,7 @@ def complete_many(
     """
     if not results:
         return {}
-    d = _Dialect(using)
+    d = Dialect(using)
     if d.postgres:
         params = [
             [d.id(r[0]) for r in results],
@@ -540,7 +384,7 @@ def fail(
     ``max_attempts`` is the handler's cap; the task's own ``max_attempts`` column wins over it,
     and the policy's (SEEDCORE_MAX_ATTEMPTS) applies when neither is set.
     """
-    d = _Dialect(using)
+    d = Dialect(using)
     policy = policy or RetryPolicy.from_settings()
     if max_attempts is not None:
         policy = RetryPolicy(max_attempts, policy.backoff_seconds, policy.backoff_max_steps)
@@ -593,7 +437,7 @@ def reap(
     """Send RUNNING tasks whose lease ran out, or whose dispatcher's heartbeat is older than
     ``heartbeat_timeout`` seconds (or missing), back to RETRY (FAILED at the last attempt;
     CANCELLED if a cancel was requested). Returns ``{"id", "status", "reason"}`` per task."""
-    d = _Dialect(using)
+    d = Dialect(using)
     policy = policy or RetryPolicy.from_settings()
     # The "- seconds" bound is computed by the dialect as now + (-timeout).
     sql = (
@@ -652,7 +496,7 @@ def cancel(task_id: str, *, using: str = DEFAULT_DB_ALIAS) -> dict[str, Any]:
     """Cancel a task. QUEUED or RETRY become CANCELLED at once; a RUNNING task gets
     ``cancel_requested`` and ends CANCELLED when its attempt stops; CANCELLED stays so.
     COMPLETED and FAILED raise :class:`TransitionNotAllowed`."""
-    d = _Dialect(using)
+    d = Dialect(using)
     with transaction.atomic(using=using):
         rows = d.fetch(
             "UPDATE tasks SET "
@@ -677,7 +521,7 @@ def run_now(task_id: str, *, using: str = DEFAULT_DB_ALIAS) -> dict[str, Any]:
     attempts: ``attempts`` goes back to 0 (the next claim is attempt 1), ``error`` and
     ``result`` are cleared, and ``error_history`` keeps every earlier attempt.
     RUNNING and COMPLETED raise :class:`TransitionNotAllowed`."""
-    d = _Dialect(using)
+    d = Dialect(using)
     allowed, params = d.in_list([s.value for s in RUNNABLE_NOW])
     with transaction.atomic(using=using):
         rows = d.fetch(
@@ -705,11 +549,12 @@ def run_now_matching(task_ids: Iterable[str], *, using: str = DEFAULT_DB_ALIAS) 
 
 
 # ---------------------------------------------------------------------------------------------
-# Reads the engine owns: one task, counts, short IDs, the change feed
+# One task, as every write above returns it (counts, short IDs and the change feed are in
+# tasks.queue_reads)
 
 
 def get(task_id: str | uuid.UUID, *, using: str = DEFAULT_DB_ALIAS) -> dict[str, Any]:
-    d = _Dialect(using)
+    d = Dialect(using)
     rows = d.fetch(
         f"SELECT {_COLUMNS}, result, error, error_history, cancel_requested, updated_at "
         "FROM tasks WHERE id = %s",
@@ -720,85 +565,8 @@ def get(task_id: str | uuid.UUID, *, using: str = DEFAULT_DB_ALIAS) -> dict[str,
     return rows[0]
 
 
-def count_by_status(
-    *, cap: int = COUNT_CAP, using: str = DEFAULT_DB_ALIAS
-) -> dict[str, StatusCount]:
-    """Tasks per status, exact up to ``cap`` each, so the cost stays bounded at any size.
-
-    Above the cap, PostgreSQL's planner statistics give an estimate (``exact=False``);
-    SQLite reports the cap itself as a lower bound.
-    """
-    d = _Dialect(using)
-    parts = [
-        "SELECT %s AS status, (SELECT count(*) FROM (SELECT 1 FROM tasks WHERE status = %s "
-        "LIMIT %s) AS capped) AS n"
-    ] * len(Status.values)
-    params: list[Any] = []
-    for status in Status.values:
-        params += [status, status, cap]
-    counts = {
-        row["status"]: StatusCount(row["n"], row["n"] < cap)
-        for row in d.fetch(" UNION ALL ".join(parts), params)
-    }
-    over = [status for status, count in counts.items() if not count.exact]
-    if over and d.postgres:
-        estimates = _planner_estimates(d)
-        for status in over:
-            counts[status] = StatusCount(max(estimates.get(status, 0), cap), False)
-    return counts
-
-
-def _planner_estimates(d: _Dialect) -> dict[str, int]:
-    rows = d.fetch(
-        "SELECT s.most_common_vals::text::text[] AS vals, s.most_common_freqs AS freqs, "
-        "c.reltuples AS total FROM pg_stats AS s JOIN pg_class AS c ON c.relname = s.tablename "
-        "WHERE s.tablename = 'tasks' AND s.attname = 'status' AND s.schemaname = current_schema()",
-        [],
-    )
-    if not rows or rows[0]["vals"] is None:
-        return {}
-    total = max(rows[0]["total"], 0)
-    return {
-        val: int(freq * total) for val, freq in zip(rows[0]["vals"], rows[0]["freqs"], strict=True)
-    }
-
-
-def resolve_id(text: str, *, using: str = DEFAULT_DB_ALIAS) -> str:
-    """Resolve a full UUID or a hex prefix of at least 4 characters to one task's ID.
-
-    Raises InvalidTaskId, TaskNotFound, or AmbiguousTaskId naming up to 5 candidates.
-    The prefix becomes an ID range, so the lookup walks the primary key index.
-    """
-    id_range = parse_id_prefix(text)
-    matches = [
-        str(task_id)
-        for task_id in Task.objects.using(using)
-        .filter(id__gte=id_range.low, id__lte=id_range.high)
-        .order_by("id")
-        .values_list("id", flat=True)[:MAX_CANDIDATES]
-    ]
-    if not matches:
-        raise TaskNotFound(f"no task matches ID {text.strip()!r}")
-    if len(matches) > 1:
-        raise AmbiguousTaskId(text.strip(), matches)
-    return matches[0]
-
-
-def changes_since(
-    since: datetime, *, limit: int = 1000, using: str = DEFAULT_DB_ALIAS
-) -> list[dict[str, Any]]:
-    """Tasks changed after ``since``, oldest change first: the cheap change check that stands
-    in for LISTEN on SQLite (served by the ``updated_at`` index)."""
-    d = _Dialect(using)
-    return d.fetch(
-        "SELECT id, status, type, updated_at FROM tasks WHERE updated_at > %s "
-        "ORDER BY updated_at LIMIT %s",
-        [d.timestamp(since), limit],
-    )
-
-
 # ---------------------------------------------------------------------------------------------
-# Retention and heartbeats
+# Retention
 
 
 def prune(
@@ -816,7 +584,7 @@ def prune(
     bad = set(statuses) - {s.value for s in FINISHED_STATUSES}
     if bad:
         raise ValueError(f"only finished tasks can be pruned, not {', '.join(sorted(bad))}")
-    d = _Dialect(using)
+    d = Dialect(using)
     cutoff = datetime.now(UTC) - older_than
     status_sql, status_params = d.in_list(list(statuses))
     # created_at <= updated_at, so the created_at bound lets the status index narrow the scan.
@@ -837,73 +605,27 @@ def prune(
             return deleted
 
 
-def beat(
-    *,
-    name: str,
-    node: str,
-    pid: int,
-    in_flight: int,
-    processed: int,
-    stats: dict[str, Any] | None = None,
-    using: str = DEFAULT_DB_ALIAS,
-) -> None:
-    """Record a dispatcher's heartbeat (insert on its first beat) with its cumulative
-    ``stats`` (see :func:`merge_stats`)."""
-    d = _Dialect(using)
-    d.execute(
-        "INSERT INTO dispatchers (name, node, pid, started_at, last_beat_at, in_flight, "
-        f"processed, stats) VALUES (%s, %s, %s, {d.now}, {d.now}, %s, %s, %s) "
-        f"ON CONFLICT (name) DO UPDATE SET last_beat_at = {d.now}, "
-        "in_flight = excluded.in_flight, processed = excluded.processed, node = excluded.node, "
-        "pid = excluded.pid, stats = excluded.stats",
-        [name, node, pid, in_flight, processed, d.json(stats or {})],
-    )
-
-
-def forget_dispatcher(name: str, *, using: str = DEFAULT_DB_ALIAS) -> None:
-    """Remove a dispatcher's heartbeat row (it stopped cleanly), keeping its counters."""
-    d = _Dialect(using)
-    with transaction.atomic(using=using):
-        rows = d.fetch("DELETE FROM dispatchers WHERE name = %s RETURNING stats", [name])
-        _fold_into_totals(d, DISPATCHER_TOTALS, [_json_value(r["stats"]) for r in rows])
-
-
-def forget_dead_dispatchers(*, silent_for: float, using: str = DEFAULT_DB_ALIAS) -> int:
-    """Remove heartbeat rows silent for ``silent_for`` seconds that hold no RUNNING task (the
-    reaper frees those first), so killed dispatchers do not linger on the dashboard. Their
-    counters are folded into the totals, so /metrics never goes backwards."""
-    d = _Dialect(using)
-    with transaction.atomic(using=using):
-        rows = d.fetch(
-            f"DELETE FROM dispatchers WHERE last_beat_at < {d.now_plus()} AND NOT EXISTS "
-            "(SELECT 1 FROM tasks WHERE tasks.status = 'RUNNING' "
-            "AND tasks.locked_by = dispatchers.name) RETURNING stats",
-            [d.seconds(-silent_for)],
-        )
-        _fold_into_totals(d, DISPATCHER_TOTALS, [_json_value(r["stats"]) for r in rows])
-    return len(rows)
-
-
 # ---------------------------------------------------------------------------------------------
+# Statement fragments shared by the writes above
 
 
 def _prefixed(alias: str, columns: str) -> str:
     return ", ".join(f"{alias}.{column.strip()}" for column in columns.split(","))
 
 
-def _touch(d: _Dialect) -> str:
+def _touch(d: Dialect) -> str:
     # PostgreSQL's trigger stamps updated_at; on SQLite, stamping it here spares the trigger's
     # second write.
     return "" if d.postgres else f", updated_at = {d.now}"
 
 
-def _append_json(d: _Dialect) -> str:
+def _append_json(d: Dialect) -> str:
     if d.postgres:
         return "error_history || jsonb_build_array(%s::jsonb)"
     return "json_insert(error_history, '$[#]', json(%s))"
 
 
-def _current_status(d: _Dialect, task_id: str) -> str:
+def _current_status(d: Dialect, task_id: str) -> str:
     rows = d.fetch("SELECT status FROM tasks WHERE id = %s", [d.id(task_id)])
     if not rows:
         raise TaskNotFound(f"no task with ID {task_id}")
@@ -913,85 +635,19 @@ def _current_status(d: _Dialect, task_id: str) -> str:
 _CLAIM_SQL = {"postgresql": _claim_sql(True), "sqlite": _claim_sql(False)}
 
 
-# ---------------------------------------------------------------------------------------------
-# Metric totals: counters that outlive the process (or heartbeat row) that counted them
-
-DISPATCHER_TOTALS = "dispatchers"
-SUPERVISOR_TOTALS = "supervisor"
-
-
-def merge_stats(into: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    """Add ``extra``'s counters and histograms to ``into`` (in place; also returned).
-
-    Stats are ``{"counters": {name: n}, "histograms": {metric: {label: {"buckets": [n, …],
-    "sum": s, "count": n}}}}``; other keys (a circuit's state) are not additive and are left.
-    """
-    counters = into.setdefault("counters", {})
-    for name, value in (extra.get("counters") or {}).items():
-        counters[name] = counters.get(name, 0) + value
-    histograms = into.setdefault("histograms", {})
-    for metric, by_label in (extra.get("histograms") or {}).items():
-        target = histograms.setdefault(metric, {})
-        for label, hist in by_label.items():
-            mine = target.get(label)
-            if mine is None or len(mine["buckets"]) != len(hist["buckets"]):
-                # First seen (or the bucket bounds changed): take it as it is.
-                target[label] = {**hist, "buckets": list(hist["buckets"])}
-                continue
-            mine["buckets"] = [a + b for a, b in zip(mine["buckets"], hist["buckets"], strict=True)]
-            mine["sum"] += hist["sum"]
-            mine["count"] += hist["count"]
-    return into
-
-
-def add_to_totals(name: str, stats: dict[str, Any], *, using: str = DEFAULT_DB_ALIAS) -> None:
-    """Add ``stats`` to the totals row ``name`` (e.g. the supervisor's reaped count)."""
-    d = _Dialect(using)
-    with transaction.atomic(using=using):
-        _fold_into_totals(d, name, [stats])
-
-
-def _fold_into_totals(d: _Dialect, name: str, stats: list[dict[str, Any]]) -> None:
-    # Called inside a transaction; the row lock (PostgreSQL) or the write lock (SQLite,
-    # taken by the INSERT) serialises concurrent folds.
-    if not stats:
-        return
-    d.execute(
-        "INSERT INTO metric_totals (name, stats) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING",
-        [name, d.json({})],
-    )
-    lock = " FOR UPDATE" if d.postgres else ""
-    row = d.fetch(f"SELECT stats FROM metric_totals WHERE name = %s{lock}", [name])[0]
-    total = _json_value(row["stats"]) or {}
-    for extra in stats:
-        merge_stats(total, extra or {})
-    d.execute("UPDATE metric_totals SET stats = %s WHERE name = %s", [d.json(total), name])
-
-
-def metric_sources(*, using: str = DEFAULT_DB_ALIAS) -> dict[str, Any]:
-    """What /metrics sums: every heartbeat row (name, last beat, stats) and every totals row."""
-    d = _Dialect(using)
-    dispatchers = d.fetch(
-        "SELECT name, last_beat_at, in_flight, stats FROM dispatchers ORDER BY name", []
-    )
-    for row in dispatchers:
-        row["stats"] = _json_value(row["stats"]) or {}
-        if not d.postgres:
-            row["last_beat_at"] = _sqlite_datetime(row["last_beat_at"])
-    totals = {
-        row["name"]: _json_value(row["stats"]) or {}
-        for row in d.fetch("SELECT name, stats FROM metric_totals", [])
-    }
-    return {"dispatchers": dispatchers, "totals": totals}
-
-
 __all__ = [
+    "COUNT_CAP",
+    "DISPATCHER_TOTALS",
+    "NOTIFY_CHANNEL",
+    "RUNNABLE_NOW",
     "STALE",
+    "SUPERVISOR_TOTALS",
     "AmbiguousTaskId",
+    "RetryPolicy",
     "StatusCount",
-    "add_to_totals",
     "TaskNotFound",
     "TransitionNotAllowed",
+    "add_to_totals",
     "beat",
     "cancel",
     "changes_since",
