@@ -2,7 +2,8 @@
 """SeedCore's two commands, needing nothing but Python 3.11+.
 
     python dev.py          run SeedCore on its embedded defaults (SQLite, local Ray)
-    python dev.py test     run the tests (on SQLite, then on PostgreSQL when it answers)
+    python dev.py test     run the tests: on SQLite, then on PostgreSQL when it answers, then
+                           the fault suite (tests/faults; SEEDCORE_FAULTS=0 leaves it out)
     python dev.py check    lint, Django checks and the migrations check
 
 The first call makes .venv/ and installs the project with its dev extra into it; later calls
@@ -47,20 +48,49 @@ def postgres_answers(url: str) -> bool:
     return run(PYTHON, "-c", code, url.rsplit("/", 1)[0] + "/postgres") == 0
 
 
+def postgres_server_binaries() -> Path | None:
+    """The bin/ of an installed PostgreSQL server (the fault suite starts one of its own)."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return found[-1].parent if found else None
+
+
 def test(extra: list[str]) -> int:
-    sqlite = {"DATABASE_URL": ""}
-    code = run(PYTHON, "-m", "pytest", *extra, env=sqlite)
-    if code not in (0,):
+    """SQLite, then PostgreSQL, then the fault suite; with pytest arguments, only the first two.
+
+    The PostgreSQL pass leaves out the tests that touch no database (``db_independent``, marked
+    by tests/conftest.py): they ran in the SQLite pass already.
+    """
+    required = os.environ.get("SEEDCORE_REQUIRE_POSTGRES") == "1"
+    code = run(PYTHON, "-m", "pytest", *extra, env={"DATABASE_URL": ""})
+    if code:
         return code
     url = os.environ.get("SEEDCORE_TEST_POSTGRES_URL", DEFAULT_TEST_POSTGRES)
     if not postgres_answers(url):
-        if os.environ.get("SEEDCORE_REQUIRE_POSTGRES") == "1":
+        if required:
             print(f"dev.py: PostgreSQL at {url} does not answer, and it is required", flush=True)
             return 1
         print(f"dev.py: PostgreSQL at {url} does not answer; ran on SQLite only", flush=True)
         return 0
     print(f"dev.py: running the tests again on PostgreSQL ({url})", flush=True)
-    return run(PYTHON, "-m", "pytest", *extra, env={"DATABASE_URL": url})
+    only_once = ["-m", "not db_independent"]
+    code = run(PYTHON, "-m", "pytest", *only_once, *extra, env={"DATABASE_URL": url})
+    if code or extra:
+        return code
+    return faults(url, required)
+
+
+def faults(url: str, required: bool) -> int:
+    """tests/faults: kills and restarts Ray, rundispatcher and a PostgreSQL of its own, so it
+    runs in a pytest process of its own (see README.md, "Fault and multi-node tests")."""
+    if os.environ.get("SEEDCORE_FAULTS") == "0":
+        print("dev.py: SEEDCORE_FAULTS=0: fault suite not run", flush=True)
+        return 0
+    if postgres_server_binaries() is None:
+        print("dev.py: no PostgreSQL server binaries under /usr/lib/postgresql", flush=True)
+        return 1 if required else 0
+    print("dev.py: running the fault suite (tests/faults)", flush=True)
+    env = {"DATABASE_URL": url, "SEEDCORE_FAULTS": "1"}
+    return run(PYTHON, "-m", "pytest", "tests/faults", "-s", env=env)
 
 
 def check() -> int:

@@ -20,6 +20,21 @@ RAY_NUM_CPUS = 4
 # pytest process of their own: `SEEDCORE_FAULTS=1 python -m pytest tests/faults` (dev.py does).
 collect_ignore = [] if os.environ.get("SEEDCORE_FAULTS") == "1" else ["faults"]
 
+# Fixtures through which a test reaches a database (pytest-django blocks every other way;
+# django_db_blocker is left out because its autouse fixtures request it for every test).
+DATABASE_FIXTURES = {"db", "transactional_db", "django_db_setup"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``db_independent`` every test that cannot touch a database, so the PostgreSQL pass
+    of ``dev.py test`` (``-m "not db_independent"``) does not run them a second time."""
+    for item in items:
+        if item.get_closest_marker("django_db") is None and not (
+            DATABASE_FIXTURES & set(getattr(item, "fixturenames", ()))
+        ):
+            item.add_marker(pytest.mark.db_independent)
+
 
 def database_url_for(settings_dict: dict) -> str:
     """A DATABASE_URL naming the database a connection uses (the test one, once set up)."""

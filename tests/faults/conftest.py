@@ -30,7 +30,12 @@ from tests.conftest import ROOT
 FAULTS_SETTINGS = "tests.faults.settings"
 # The `ray` command of the Python running the tests (a venv's bin/ need not be on PATH).
 RAY_CLI = str(Path(sys.executable).with_name("ray"))
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
+# The newest PostgreSQL server installed (Debian's layout); the suite starts one of its own.
+PG_BIN = max(
+    Path("/usr/lib/postgresql").glob("*/bin"),
+    key=lambda path: int(path.parent.name) if path.parent.name.isdigit() else 0,
+    default=Path("/usr/lib/postgresql/15/bin"),
+)
 
 
 @pytest.fixture(autouse=True)
