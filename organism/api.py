@@ -16,7 +16,7 @@ from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from django.db.migrations.executor import MigrationExecutor
 from django.http import HttpRequest
 from django.utils import timezone
-from ninja import Field, Router, Schema
+from ninja import Field, Router, Schema, Status
 from pydantic import ConfigDict, field_validator
 
 from organism import client
@@ -117,13 +117,13 @@ async def coordinator_health(request: HttpRequest):
         logger.exception("coordinator health: cannot read the dispatchers' heartbeats")
         message = "the database does not answer, so the dispatchers' heartbeats are unknown"
         body = {"status": "unhealthy", "ping_ms": None, "dispatchers": [], "message": message}
-        return 503, body
+        return Status(503, body)
     alive = sum(1 for d in dispatchers if d["alive"])
     try:
         ping_ms = await client.ping()
     except CoordinatorUnavailable as exc:
         body = {"status": "unhealthy", "ping_ms": None, "dispatchers": dispatchers}
-        return 503, {**body, "message": str(exc)}
+        return Status(503, {**body, "message": str(exc)})
     if alive == 0:
         status = "degraded"
         message = (
@@ -135,12 +135,15 @@ async def coordinator_health(request: HttpRequest):
         message = f"{len(dispatchers) - alive} of {len(dispatchers)} dispatchers are silent"
     else:
         status, message = "healthy", f"the Coordinator answers; {alive} dispatcher(s) alive"
-    return 200, {
-        "status": status,
-        "ping_ms": round(ping_ms, 3),
-        "dispatchers": dispatchers,
-        "message": message,
-    }
+    return Status(
+        200,
+        {
+            "status": status,
+            "ping_ms": round(ping_ms, 3),
+            "dispatchers": dispatchers,
+            "message": message,
+        },
+    )
 
 
 def _check_database() -> list[tuple[str, str]]:
@@ -192,8 +195,8 @@ async def readyz(request: HttpRequest):
     failed = [name for name, result in checks.items() if result != "ok"]
     if failed:
         detail = "not ready: " + "; ".join(f"{name}: {checks[name]}" for name in failed)
-        return 503, {"status": "not ready", "checks": checks, "detail": detail}
-    return 200, {"status": "ready", "checks": checks, "detail": "ready"}
+        return Status(503, {"status": "not ready", "checks": checks, "detail": detail})
+    return Status(200, {"status": "ready", "checks": checks, "detail": "ready"})
 
 
 @probes.get("/healthz", auth=None, response=Liveness, summary="The process serves")

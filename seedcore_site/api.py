@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.http import HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
@@ -149,6 +151,16 @@ def http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
     if detail.startswith("Cannot parse request body"):  # ninja's words for unparseable JSON
         detail = "the request body is not valid JSON; send a JSON object"
     return _error(request, exc.status_code, detail)
+
+
+@api.exception_handler(SuspiciousOperation)
+def refused_request(request: HttpRequest, exc: SuspiciousOperation) -> HttpResponse:
+    # Django answers these itself with a 400, but the catch-all below would see them first: a
+    # body over DATA_UPLOAD_MAX_MEMORY_SIZE, a query of more than DATA_UPLOAD_MAX_NUMBER_FIELDS.
+    if isinstance(exc, RequestDataTooBig):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return _error(request, 413, f"the request body is larger than {limit} bytes")
+    return _error(request, 400, f"the request was refused: {exc}")
 
 
 @api.exception_handler(Exception)

@@ -4,19 +4,22 @@ Thin over ``tasks.queue`` (every status change) and ``tasks.selectors`` (listing
 are raised as the engine's exceptions and turned into JSON by ``seedcore_site.api``.
 
 Limits on a submitted task (documented in the OpenAPI schema too): ``type`` and ``domain``
-up to 200 characters, ``description`` up to 10,000, ``params`` up to 64 KiB of JSON.
+up to 200 characters, ``description`` up to 10,000, ``params`` up to 64 KiB of JSON nested
+at most 100 levels deep.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from django.http import HttpRequest
 from django.utils.dateparse import parse_datetime
-from ninja import Field, Query, Router, Schema
+from ninja import Field, Query, Router, Schema, Status
 from pydantic import AwareDatetime, BeforeValidator, ConfigDict, field_validator
 
 from tasks import queue, selectors
@@ -26,6 +29,9 @@ MAX_TYPE_LENGTH = 200
 MAX_DOMAIN_LENGTH = 200
 MAX_DESCRIPTION_LENGTH = 10_000
 MAX_PARAMS_BYTES = 64 * 1024
+# Far more than any real params need, and far below where encoding or decoding the JSON runs
+# out of Python's recursion limit (a RecursionError, so a 500, at about 900 levels).
+MAX_PARAMS_DEPTH = 100
 
 # PostgreSQL cannot store NUL in text or jsonb; refusing it here keeps it a 422, not a 500.
 NO_NUL = r"^[^\x00]*$"
@@ -76,14 +82,41 @@ StatusName = Literal["QUEUED", "RUNNING", "COMPLETED", "FAILED", "RETRY", "CANCE
 router = Router(tags=["tasks"])
 
 
+# Lone surrogates are no Unicode: PostgreSQL's jsonb refuses "\ud800" (a 500 if let through).
+SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _json_nodes(value: Any) -> Iterator[tuple[int, Any]]:
+    """Every value and object key of a JSON value with its nesting depth (objects and arrays
+    count from 1), walked without recursion so no depth can overflow the stack."""
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        yield depth, item
+        if isinstance(item, dict):
+            pending.extend((key, depth) for key in item)
+            pending.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list):
+            pending.extend((child, depth + 1) for child in item)
+
+
 def check_params(params: dict[str, Any]) -> dict[str, Any]:
-    """Refuse params the database cannot store or that exceed MAX_PARAMS_BYTES."""
+    """Refuse params the database cannot store (NUL, lone surrogates, NaN or Infinity) or
+    that exceed MAX_PARAMS_DEPTH or MAX_PARAMS_BYTES."""
+    # The strings themselves, not the encoded JSON: a literal backslash followed by "u0000"
+    # is encoded as "\\u0000", which holds the text "\u0000" but no NUL.
+    for depth, item in _json_nodes(params):
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise ValueError("params must not hold NUL characters")
+            if SURROGATE.search(item):
+                raise ValueError("params must not hold lone surrogates (\\ud800-\\udfff)")
+        elif depth > MAX_PARAMS_DEPTH and isinstance(item, dict | list):
+            raise ValueError(f"params must not nest more than {MAX_PARAMS_DEPTH} levels deep")
     try:
         encoded = json.dumps(params, allow_nan=False)
     except ValueError:
         raise ValueError("params must not hold NaN or Infinity") from None
-    if "\\u0000" in encoded:
-        raise ValueError("params must not hold NUL characters")
     if len(encoded.encode()) > MAX_PARAMS_BYTES:
         raise ValueError(f"params is larger than {MAX_PARAMS_BYTES} bytes of JSON")
     return params
@@ -127,7 +160,10 @@ class TaskIn(Schema):
     )
     params: dict[str, Any] = Field(
         default_factory=dict,
-        description=f"A JSON object, at most {MAX_PARAMS_BYTES} bytes, with no NUL characters.",
+        description=(
+            f"A JSON object, at most {MAX_PARAMS_BYTES} bytes and {MAX_PARAMS_DEPTH} levels "
+            "deep, with no NUL characters or lone surrogates."
+        ),
     )
     description: str | None = Field(
         None, max_length=MAX_DESCRIPTION_LENGTH, pattern=NO_NUL, strict=True
@@ -218,7 +254,7 @@ def submit_task(request: HttpRequest, body: TaskIn):
         run_after=body.run_after,
         max_attempts=body.max_attempts,
     )
-    return 201, task
+    return Status(201, task)
 
 
 @router.get(

@@ -99,6 +99,9 @@ class StaffSession(APIKeyCookie):
         super().__init__(csrf=False)
 
     def authenticate(self, request: HttpRequest, key: str | None) -> Any:
+        if key and "\x00" in key:
+            # No session key holds NUL, and looking one up makes PostgreSQL raise (a 500).
+            return None
         user = getattr(request, "user", None)
         if user is None or not (user.is_authenticated and user.is_active and user.is_staff):
             return None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -62,10 +63,12 @@ class TaskFilter:
         q = Q()
         if self.status:
             q &= Q(status=self.status)
-        if self.type:
-            q &= Q(type=self.type)
-        if self.domain:
-            q &= Q(domain=self.domain)
+        for column in ("type", "domain"):
+            value = getattr(self, column)
+            if value:
+                # PostgreSQL refuses NUL in a text parameter (a 500 for the dashboard and the
+                # CLI) and no row can hold it, so such a filter matches nothing.
+                q &= Q(pk__in=[]) if "\x00" in value else Q(**{column: value})
         if self.created_after:
             q &= Q(created_at__gte=self.created_after)
         if self.created_before:
@@ -82,11 +85,18 @@ def encode_cursor(created_at: datetime, task_id: Any) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """The (created_at, id) a cursor from :func:`encode_cursor` holds; InvalidCursor for any
+    other string. A cursor is opaque but travels through clients, so a forged one (an ID that
+    is no UUID, a time without an offset or out of range in UTC) is refused here rather than
+    left for the database to choke on."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         created, task_id = raw.split("|", 1)
         created_at = parse_datetime(created)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+        task_id = str(uuid.UUID(task_id))
+        if created_at is not None:
+            created_at = created_at.astimezone(UTC) if created_at.tzinfo else None
+    except (ValueError, binascii.Error, UnicodeDecodeError, OverflowError):
         created_at = None
     if created_at is None:
         raise InvalidCursor("cursor is malformed: pass back the next_cursor of a previous page")
@@ -99,7 +109,8 @@ def _as_stored(created_at: datetime) -> Any:
     as text, so rows of the cursor's own millisecond would come back again."""
     if connection.vendor != "sqlite":
         return created_at
-    text = created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    # isoformat, not strftime: strftime's %Y leaves a year before 1000 unpadded ('999-…').
+    text = created_at.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "milliseconds")
     return Value(text, output_field=TextField())
 
 
