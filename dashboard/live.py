@@ -3,7 +3,8 @@
 - The **relay** turns task changes into ``tasks.changed`` group messages: LISTEN on
   PostgreSQL (the triggers of migration 0002 NOTIFY on commit, so nothing rolled back is ever
   shown), or :func:`tasks.queue.changes_since` polling on SQLite. Bursts are coalesced by
-  :class:`Coalescer`: at most one frame per ``FLUSH_INTERVAL`` whatever the churn.
+  :class:`Coalescer`: at most one frame per ``FLUSH_INTERVAL`` whatever the churn. Each
+  page then gets these frames through its own :class:`dashboard.flow.Outbox` (flow control).
 - The **monitor** asks the Coordinator for ping and the organism summary and reads the
   dispatcher heartbeats every ``MONITOR_INTERVAL`` seconds, and broadcasts ``health.changed``
   when something changed. It keeps the latest frame, so a new or re-shown page gets it at once.
@@ -57,6 +58,16 @@ class Batch:
     overflow: bool
     total: int
 
+    def to_json(self) -> str:
+        return json.dumps(
+            {"statuses": self.statuses, "overflow": self.overflow, "total": self.total}
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Batch:
+        data = json.loads(text)
+        return cls(dict(data["statuses"]), bool(data["overflow"]), int(data["total"]))
+
 
 @dataclass
 class Coalescer:
@@ -79,6 +90,14 @@ class Coalescer:
             if len(self._statuses) > self.max_ids:
                 self._overflow = True
                 self._statuses.clear()
+
+    def add_batch(self, batch: Batch) -> None:
+        """Fold in a batch coalesced earlier (the frames a slow page has not taken yet)."""
+        self.add(batch.statuses.items())
+        self._total += batch.total - len(batch.statuses)
+        if batch.overflow:
+            self._overflow = True
+            self._statuses.clear()
 
     def add_gap(self) -> None:
         """Changes may have been missed (the feed reconnected): pages reload their views."""
@@ -110,6 +129,14 @@ def parse_notify_payload(payload: str) -> list[tuple[str, str]]:
     except (ValueError, TypeError, IndexError, KeyError):
         log.warning("ignoring a malformed %s payload: %.200s", queue.NOTIFY_CHANNEL, payload)
         return []
+
+
+def tasks_message(batch: Batch) -> dict[str, str]:
+    """The ``tasks.changed`` group message: the frame rendered once for every page, and the
+    batch itself for a page whose frames are held back (see :mod:`dashboard.flow`). The batch
+    travels as JSON text because the in-memory layer deep-copies each message for every
+    member, and copying a string costs nothing."""
+    return {"type": "tasks.changed", "html": tasks_frame(batch), "batch": batch.to_json()}
 
 
 def tasks_frame(batch: Batch) -> str:
@@ -187,9 +214,7 @@ class TaskRelay:
             await asyncio.sleep(FLUSH_INTERVAL / 3)
             batch = self.coalescer.take()
             if batch is not None:
-                await self.layer.group_send(
-                    TASKS_GROUP, {"type": "tasks.changed", "html": tasks_frame(batch)}
-                )
+                await self.layer.group_send(TASKS_GROUP, tasks_message(batch))
 
 
 # ---------------------------------------------------------------------------------------------

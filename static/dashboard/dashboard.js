@@ -1,6 +1,8 @@
 // SeedCore dashboard: glue between the live websocket frames and the page's htmx regions.
 // Frames are swapped out of band by the htmx ws extension; this script only decides which
 // regions to refresh, pauses while the tab is hidden, and keeps row selections across refreshes.
+// Every frame is answered with "ack" once handled (or dropped while hidden): the server sends a
+// page only a few frames ahead of its acks and merges the rest, so a stalled page costs it little.
 (function () {
   "use strict";
   var socket = null;
@@ -63,7 +65,8 @@
   document.addEventListener("htmx:wsBeforeMessage", function (e) {
     if (document.hidden) {
       missedWhileHidden = true;
-      e.preventDefault();
+      e.preventDefault();  // no htmx:wsAfterMessage follows: acknowledge here
+      e.detail.socketWrapper.send("ack");
     }
   });
   // A live refresh requested just before the tab was hidden may answer while it is hidden:
@@ -77,9 +80,13 @@
     }
   });
   document.addEventListener("htmx:wsAfterMessage", function (e) {
-    if (e.detail.message.indexOf('id="live-tasks"') >= 0) {
-      var signal = document.getElementById("live-tasks");
-      if (signal) onTasksChanged(signal);
+    try {
+      if (e.detail.message.indexOf('id="live-tasks"') >= 0) {
+        var signal = document.getElementById("live-tasks");
+        if (signal) onTasksChanged(signal);
+      }
+    } finally {
+      e.detail.socketWrapper.send("ack");  // even if handling failed: never stall the socket
     }
   });
   document.addEventListener("visibilitychange", function () {

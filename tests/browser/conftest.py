@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -80,7 +80,10 @@ def server_env(test_database_url: str, **extra: str) -> dict[str, str]:
     return env
 
 
-def start_daphne(env: dict[str, str], log: Path) -> tuple[subprocess.Popen, str]:
+def start_daphne(
+    env: dict[str, str], log: Path, options: Sequence[str] = ()
+) -> tuple[subprocess.Popen, str]:
+    """daphne on a free port; ``options`` are more of its command-line options."""
     port = free_port()
     process = subprocess.Popen(
         [
@@ -91,6 +94,7 @@ def start_daphne(env: dict[str, str], log: Path) -> tuple[subprocess.Popen, str]
             "127.0.0.1",
             "-p",
             str(port),
+            *options,
             "seedcore_site.asgi:application",
         ],
         cwd=ROOT,

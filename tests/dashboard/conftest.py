@@ -1,9 +1,15 @@
-"""Helpers for the dashboard tests: tasks driven to a status through the real queue engine."""
+"""Helpers for the dashboard tests: tasks driven to a status through the real queue engine,
+and what a live tasks frame tells a page."""
 
 from __future__ import annotations
 
+import html
+import json
+import re
+
 import pytest
 
+from dashboard.live import Batch
 from tasks import queue
 
 # Helpers claim their own task at once, ahead of any QUEUED one a test made before.
@@ -41,3 +47,14 @@ def staff_client(client, django_user_model):
     user = django_user_model.objects.create_user("operator", password="pw", is_staff=True)
     client.force_login(user)
     return client
+
+
+def told(frame: str) -> Batch:
+    """What a ``live-tasks`` websocket frame tells a page: statuses, overflow, total."""
+    assert 'id="live-tasks"' in frame, frame[:200]
+    statuses = re.search(r'data-statuses="([^"]*)"', frame).group(1)
+    return Batch(
+        json.loads(html.unescape(statuses)),
+        'data-overflow="1"' in frame,
+        int(re.search(r'data-total="(\d+)"', frame).group(1)),
+    )

@@ -1,4 +1,5 @@
-"""The dashboard websocket: who may connect, what reaches a browser, and how bursts coalesce."""
+"""The dashboard websocket: who may connect, what reaches a browser, how bursts coalesce, and
+how a page that stops reading is held to a window of frames."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ from channels.testing import WebsocketCommunicator
 from django.db import connections
 from django.test import Client
 
-from dashboard import live
+from dashboard import flow, live
+from dashboard.live import Batch
 from seedcore_site.asgi import application
 from tasks import queue
+from tests.dashboard.conftest import told
 
 ORIGIN = (b"origin", b"http://localhost")
 
@@ -60,8 +63,10 @@ def run(scenario) -> None:
 
 
 async def _frame_mentioning(communicator: WebsocketCommunicator, text: str) -> str:
+    """The next frame mentioning ``text``; every frame read is acknowledged, as pages do."""
     while True:
         frame = await communicator.receive_from(timeout=10)
+        await communicator.send_to(text_data="ack")
         if text in frame:
             return frame
 
@@ -133,6 +138,59 @@ def test_staff_receives_a_task_event_and_health(
             await database_sync_to_async(queue.cancel)(task["id"])
             frame = await _frame_mentioning(communicator, "CANCELLED")
             assert task["id"] in frame
+        finally:
+            await communicator.disconnect()
+
+    run(scenario)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_page_that_stops_acking_gets_a_window_of_frames_then_one_merged_frame(
+    django_user_model, coordinator_down
+):
+    cookie = _session_cookie(
+        django_user_model.objects.create_user("staff", password="pw", is_staff=True)
+    )
+    statuses = ["QUEUED", "RUNNING", "RETRY", "COMPLETED"]
+
+    async def burst(batches: list[Batch]) -> None:
+        layer = get_channel_layer()
+        for batch in batches:
+            await layer.group_send(live.TASKS_GROUP, live.tasks_message(batch))
+
+    async def scenario():
+        communicator, connected = await _connect(ORIGIN, cookie)
+        assert connected
+        try:
+            # The monitor's first frame, acknowledged; it sends no other while nothing changes.
+            await _frame_mentioning(communicator, 'id="coordinator-badge"')
+            # A burst the page reads but never acknowledges: a window of frames, then silence.
+            await burst(
+                [
+                    Batch({"moving": statuses[n % 4], f"new-{n}": "QUEUED"}, False, 2)
+                    for n in range(30)
+                ]
+            )
+            early = [told(await communicator.receive_from(timeout=10)) for _ in range(flow.WINDOW)]
+            assert [batch.statuses["moving"] for batch in early] == statuses[: flow.WINDOW]
+            assert await communicator.receive_nothing(timeout=2)
+            # One ack: everything held back, as one frame with the latest statuses.
+            await communicator.send_to(text_data="ack")
+            caught_up = told(await communicator.receive_from(timeout=10))
+            assert caught_up.statuses == {
+                "moving": statuses[29 % 4],
+                **{f"new-{n}": "QUEUED" for n in range(flow.WINDOW, 30)},
+            }
+            assert not caught_up.overflow and caught_up.total == 2 * (30 - flow.WINDOW)
+            assert await communicator.receive_nothing(timeout=1)
+            # Still a full window (one ack for five frames): more ids than a frame lists
+            # come as one overflow, and the page reloads its views.
+            wide = [{f"wide-{n}-{k}": "QUEUED" for k in range(150)} for n in range(3)]
+            await burst([Batch(ids, False, 150) for ids in wide])
+            assert await communicator.receive_nothing(timeout=2)
+            await communicator.send_to(text_data="ack")
+            assert told(await communicator.receive_from(timeout=10)) == Batch({}, True, 450)
+            assert await communicator.receive_nothing(timeout=1)
         finally:
             await communicator.disconnect()
 
