@@ -408,7 +408,9 @@ class Dispatcher:
         pending = {task["id"]: task for task in tasks}
         try:
             async for outcome in coordinator.run_batch([_task_payload(t) for t in tasks]):
-                if pending.pop(outcome["id"], None) is not None:
+                task = pending.pop(outcome["id"], None)
+                if task is not None:
+                    outcome["attempt"] = task["attempts"]  # what this dispatcher sent, always
                     self._outcomes.put_nowait(outcome)
         except Exception as exc:
             logger.warning("%s: coordinator call failed: %s", self.identity, exc)
@@ -418,10 +420,16 @@ class Dispatcher:
                 self._coordinator = None
         else:
             self.breaker.record_success()
-        for task_id in pending:
+        for task_id, task in pending.items():
             # The Coordinator died or never answered for these: retry them later.
             self._outcomes.put_nowait(
-                {"id": task_id, "ok": False, "error": COORDINATOR_UNAVAILABLE, "permanent": False}
+                {
+                    "id": task_id,
+                    "attempt": task["attempts"],
+                    "ok": False,
+                    "error": COORDINATOR_UNAVAILABLE,
+                    "permanent": False,
+                }
             )
 
     # -- writing outcomes --------------------------------------------------------------------
@@ -440,9 +448,18 @@ class Dispatcher:
         if outcomes:
             await self._write(outcomes)
 
+    def _holds(self, outcome: dict[str, Any]) -> bool:
+        """Whether the attempt an outcome belongs to is still this dispatcher's to write."""
+        attempt = self._in_flight.get(outcome["id"])
+        return attempt is not None and attempt.attempt == outcome["attempt"]
+
     async def _write(self, outcomes: list[dict[str, Any]]) -> None:
-        held = [o for o in outcomes if o["id"] in self._in_flight]
-        attempts = {o["id"]: self._in_flight[o["id"]].attempt for o in held}
+        # By attempt, not just by task: the claim thread runs beside the write thread, so a
+        # retry written early in a batch may already be claimed again, by this dispatcher too,
+        # before the batch returns. That newer attempt must stay in flight (renewed, and its
+        # own outcome written), and an older attempt's outcome must never be fenced with it.
+        held = [o for o in outcomes if self._holds(o)]
+        attempts = {o["id"]: o["attempt"] for o in held}
         statuses = ["ERROR"] * len(held)
         for attempt in range(WRITE_TRIES):
             try:
@@ -456,8 +473,10 @@ class Dispatcher:
         now = time.monotonic()
         for outcome, status in zip(held, statuses, strict=True):
             self._count(status)
-            attempt = self._in_flight.pop(outcome["id"], None)
-            if attempt is not None and status not in ("ERROR", "STALE"):
+            if not self._holds(outcome):
+                continue  # its next attempt was claimed while this one was written
+            attempt = self._in_flight.pop(outcome["id"])
+            if status not in ("ERROR", "STALE"):
                 self.histograms.observe("run_seconds", attempt.type, now - attempt.dispatched_at)
         self._slot_freed.set()
 

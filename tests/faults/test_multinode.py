@@ -57,7 +57,7 @@ def wait_for(predicate, timeout: float, what: str) -> None:
 @pytest.mark.ray
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_organism_spreads_over_nodes_and_survives_losing_one(test_database_url):
+def test_organism_spreads_over_nodes_and_survives_losing_one(test_database_url, settings):
     import ray
     from ray.cluster_utils import Cluster
 
@@ -78,9 +78,10 @@ def test_organism_spreads_over_nodes_and_survives_losing_one(test_database_url):
         runtime_env={"env_vars": actor_env(test_database_url, namespace)},
         log_to_driver=False,
     )
-    from django.conf import settings
-
-    saved_namespace, settings.RAY_NAMESPACE = settings.RAY_NAMESPACE, namespace
+    settings.RAY_NAMESPACE = namespace
+    # The supervisor runs in this process and reaps the lost node's tasks to RETRY: with the
+    # quick backoff the actors have (actor_env), not the default 30 s a step.
+    settings.SEEDCORE_BACKOFF_SECONDS = float(actor_env("", "")["SEEDCORE_BACKOFF_SECONDS"])
     supervisor = Supervisor(
         SupervisorOptions(
             dispatchers=2, address=cluster.address, namespace=namespace,
@@ -148,7 +149,6 @@ def test_organism_spreads_over_nodes_and_survives_losing_one(test_database_url):
         try:
             supervisor.stop_dispatchers()
         finally:
-            settings.RAY_NAMESPACE = saved_namespace
             ray.shutdown()
             cluster.shutdown()
             shutil.rmtree(scratch, ignore_errors=True)

@@ -276,3 +276,52 @@ def test_a_task_reaped_meanwhile_is_dropped_and_its_late_outcome_is_stale():
 
 def _with(**changes) -> DispatcherConfig:
     return DispatcherConfig(**{**CONFIG.as_dict(), **changes})
+
+
+class FlakyCoordinator(FakeCoordinator):
+    """``flaky`` fails its first attempt and echoes from the second on."""
+
+    async def _one(self, task: dict) -> dict:
+        if task["type"] == "flaky":
+            task = {**task, "type": "fail" if task["attempt"] == 1 else "echo"}
+        return await super()._one(task)
+
+
+class WriteReturnsAfterTheRetryIsClaimed(QueueStore):
+    """Returns from a write that sent a task to RETRY only once the dispatcher has claimed
+    that task's next attempt. Claims and writes run in threads of their own, so in production
+    this happens whenever a retry falls due before the batch it was written in returns."""
+
+    dispatcher: Dispatcher
+
+    async def write(self, outcomes, attempts):
+        statuses = await super().write(outcomes, attempts)
+        retried = [
+            o["id"] for o, status in zip(outcomes, statuses, strict=True) if status == "RETRY"
+        ]
+        deadline = time.monotonic() + 5
+        while retried and time.monotonic() < deadline:
+            held = self.dispatcher._in_flight
+            if all(t in held and held[t].attempt > attempts[t] for t in retried):
+                break
+            await asyncio.sleep(0.01)
+        return statuses
+
+
+def test_a_retry_claimed_again_while_its_failure_is_written_still_completes():
+    task_id = queue.enqueue(type="flaky")["id"]
+    name = "test_dispatcher/0002"
+    store = WriteReturnsAfterTheRetryIsClaimed(name, CONFIG)
+
+    async def source():
+        return FlakyCoordinator()
+
+    dispatcher = Dispatcher(name, store=store, coordinator=source, waker=poll_waker, config=CONFIG)
+    store.dispatcher = dispatcher
+
+    # Before the fix the write's return dropped attempt 2 from the in-flight set: its outcome
+    # was never written and the task stayed RUNNING until its lease ran out.
+    asyncio.run(run_until(dispatcher, lambda: queue.get(task_id)["status"] == "COMPLETED"))
+    task = queue.get(task_id)
+    assert task["attempts"] == 2
+    assert dispatcher.stats.retried == 1 and dispatcher.stats.completed == 1
