@@ -30,7 +30,8 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 RUN mkdir -p seedcore_site tasks organism dashboard \
     && pip install --no-cache-dir . "ray[default]==${RAY_VERSION}" \
-    && pip uninstall -y seedcore
+    && pip uninstall -y seedcore \
+    && rm -rf build seedcore.egg-info
 
 COPY manage.py ./
 COPY seedcore_site ./seedcore_site
