@@ -147,6 +147,15 @@ def counts() -> dict[str, int]:
     return {s: c.count for s, c in retrying(lambda: queue.count_by_status(using=ALIAS)).items()}
 
 
+def wait_for_running(timeout: float = 60) -> bool:
+    deadline = time.monotonic() + timeout
+    while counts()["RUNNING"] == 0:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
 def kill_actor(name: str, address: str, namespace: str, env: dict[str, str]) -> None:
     """``ray.kill`` an actor from a short-lived driver of its own: this process's Ray client
     settles its auth mode at import, before the test gives the head its token."""
@@ -230,7 +239,12 @@ def test_no_task_lost_or_completed_twice_through_faults(faults_db, private_postg
             ids += retrying(lambda n=size: queue.enqueue_many([spec] * n, using=ALIAS))
             if chunk in faults:
                 name, strike = faults[chunk]
+                # After a fault the dispatchers may still be recovering (circuit open, the
+                # Coordinator being recreated) with nothing in flight: strike only once some
+                # task runs, so every fault meets work in flight.
+                running = wait_for_running()
                 figures[f"{name} at"] = progress()
+                assert running, f"no task running before the {name}: {counts()}"
                 strike()
         figures["enqueued all after s"] = round(time.monotonic() - started, 1)
 
