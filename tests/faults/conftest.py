@@ -60,6 +60,10 @@ def var_dir() -> Path:
     return path
 
 
+# Retries in the suite's processes come quickly, so recoveries finish within the test.
+BACKOFF_SECONDS = 0.2
+
+
 def actor_env(database_url: str, namespace: str) -> dict[str, str]:
     """What every actor and ``rundispatcher`` process needs: the faults settings (so the
     ``record`` handler is registered), the database, quick retries and reaping."""
@@ -67,7 +71,7 @@ def actor_env(database_url: str, namespace: str) -> dict[str, str]:
         "DJANGO_SETTINGS_MODULE": FAULTS_SETTINGS,
         "DATABASE_URL": database_url,
         "RAY_NAMESPACE": namespace,
-        "SEEDCORE_BACKOFF_SECONDS": "0.2",
+        "SEEDCORE_BACKOFF_SECONDS": str(BACKOFF_SECONDS),
         "SEEDCORE_HEARTBEAT_SECONDS": "1",
         "SEEDCORE_HEARTBEAT_TIMEOUT": "6",
         "SEEDCORE_SUPERVISE_SECONDS": "1",

@@ -15,7 +15,7 @@ import uuid
 import pytest
 
 from tasks import queue
-from tests.faults.conftest import actor_env, var_dir
+from tests.faults.conftest import BACKOFF_SECONDS, actor_env, var_dir
 from tests.faults.recording import audit
 
 TASKS = 300
@@ -81,7 +81,7 @@ def test_organism_spreads_over_nodes_and_survives_losing_one(test_database_url, 
     settings.RAY_NAMESPACE = namespace
     # The supervisor runs in this process and reaps the lost node's tasks to RETRY: with the
     # quick backoff the actors have (actor_env), not the default 30 s a step.
-    settings.SEEDCORE_BACKOFF_SECONDS = float(actor_env("", "")["SEEDCORE_BACKOFF_SECONDS"])
+    settings.SEEDCORE_BACKOFF_SECONDS = BACKOFF_SECONDS
     supervisor = Supervisor(
         SupervisorOptions(
             dispatchers=2, address=cluster.address, namespace=namespace,
