@@ -22,14 +22,27 @@ class RayUnavailable(Exception):
 
 
 def actor_env_vars() -> dict[str, str]:
-    """Environment for SeedCore's actors so they load the same settings and database."""
-    names = ("DJANGO_SETTINGS_MODULE", "DATABASE_URL", "SECRET_KEY", "DEBUG", "RAY_NAMESPACE")
+    """Environment for SeedCore's actors so they load the same settings and database.
+
+    The database is always named by URL: an actor reaches the embedded server through the
+    socket the calling process already started, and never starts one itself.
+    """
+    from django.db import connections
+
+    from seedcore_site.database import database_url
+
+    names = ("DJANGO_SETTINGS_MODULE", "SECRET_KEY", "RAY_NAMESPACE")
     env = {name: os.environ[name] for name in names if name in os.environ}
     env.setdefault("DJANGO_SETTINGS_MODULE", "seedcore_site.settings")
     env["RAY_NAMESPACE"] = settings.RAY_NAMESPACE
     for name, value in os.environ.items():
         if name.startswith("SEEDCORE_"):
             env[name] = value
+    # As this process resolved them: with DATABASE_URL unset, DEBUG defaults on and the
+    # development key lives in var/; an actor given a URL would default DEBUG off.
+    env["DATABASE_URL"] = database_url(connections["default"].settings_dict)
+    env["DEBUG"] = "1" if settings.DEBUG else "0"
+    env["SEEDCORE_VAR_DIR"] = str(settings.VAR_DIR)
     root = str(settings.BASE_DIR)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
     return env

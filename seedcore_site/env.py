@@ -6,9 +6,13 @@ message naming the variable (ImproperlyConfigured), never a bare ValueError from
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import secrets
+import time
 from collections.abc import Mapping
+from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -81,3 +85,28 @@ def ray_namespace(environ: Mapping[str, str] = os.environ) -> str:
         if value:
             return value
     return DEFAULT_RAY_NAMESPACE
+
+
+def development_secret_key(debug: bool, var_dir: Path) -> str:
+    """The key for ``SECRET_KEY``-less development: made once and kept in ``var/``, so
+    sessions survive restarts and every process of a checkout signs alike. Never used with
+    ``DEBUG`` off: production must set ``SECRET_KEY``."""
+    if not debug:
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set. Set SECRET_KEY to a long random string, "
+            "or set DEBUG=1 for local development."
+        )
+    path = var_dir / "development-secret-key"
+    with contextlib.suppress(FileNotFoundError):
+        return path.read_text().strip()
+    var_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(50)
+    try:
+        # O_EXCL: two processes starting at once keep one key, the first one written.
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        time.sleep(0.05)
+        return path.read_text().strip()
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(key)
+    return key

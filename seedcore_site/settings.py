@@ -6,25 +6,25 @@ See README.md ("Configuration") for the variables and their defaults.
 import os
 from pathlib import Path
 
-import dj_database_url
-from django.core.exceptions import ImproperlyConfigured
-
 from organism.routing import organs_from_env
-from seedcore_site.env import env_bool, env_float, env_int, env_list, ray_namespace
+from seedcore_site.database import database_settings
+from seedcore_site.env import (
+    development_secret_key,
+    env_bool,
+    env_float,
+    env_int,
+    env_list,
+    ray_namespace,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("SEEDCORE_VAR_DIR", BASE_DIR / "var"))
 
-DEBUG = env_bool("DEBUG", False)
-_secret = os.environ.get("SECRET_KEY", "")
-if not _secret:
-    if not DEBUG:
-        raise ImproperlyConfigured(
-            "SECRET_KEY is not set. Set SECRET_KEY to a long random string, "
-            "or set DEBUG=1 for local development."
-        )
-    _secret = "django-insecure-seedcore-development-only"
-SECRET_KEY = _secret
+# DATABASE_URL unset is the embedded, single-machine mode: development defaults, so every
+# `manage.py` command run from a checkout works as `python dev.py` does.
+_database_url = os.environ.get("DATABASE_URL", "")
+DEBUG = env_bool("DEBUG", not _database_url.strip())
+SECRET_KEY = os.environ.get("SECRET_KEY", "") or development_secret_key(DEBUG, VAR_DIR)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
@@ -73,27 +73,8 @@ TEMPLATES = [
     },
 ]
 
-# Database: an SQLite file under var/ by default (the embedded mode); postgres://… in production.
-_database_url = os.environ.get("DATABASE_URL", "").strip()
-if _database_url:
-    try:
-        _db = dj_database_url.parse(_database_url, conn_max_age=60, conn_health_checks=True)
-    except Exception as exc:  # dj-database-url raises several types for a bad URL
-        raise ImproperlyConfigured(f"DATABASE_URL is malformed: {exc}") from None
-else:
-    VAR_DIR.mkdir(parents=True, exist_ok=True)
-    _db = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(VAR_DIR / "seedcore.sqlite3")}
-if _db["ENGINE"] == "django.db.backends.sqlite3":
-    # WAL lets readers run beside the one writer; IMMEDIATE takes the write lock up front so
-    # a claim never fails half-way with "database is locked"; the timeout waits for the lock.
-    _db.setdefault("OPTIONS", {}).update(
-        {
-            "timeout": 20,
-            "transaction_mode": "IMMEDIATE",
-            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-        }
-    )
-DATABASES = {"default": _db}
+# Database: DATABASE_URL's PostgreSQL, else an embedded one under var/ (started on first use).
+DATABASES = {"default": database_settings(_database_url, VAR_DIR)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

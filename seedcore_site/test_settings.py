@@ -8,7 +8,3 @@ os.environ.setdefault("SECRET_KEY", "seedcore-tests-only")
 from seedcore_site.settings import *  # noqa: E402, F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
-    # A file, not ":memory:", so other processes (dispatchers, servers under test) share it.
-    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-seedcore.sqlite3")}  # noqa: F405

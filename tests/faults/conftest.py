@@ -1,4 +1,4 @@
-"""Fixtures for the fault suite: Ray clusters and a PostgreSQL of its own.
+"""Fixtures for the fault suite: Ray clusters and an embedded PostgreSQL of its own.
 
 These tests start and kill their own Ray clusters, so they cannot share a process with the
 session ``ray_cluster`` fixture: run them in their own invocation,
@@ -25,17 +25,12 @@ from pathlib import Path
 
 import pytest
 
+from seedcore_site.embedded_postgres import EmbeddedPostgres, EmbeddedPostgresError
 from tests.conftest import ROOT
 
 FAULTS_SETTINGS = "tests.faults.settings"
 # The `ray` command of the Python running the tests (a venv's bin/ need not be on PATH).
 RAY_CLI = str(Path(sys.executable).with_name("ray"))
-# The newest PostgreSQL server installed (Debian's layout); the suite starts one of its own.
-PG_BIN = max(
-    Path("/usr/lib/postgresql").glob("*/bin"),
-    key=lambda path: int(path.parent.name) if path.parent.name.isdigit() else 0,
-    default=Path("/usr/lib/postgresql/15/bin"),
-)
 
 
 @pytest.fixture(autouse=True)
@@ -79,53 +74,25 @@ def actor_env(database_url: str, namespace: str) -> dict[str, str]:
     }
 
 
-@dataclass
-class PrivatePostgres:
-    data_dir: Path
-    port: int
-    socket_dir: Path
-
-    def url(self, database: str = "postgres") -> str:
-        return f"postgres://postgres@127.0.0.1:{self.port}/{database}"
-
-    def pg_ctl(self, *args: str) -> None:
-        command = [str(PG_BIN / "pg_ctl"), "-D", str(self.data_dir), "-w", "-t", "60", *args]
-        subprocess.run(as_postgres(command), check=True, capture_output=True, timeout=90)
-
-    def start(self) -> None:
-        options = f"-p {self.port} -k {self.socket_dir} -c listen_addresses=127.0.0.1"
-        log = self.data_dir.parent / "postgres.log"
-        self.pg_ctl("-o", options, "-l", str(log), "start")
+class PrivatePostgres(EmbeddedPostgres):
+    """An embedded server on a TCP port of its own, restartable at the same address."""
 
     def restart(self) -> None:
-        self.pg_ctl("-m", "fast", "stop")
+        self.stop()
         self.start()
-
-    def stop(self) -> None:
-        self.pg_ctl("-m", "fast", "stop")
-
-
-def as_postgres(command: list[str]) -> list[str]:
-    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
 
 
 @pytest.fixture
 def private_postgres() -> Iterator[PrivatePostgres]:
-    """A PostgreSQL 15 server of this test's own on a free port, never the machine's one."""
+    """A PostgreSQL of this test's own (the embedded binaries) on a free port, never the
+    server the rest of the suite uses; it has a ``seedcore`` database."""
     root = var_dir()
-    server = PrivatePostgres(root / "pgdata", free_port(), root)
-    if os.geteuid() == 0:
-        shutil.chown(root, "postgres")
-    subprocess.run(
-        as_postgres([str(PG_BIN / "initdb"), "-D", str(server.data_dir), "-A", "trust",
-                     "-U", "postgres", "--no-sync"]),
-        check=True, capture_output=True, timeout=120,
-    )  # fmt: skip
-    server.start()
+    server = PrivatePostgres(root / "pgdata", port=free_port(), durable=False)
+    server.ensure_running()
     try:
         yield server
     finally:
-        with contextlib.suppress(subprocess.SubprocessError):
+        with contextlib.suppress(EmbeddedPostgresError):
             server.stop()
         shutil.rmtree(root, ignore_errors=True)
 

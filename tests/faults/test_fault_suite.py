@@ -30,7 +30,6 @@ import pytest
 
 from tests.conftest import ROOT
 from tests.faults.conftest import (
-    PG_BIN,
     PrivatePostgres,
     actor_env,
     start_ray_head,
@@ -96,11 +95,6 @@ def faults_db(private_postgres: PrivatePostgres, django_db_blocker) -> Iterator[
     import dj_database_url
     from django.db import connections
 
-    subprocess.run(
-        [str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(private_postgres.port),
-         "-U", "postgres", "seedcore"],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
     url = private_postgres.url("seedcore")
     migrate = subprocess.run(
         [sys.executable, "manage.py", "migrate", "--noinput"],

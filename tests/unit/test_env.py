@@ -115,3 +115,65 @@ def test_settings_refuse_to_start_without_secret_key_when_debug_is_off(tmp_path)
     done = _settings_in_subprocess(DEBUG="0", SECRET_KEY="", SEEDCORE_VAR_DIR=str(tmp_path))
     assert done.returncode != 0
     assert "SECRET_KEY is not set" in done.stderr
+
+
+def _manage(*args: str, **environ: str):
+    """``manage.py ARGS`` in a fresh process with ``environ`` over a clean environment."""
+    import os
+    import subprocess
+    import sys
+
+    root = __import__("pathlib").Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SEEDCORE_", "DEBUG"))}
+    for name in ("DJANGO_SETTINGS_MODULE", "DATABASE_URL", "SECRET_KEY"):
+        env.pop(name, None)
+    env.update(environ)
+    return subprocess.run(
+        [sys.executable, str(root / "manage.py"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=str(root),
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize("url", ["sqlite:///var/seedcore.sqlite3", "mysql://root@localhost/x"])
+def test_a_database_url_that_is_not_postgresql_is_refused_saying_what_to_do(url, tmp_path):
+    done = _manage("check", DATABASE_URL=url, DEBUG="1", SEEDCORE_VAR_DIR=str(tmp_path))
+    assert done.returncode != 0
+    assert "SeedCore needs PostgreSQL" in done.stderr
+    assert "DATABASE_URL unset" in done.stderr or "leave it unset" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_debug_defaults_on_only_for_the_embedded_database(tmp_path):
+    code = "from django.conf import settings; print(settings.DEBUG)"
+    embedded = _manage("shell", "-c", code, SEEDCORE_VAR_DIR=str(tmp_path))
+    assert embedded.stdout.strip().splitlines()[-1] == "True", embedded.stderr
+    served = _manage(
+        "shell",
+        "-c",
+        code,
+        SEEDCORE_VAR_DIR=str(tmp_path),
+        DATABASE_URL="postgres://postgres@127.0.0.1:1/x",
+        SECRET_KEY="k" * 60,
+    )
+    assert served.stdout.strip().splitlines()[-1] == "False", served.stderr
+
+
+def test_the_development_key_is_made_once_and_kept_private(tmp_path):
+    from seedcore_site.env import development_secret_key
+
+    key = development_secret_key(True, tmp_path)
+    assert len(key) >= 50
+    assert development_secret_key(True, tmp_path) == key
+    assert (tmp_path / "development-secret-key").stat().st_mode & 0o777 == 0o600
+
+
+def test_the_development_key_is_never_used_with_debug_off(tmp_path):
+    from seedcore_site.env import development_secret_key
+
+    development_secret_key(True, tmp_path)
+    with pytest.raises(ImproperlyConfigured, match="SECRET_KEY is not set"):
+        development_secret_key(False, tmp_path)

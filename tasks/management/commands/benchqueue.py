@@ -3,9 +3,9 @@
 For each batch size, N no-op tasks are enqueued and drained by worker processes twice: once
 through the engine (``queue.claim`` + ``queue.complete_many``) and once by a bare psycopg
 loop running the very same statements (``queue.claim_statement`` and
-``queue.complete_many_statement``), so the ratio is the engine's own cost. PostgreSQL only;
-run it against a scratch database, since it claims every claimable task it finds. DEBUG
-logs every query: turn it off (and set SECRET_KEY) for figures worth quoting.
+``queue.complete_many_statement``), so the ratio is the engine's own cost. Run it against a
+scratch database, since it claims every claimable task it finds. DEBUG logs every query: turn
+it off (and set SECRET_KEY) for figures worth quoting.
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ import multiprocessing
 import os
 import queue as stdlib_queue
 import time
-from urllib.parse import quote
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from seedcore_site.database import database_url
 
 BENCH_TYPE = "bench.noop"
 ENQUEUE_CHUNK = 5000
@@ -36,8 +37,6 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options) -> None:
-        from django.db import connection
-
         from tasks.models import Status, Task
 
         tasks, workers = options["tasks"], options["workers"]
@@ -49,11 +48,6 @@ class Command(BaseCommand):
             raise CommandError("--batches takes whole numbers separated by commas") from None
         if not batches or min(batches) < 1:
             raise CommandError("--batches takes whole numbers of at least 1, e.g. 1,50")
-        if connection.vendor != "postgresql":
-            raise CommandError(
-                "benchqueue measures PostgreSQL: set DATABASE_URL=postgres://… "
-                "(a scratch database) and run it again"
-            )
         unfinished = (Status.QUEUED, Status.RETRY, Status.RUNNING)
         if Task.objects.filter(status__in=unfinished).exists():
             raise CommandError(
@@ -113,12 +107,15 @@ def _drain(mode: str, *, workers: int, batch: int) -> list[dict]:
     reports = context.Queue()
     if mode == "engine":
         target = _engine_worker
-        setup = (os.environ.get("DJANGO_SETTINGS_MODULE", ""), _database_url(connection))
+        setup = (
+            os.environ.get("DJANGO_SETTINGS_MODULE", ""),
+            database_url(connection.settings_dict),
+        )
     else:
         target = _bare_worker
         setup = (
-            _database_url(connection),
-            queue.claim_statement("postgresql"),
+            database_url(connection.settings_dict),
+            queue.claim_statement(),
             queue.complete_many_statement(),
         )
     processes = [
@@ -145,16 +142,6 @@ def _drain(mode: str, *, workers: int, batch: int) -> list[dict]:
             if process.is_alive():
                 process.terminate()
     return collected
-
-
-def _database_url(connection) -> str:
-    """The URL of the database ``connection`` actually uses (a test database included)."""
-    params = connection.settings_dict
-    user = quote(params.get("USER") or "postgres")
-    password = f":{quote(params['PASSWORD'])}" if params.get("PASSWORD") else ""
-    host = params.get("HOST") or "127.0.0.1"
-    port = params.get("PORT") or 5432
-    return f"postgres://{user}{password}@{host}:{port}/{quote(params['NAME'])}"
 
 
 def _engine_worker(name: str, batch: int, setup: tuple, ready, reports) -> None:
