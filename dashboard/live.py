@@ -1,10 +1,11 @@
 """Where every dashboard websocket frame comes from: one relay and one monitor per web process.
 
-- The **relay** turns task changes into ``tasks.changed`` group messages: LISTEN on
-  PostgreSQL (the triggers of migration 0002 NOTIFY on commit, so nothing rolled back is ever
-  shown), or :func:`tasks.queue.changes_since` polling on SQLite. Bursts are coalesced by
-  :class:`Coalescer`: at most one frame per ``FLUSH_INTERVAL`` whatever the churn. Each
-  page then gets these frames through its own :class:`dashboard.flow.Outbox` (flow control).
+- The **relay** turns task changes into ``tasks.changed`` group messages: it LISTENs on
+  ``seedcore_tasks``, where the triggers of migration 0002 NOTIFY on commit, so nothing rolled
+  back is ever shown. Bursts are coalesced by :class:`Coalescer`: at most one frame per
+  ``FLUSH_INTERVAL`` whatever the churn. Each page then gets these frames through its own
+  :class:`dashboard.flow.Outbox` (flow control). If the LISTEN connection drops, the relay
+  reconnects with backoff and tells the pages to reload, since NOTIFYs sent meanwhile are lost.
 - The **monitor** asks the Coordinator for ping and the organism summary and reads the
   dispatcher heartbeats every ``MONITOR_INTERVAL`` seconds, and broadcasts ``health.changed``
   when something changed. It keeps the latest frame, so a new or re-shown page gets it at once.
@@ -21,16 +22,16 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
-from django.db import connections
 from django.template.loader import render_to_string
 from django.utils.html import escape
 
 from tasks import queue, selectors
+from tasks.sql import listen_forever
 
 log = logging.getLogger("seedcore.dashboard")
 
@@ -38,7 +39,6 @@ TASKS_GROUP = "dashboard.tasks"
 HEALTH_GROUP = "dashboard.health"
 FLUSH_INTERVAL = 0.3
 MAX_IDS_PER_FRAME = 200
-POLL_INTERVAL = 0.25
 MONITOR_INTERVAL = 2.0
 SNAPSHOT_TIMEOUT = 3.0
 # A dispatcher whose last heartbeat is older than this is shown as not alive.
@@ -167,47 +167,17 @@ class TaskRelay:
         await asyncio.gather(self._feed_forever(), self._flush_forever())
 
     async def _feed_forever(self) -> None:
-        postgres = connections[self.using].vendor == "postgresql"
-        while True:
-            try:
-                await (self._listen() if postgres else self._poll())
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # the relay must outlive a database restart
-                log.exception("task relay lost its feed; retrying in 2 s")
-                await asyncio.sleep(2)
+        await listen_forever(
+            queue.NOTIFY_CHANNEL,
+            on_listen=self._listening,
+            on_notify=lambda payload: self.coalescer.add(parse_notify_payload(payload)),
+            using=self.using,
+        )
 
-    async def _listen(self) -> None:
-        import psycopg
-
-        settings = connections[self.using].settings_dict
-        params = {
-            "dbname": settings["NAME"],
-            "user": settings.get("USER") or None,
-            "password": settings.get("PASSWORD") or None,
-            "host": settings.get("HOST") or None,
-            "port": settings.get("PORT") or None,
-        }
-        params = {key: value for key, value in params.items() if value}
-        async with await psycopg.AsyncConnection.connect(autocommit=True, **params) as conn:
-            await conn.execute(f"LISTEN {queue.NOTIFY_CHANNEL}")
-            if self._reconnecting:
-                self.coalescer.add_gap()
-            self._reconnecting = True
-            async for notify in conn.notifies():
-                self.coalescer.add(parse_notify_payload(notify.payload))
-
-    async def _poll(self) -> None:
-        since = datetime.now(UTC) - timedelta(seconds=1)
-        changes_since = database_sync_to_async(queue.changes_since)
-        while True:
-            rows = await changes_since(since, using=self.using)
-            if rows:
-                since = rows[-1]["updated_at"]
-                self.coalescer.add((row["id"], row["status"]) for row in rows)
-                if len(rows) >= 1000:
-                    continue
-            await asyncio.sleep(POLL_INTERVAL)
+    def _listening(self) -> None:
+        if self._reconnecting:
+            self.coalescer.add_gap()
+        self._reconnecting = True
 
     async def _flush_forever(self) -> None:
         while True:

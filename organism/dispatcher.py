@@ -6,8 +6,8 @@ Plain asyncio with injected collaborators, so it runs (and is tested) without Ra
   (the sync ORM never runs on the event loop);
 - a *coordinator source* is an async callable returning a :class:`CoordinatorClient` (it looks
   the Coordinator up again after every failure, so a restarted Coordinator is found);
-- a *waker* is an async callable that returns when a task may be claimable (LISTEN on
-  PostgreSQL) or after the poll interval.
+- a *waker* is an async callable that returns when a task may be claimable (a NOTIFY, see
+  ``organism.dispatcher_actor.NotifyWaker``) or after the poll interval, the safety net.
 
 Each outcome is written as soon as it arrives; outcomes that arrive while a write is in
 progress are written together (micro-batching), so no task waits for the slowest of its batch.

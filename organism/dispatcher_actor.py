@@ -63,25 +63,16 @@ async def find_coordinator() -> RayCoordinatorClient:
     return RayCoordinatorClient(handle)
 
 
-class PollWaker:
-    """SQLite (and any database without LISTEN): wake after the poll interval."""
-
-    async def __call__(self, timeout: float) -> None:
-        await asyncio.sleep(timeout)
-
-    def close(self) -> None:
-        pass
-
-
-class PostgresWaker:
+class NotifyWaker:
     """Wake when PostgreSQL announces a claimable task (NOTIFY seedcore_tasks), or on timeout.
 
-    The listening connection is async psycopg, separate from the queue's connections; if it
-    drops, waits fall back to the poll interval until it is back.
+    The dispatcher waits with its poll interval as the timeout, so polling remains only as a
+    safety net: for a NOTIFY lost while the listening connection (async psycopg, separate from
+    the queue's connections) was down and being reconnected.
     """
 
-    def __init__(self, conninfo: dict[str, Any]):
-        self._conninfo = conninfo
+    def __init__(self, using: str = "default"):
+        self._using = using
         self._claimable = asyncio.Event()
         self._listener: asyncio.Task | None = None
 
@@ -93,47 +84,24 @@ class PostgresWaker:
         self._claimable.clear()
 
     async def _listen(self) -> None:
-        import psycopg
-
         from tasks.queue import NOTIFY_CHANNEL
+        from tasks.sql import listen_forever
 
-        while True:
-            try:
-                async with await psycopg.AsyncConnection.connect(
-                    **self._conninfo, autocommit=True
-                ) as conn:
-                    await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
-                    # Tasks queued before LISTEN took effect are found by the next claim.
-                    self._claimable.set()
-                    async for notify in conn.notifies():
-                        if '"QUEUED"' in notify.payload or '"RETRY"' in notify.payload:
-                            self._claimable.set()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                logger.warning("LISTEN %s failed (%s); polling meanwhile", NOTIFY_CHANNEL, exc)
-                await asyncio.sleep(1.0)
+        await listen_forever(
+            NOTIFY_CHANNEL,
+            # Tasks queued before LISTEN took effect are found by the next claim.
+            on_listen=self._claimable.set,
+            on_notify=self._notified,
+            using=self._using,
+        )
+
+    def _notified(self, payload: str) -> None:
+        if '"QUEUED"' in payload or '"RETRY"' in payload:
+            self._claimable.set()
 
     def close(self) -> None:
         if self._listener is not None:
             self._listener.cancel()
-
-
-def make_waker(using: str = "default") -> PollWaker | PostgresWaker:
-    from django.db import connections
-
-    connection = connections[using]
-    if connection.vendor != "postgresql":
-        return PollWaker()
-    params = connection.settings_dict
-    conninfo = {
-        "dbname": params["NAME"],
-        "user": params.get("USER") or None,
-        "password": params.get("PASSWORD") or None,
-        "host": params.get("HOST") or None,
-        "port": params.get("PORT") or None,
-    }
-    return PostgresWaker({k: v for k, v in conninfo.items() if v is not None})
 
 
 class DispatcherActor:
@@ -153,7 +121,7 @@ class DispatcherActor:
         self.config = DispatcherConfig(**config)
         self._dispatcher: Dispatcher | None = None
         self._loop_task: asyncio.Task | None = None
-        self._waker: PollWaker | PostgresWaker | None = None
+        self._waker: NotifyWaker | None = None
         self._store: QueueStore | None = None
 
     async def start(self, config: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -163,7 +131,7 @@ class DispatcherActor:
             self.config = DispatcherConfig(**config)
         identity = f"{self.name}/{uuid.uuid4().hex[:8]}"
         self._store = QueueStore(identity, self.config)
-        self._waker = make_waker()
+        self._waker = NotifyWaker()
         self._dispatcher = Dispatcher(
             identity,
             store=self._store,

@@ -13,7 +13,7 @@ from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, transaction
 
-from tasks.sql import Dialect, json_value, sqlite_datetime
+from tasks.sql import Jsonb, execute, fetch
 
 DISPATCHER_TOTALS = "dispatchers"
 SUPERVISOR_TOTALS = "supervisor"
@@ -35,38 +35,37 @@ def beat(
 ) -> None:
     """Record a dispatcher's heartbeat (insert on its first beat) with its cumulative
     ``stats`` (see :func:`merge_stats`)."""
-    d = Dialect(using)
-    d.execute(
+    execute(
         "INSERT INTO dispatchers (name, node, pid, started_at, last_beat_at, in_flight, "
-        f"processed, stats) VALUES (%s, %s, %s, {d.now}, {d.now}, %s, %s, %s) "
-        f"ON CONFLICT (name) DO UPDATE SET last_beat_at = {d.now}, "
+        "processed, stats) VALUES (%s, %s, %s, now(), now(), %s, %s, %s) "
+        "ON CONFLICT (name) DO UPDATE SET last_beat_at = now(), "
         "in_flight = excluded.in_flight, processed = excluded.processed, node = excluded.node, "
         "pid = excluded.pid, stats = excluded.stats",
-        [name, node, pid, in_flight, processed, d.json(stats or {})],
+        [name, node, pid, in_flight, processed, Jsonb(stats or {})],
+        using=using,
     )
 
 
 def forget_dispatcher(name: str, *, using: str = DEFAULT_DB_ALIAS) -> None:
     """Remove a dispatcher's heartbeat row (it stopped cleanly), keeping its counters."""
-    d = Dialect(using)
     with transaction.atomic(using=using):
-        rows = d.fetch("DELETE FROM dispatchers WHERE name = %s RETURNING stats", [name])
-        _fold_into_totals(d, DISPATCHER_TOTALS, [json_value(r["stats"]) for r in rows])
+        rows = fetch("DELETE FROM dispatchers WHERE name = %s RETURNING stats", [name], using=using)
+        _fold_into_totals(DISPATCHER_TOTALS, [row["stats"] for row in rows], using=using)
 
 
 def forget_dead_dispatchers(*, silent_for: float, using: str = DEFAULT_DB_ALIAS) -> int:
     """Remove heartbeat rows silent for ``silent_for`` seconds that hold no RUNNING task (the
     reaper frees those first), so killed dispatchers do not linger on the dashboard. Their
     counters are folded into the totals, so /metrics never goes backwards."""
-    d = Dialect(using)
     with transaction.atomic(using=using):
-        rows = d.fetch(
-            f"DELETE FROM dispatchers WHERE last_beat_at < {d.now_plus()} AND NOT EXISTS "
-            "(SELECT 1 FROM tasks WHERE tasks.status = 'RUNNING' "
+        rows = fetch(
+            "DELETE FROM dispatchers WHERE last_beat_at < now() - %s * interval '1 second' "
+            "AND NOT EXISTS (SELECT 1 FROM tasks WHERE tasks.status = 'RUNNING' "
             "AND tasks.locked_by = dispatchers.name) RETURNING stats",
-            [d.seconds(-silent_for)],
+            [silent_for],
+            using=using,
         )
-        _fold_into_totals(d, DISPATCHER_TOTALS, [json_value(r["stats"]) for r in rows])
+        _fold_into_totals(DISPATCHER_TOTALS, [row["stats"] for row in rows], using=using)
     return len(rows)
 
 
@@ -100,40 +99,37 @@ def merge_stats(into: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 def add_to_totals(name: str, stats: dict[str, Any], *, using: str = DEFAULT_DB_ALIAS) -> None:
     """Add ``stats`` to the totals row ``name`` (e.g. the supervisor's reaped count)."""
-    d = Dialect(using)
     with transaction.atomic(using=using):
-        _fold_into_totals(d, name, [stats])
+        _fold_into_totals(name, [stats], using=using)
 
 
-def _fold_into_totals(d: Dialect, name: str, stats: list[dict[str, Any]]) -> None:
-    # Called inside a transaction; the row lock (PostgreSQL) or the write lock (SQLite,
-    # taken by the INSERT) serialises concurrent folds.
+def _fold_into_totals(name: str, stats: list[dict[str, Any]], *, using: str) -> None:
+    # Called inside a transaction; the row lock serialises concurrent folds into one row.
     if not stats:
         return
-    d.execute(
-        "INSERT INTO metric_totals (name, stats) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING",
-        [name, d.json({})],
+    execute(
+        "INSERT INTO metric_totals (name, stats) VALUES (%s, '{}') ON CONFLICT (name) DO NOTHING",
+        [name],
+        using=using,
     )
-    lock = " FOR UPDATE" if d.postgres else ""
-    row = d.fetch(f"SELECT stats FROM metric_totals WHERE name = %s{lock}", [name])[0]
-    total = json_value(row["stats"]) or {}
+    rows = fetch("SELECT stats FROM metric_totals WHERE name = %s FOR UPDATE", [name], using=using)
+    total = rows[0]["stats"] or {}
     for extra in stats:
         merge_stats(total, extra or {})
-    d.execute("UPDATE metric_totals SET stats = %s WHERE name = %s", [d.json(total), name])
+    execute(
+        "UPDATE metric_totals SET stats = %s WHERE name = %s", [Jsonb(total), name], using=using
+    )
 
 
 def metric_sources(*, using: str = DEFAULT_DB_ALIAS) -> dict[str, Any]:
     """What /metrics sums: every heartbeat row (name, last beat, stats) and every totals row."""
-    d = Dialect(using)
-    dispatchers = d.fetch(
-        "SELECT name, last_beat_at, in_flight, stats FROM dispatchers ORDER BY name", []
+    dispatchers = fetch(
+        "SELECT name, last_beat_at, in_flight, stats FROM dispatchers ORDER BY name", using=using
     )
     for row in dispatchers:
-        row["stats"] = json_value(row["stats"]) or {}
-        if not d.postgres:
-            row["last_beat_at"] = sqlite_datetime(row["last_beat_at"])
+        row["stats"] = row["stats"] or {}
     totals = {
-        row["name"]: json_value(row["stats"]) or {}
-        for row in d.fetch("SELECT name, stats FROM metric_totals", [])
+        row["name"]: row["stats"] or {}
+        for row in fetch("SELECT name, stats FROM metric_totals", using=using)
     }
     return {"dispatchers": dispatchers, "totals": totals}

@@ -2,7 +2,7 @@
 
 Defaults live in the database (``db_default``) so a row inserted by plain SQL with just a
 ``type`` is valid, QUEUED and claimable. ``updated_at`` is stamped by a trigger (migration
-0002) and every status change is announced by NOTIFY on PostgreSQL (also 0002).
+0002), and every insert and status change is announced by NOTIFY (also 0002).
 Status changes go through ``tasks.queue`` only.
 """
 
@@ -15,15 +15,10 @@ from django.db.models.functions import Now
 
 
 class RandomUUID(models.Func):
-    """A database-side UUID default: gen_random_uuid() on PostgreSQL, random hex on SQLite."""
+    """A database-side UUID default: PostgreSQL's gen_random_uuid()."""
 
+    template = "gen_random_uuid()"
     output_field = models.UUIDField()
-
-    def as_sql(self, compiler, connection, **extra_context):
-        return "(lower(hex(randomblob(16))))", []
-
-    def as_postgresql(self, compiler, connection, **extra_context):
-        return "gen_random_uuid()", []
 
 
 class Status(models.TextChoices):
@@ -93,7 +88,7 @@ class Task(models.Model):
             # Per-status counts, filtered listings newest first, and pruning.
             models.Index(fields=["status", "created_at", "id"], name="tasks_status_created_idx"),
             models.Index(fields=["created_at", "id"], name="tasks_created_idx"),
-            # The change feed that SQLite uses in place of LISTEN.
+            # The overview's last-hour figures (dashboard.metrics) and the admin's date filter.
             models.Index(fields=["updated_at"], name="tasks_updated_idx"),
         ]
 

@@ -1,20 +1,23 @@
 """The queue engine: the one home of every statement that changes a task's status.
 
-The API, the admin, the CLI, the dispatchers and the reaper all come through here, on
-PostgreSQL and SQLite alike. Rules the engine keeps:
+The API, the admin, the CLI, the dispatchers and the reaper all come through here. Every
+statement is PostgreSQL, written out in full next to the function that runs it. Rules the
+engine keeps:
 
-- A claim is one short statement (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, a single
-  ``UPDATE … WHERE id IN (SELECT … LIMIT n) RETURNING`` under SQLite's write lock); no row
-  lock is held while a task runs.
+- A claim is one short statement (``FOR UPDATE SKIP LOCKED``); no row lock is held while a
+  task runs.
 - Every write of an attempt's outcome is fenced by (task id, RUNNING, dispatcher, attempt):
   a stale write changes nothing and returns ``STALE``.
 - A cancel of a RUNNING task sets ``cancel_requested``; that attempt then ends CANCELLED
   whatever it returns.
-- Status changes are announced by database triggers (NOTIFY on PostgreSQL, migration 0002);
-  SQLite readers use :func:`changes_since`.
-- The hot path (claim, complete_many) runs prepared statements on PostgreSQL unless the
-  database OPTIONS set ``prepare_threshold``; :func:`claim_statement` and
-  :func:`complete_many_statement` give their text to ``manage.py benchqueue``'s bare loop.
+- ``updated_at`` is stamped, and every insert and status change is announced (NOTIFY on
+  channel ``seedcore_tasks``), by database triggers (migration 0002), so nothing here does
+  either.
+- Statements that lock several rows either skip rows locked by others (claim, reap, prune) or
+  lock them in id order (renew, release, complete), so they never deadlock one another.
+- The hot path (claim, complete_many) runs prepared statements unless the database OPTIONS
+  set ``prepare_threshold``; :func:`claim_statement` and :func:`complete_many_statement` give
+  their text to ``manage.py benchqueue``'s bare loop.
 
 Functions take ``using`` (a database alias) and return plain dicts and strings, so callers
 in other processes (Ray actors) never see model instances.
@@ -22,14 +25,13 @@ in other processes (Ray actors) never see model instances.
 This module is the entry point (``from tasks import queue``) and keeps every status change;
 its siblings, re-exported here, hold the rest:
 
-- ``tasks.sql``: the PostgreSQL/SQLite plumbing (cursors, parameter forms, row conversion);
-- ``tasks.queue_reads``: counts per status, short-ID resolution, the change feed;
+- ``tasks.sql``: running a statement (the psycopg cursor, prepared statements, rows as dicts);
+- ``tasks.queue_reads``: counts per status and short-ID resolution;
 - ``tasks.heartbeats``: dispatcher heartbeats and the metric totals that outlive them.
 """
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -52,8 +54,8 @@ from tasks.heartbeats import (
 from tasks.ids import AmbiguousTaskId, TaskNotFound
 from tasks.models import FINISHED_STATUSES, Status
 from tasks.policy import RetryPolicy
-from tasks.queue_reads import COUNT_CAP, StatusCount, changes_since, count_by_status, resolve_id
-from tasks.sql import SQLITE_NOW, Dialect
+from tasks.queue_reads import COUNT_CAP, StatusCount, count_by_status, resolve_id
+from tasks.sql import Jsonb, execute, fetch, task_uuid
 
 STALE = "STALE"
 NOTIFY_CHANNEL = "seedcore_tasks"
@@ -62,6 +64,8 @@ _COLUMNS = (
     "id, status, type, params, attempts, max_attempts, priority, drift_score, domain, "
     "description, locked_by, locked_at, lease_expires_at, run_after, created_at"
 )
+# The same columns of the row alias ``t`` (in UPDATE … FROM, a bare ``id`` is ambiguous).
+_T_COLUMNS = ", ".join(f"t.{column}" for column in _COLUMNS.split(", "))
 
 
 class TransitionNotAllowed(Exception):
@@ -112,51 +116,27 @@ def enqueue_many(specs: Iterable[dict[str, Any]], *, using: str = DEFAULT_DB_ALI
     """Insert many QUEUED tasks in one statement (one round trip); returns their ids in order.
 
     Each spec holds ``type`` and optionally ``params``, ``description``, ``domain``,
-    ``drift_score``, ``priority``, ``run_after`` and ``max_attempts``. The rows travel as
-    arrays (PostgreSQL ``unnest``) or one JSON document (SQLite ``json_each``), so the
-    statement's text and parameter count do not grow with the batch.
+    ``drift_score``, ``priority``, ``run_after`` and ``max_attempts``. The rows travel as one
+    array per column (``unnest``), so the statement's text and parameter count do not grow
+    with the batch.
     """
     rows = [_enqueue_row(spec) for spec in specs]
     if not rows:
         return []
-    d = Dialect(using)
-    if d.postgres:
-        columns = list(zip(*rows, strict=True))
-        d.execute(
-            f"INSERT INTO tasks ({_ENQUEUE_COLUMNS}) SELECT * FROM unnest(%s::uuid[], "
-            "%s::text[], %s::jsonb[], %s::text[], %s::text[], %s::float8[], %s::int[], "
-            "%s::timestamptz[], %s::int[])",
-            [
-                list(columns[0]),
-                list(columns[1]),
-                [d.json(value) for value in columns[2]],
-                *(list(column) for column in columns[3:]),
-            ],
-        )
-    else:
-        names = _ENQUEUE_COLUMNS.split(", ")
-        document = []
-        for row in rows:
-            item = dict(zip(names, row, strict=True))
-            item["id"] = row[0].hex
-            if item["run_after"] is not None:
-                item["run_after"] = d.timestamp(item["run_after"])
-            document.append(item)
-        picked = ", ".join(f"value ->> '{name}'" for name in _ENQUEUE_COLUMNS.split(", "))
-        picked = picked.replace("value ->> 'params'", "json(value -> 'params')")
-        d.execute(
-            f"INSERT INTO tasks ({_ENQUEUE_COLUMNS}) SELECT {picked} FROM json_each(%s)",
-            [json.dumps(document)],
-        )
-    return [str(row[0]) for row in rows]
+    ids, types, params, *rest = (list(column) for column in zip(*rows, strict=True))
+    execute(_ENQUEUE_SQL, [ids, types, [Jsonb(value) for value in params], *rest], using=using)
+    return [str(task_id) for task_id in ids]
 
 
-_ENQUEUE_COLUMNS = (
-    "id, type, params, description, domain, drift_score, priority, run_after, max_attempts"
+_ENQUEUE_SQL = (
+    "INSERT INTO tasks (id, type, params, description, domain, drift_score, priority, "
+    "run_after, max_attempts) SELECT * FROM unnest(%s::uuid[], %s::text[], %s::jsonb[], "
+    "%s::text[], %s::text[], %s::float8[], %s::int[], %s::timestamptz[], %s::int[])"
 )
 
 
 def _enqueue_row(spec: dict[str, Any]) -> tuple:
+    """One task's values, in the column order of the INSERT above."""
     max_attempts = spec.get("max_attempts")
     return (
         uuid.uuid4(),
@@ -188,42 +168,27 @@ def claim(
     first. Returns the claimed rows as plain dicts; ``attempts`` is the fencing token that
     every later write for this attempt must present.
     """
-    d = Dialect(using)
     lease = lease_seconds if lease_seconds is not None else settings.SEEDCORE_LEASE_SECONDS
-    if d.postgres:
-        params = [batch, dispatcher, d.seconds(lease)]
-    else:
-        params = [dispatcher, d.seconds(lease), batch]
-    return d.fetch(claim_statement(d.connection.vendor), params, prepare=d.prepare_hot)
+    return fetch(_CLAIM_SQL, [batch, dispatcher, lease], using=using, prepare=True)
 
 
-def claim_statement(vendor: str = "postgresql") -> str:
-    """The claim statement :func:`claim` runs (``%s`` placeholders), for the benchmark's bare
-    loop. PostgreSQL parameters: batch, dispatcher, lease seconds; SQLite: dispatcher,
-    lease as ``'+N seconds'``, batch."""
-    return _CLAIM_SQL[vendor]
+def claim_statement() -> str:
+    """The statement :func:`claim` runs (``%s`` placeholders), for the benchmark's bare loop.
+    Parameters: batch, dispatcher, lease seconds."""
+    return _CLAIM_SQL
 
 
-def _claim_sql(postgres: bool) -> str:
-    now = "now()" if postgres else SQLITE_NOW
-    claimable = (
-        f"status IN ('QUEUED', 'RETRY') AND (run_after IS NULL OR run_after <= {now}) "
-        "ORDER BY priority DESC, created_at LIMIT %s"
-    )
-    if postgres:
-        return (
-            f"WITH picked AS (SELECT id FROM tasks WHERE {claimable} FOR UPDATE SKIP LOCKED) "
-            "UPDATE tasks AS t SET status = 'RUNNING', locked_by = %s, locked_at = now(), "
-            "lease_expires_at = (now() + %s * interval '1 second'), attempts = t.attempts + 1, "
-            "cancel_requested = false "
-            f"FROM picked WHERE t.id = picked.id RETURNING {_prefixed('t', _COLUMNS)}"
-        )
-    return (
-        f"UPDATE tasks SET status = 'RUNNING', locked_by = %s, locked_at = {now}, "
-        f"lease_expires_at = strftime('%%Y-%%m-%%d %%H:%%M:%%f', 'now', %s), "
-        f"attempts = attempts + 1, cancel_requested = 0, updated_at = {now} "
-        f"WHERE id IN (SELECT id FROM tasks WHERE {claimable}) RETURNING {_COLUMNS}"
-    )
+# SKIP LOCKED: concurrent claims pass over each other's rows instead of queueing behind them.
+# The picked rows are read through tasks_claimable_idx, in claim order.
+_CLAIM_SQL = (
+    "WITH picked AS (SELECT id FROM tasks WHERE status IN ('QUEUED', 'RETRY') "
+    "AND (run_after IS NULL OR run_after <= now()) ORDER BY priority DESC, created_at "
+    "LIMIT %s FOR UPDATE SKIP LOCKED) "
+    "UPDATE tasks AS t SET status = 'RUNNING', locked_by = %s, locked_at = now(), "
+    "lease_expires_at = now() + %s * interval '1 second', attempts = t.attempts + 1, "
+    "cancel_requested = false "
+    f"FROM picked WHERE t.id = picked.id RETURNING {_T_COLUMNS}"
+)
 
 
 def renew_leases(
@@ -241,32 +206,20 @@ def renew_leases(
     """
     if not attempts:
         return {}
-    d = Dialect(using)
     lease = lease_seconds if lease_seconds is not None else settings.SEEDCORE_LEASE_SECONDS
-    pair = "(%s::uuid, %s::int)" if d.postgres else "(%s, %s)"
-    held_values = ", ".join([pair] * len(attempts))
-    held_params = [value for item in attempts.items() for value in (d.id(item[0]), item[1])]
-    if d.postgres:
-        # Rows are locked in id order (as complete_many does) so the two never deadlock.
-        sql = (
-            f"WITH held(id, attempt) AS (VALUES {held_values}), locked AS ("
-            "SELECT t.id FROM tasks AS t JOIN held ON t.id = held.id AND t.attempts = held.attempt "
-            "WHERE t.status = 'RUNNING' AND t.locked_by = %s ORDER BY t.id FOR UPDATE OF t) "
-            f"UPDATE tasks AS t SET lease_expires_at = {d.now_plus()} FROM locked "
-            "WHERE t.id = locked.id RETURNING t.id, t.cancel_requested"
-        )
-        params = [*held_params, dispatcher, d.seconds(lease)]
-    else:
-        sql = (
-            f"UPDATE tasks SET lease_expires_at = {d.now_plus()} "
-            f"WHERE status = 'RUNNING' AND locked_by = %s AND (id, attempts) IN "
-            f"(VALUES {held_values}) RETURNING id, cancel_requested"
-        )
-        params = [d.seconds(lease), dispatcher, *held_params]
-    held = {}
-    for row in d.fetch(sql, params):
-        held[row["id"]] = bool(row["cancel_requested"])
-    return held
+    ids = [task_uuid(task_id) for task_id in attempts]
+    rows = fetch(_RENEW_SQL, [ids, list(attempts.values()), dispatcher, lease], using=using)
+    return {row["id"]: row["cancel_requested"] for row in rows}
+
+
+_RENEW_SQL = (
+    "WITH held AS (SELECT * FROM unnest(%s::uuid[], %s::int[]) AS held(id, attempt)), "
+    "locked AS (SELECT t.id FROM tasks AS t "
+    "JOIN held ON t.id = held.id AND t.attempts = held.attempt "
+    "WHERE t.status = 'RUNNING' AND t.locked_by = %s ORDER BY t.id FOR UPDATE OF t) "
+    "UPDATE tasks AS t SET lease_expires_at = now() + %s * interval '1 second' FROM locked "
+    "WHERE t.id = locked.id RETURNING t.id, t.cancel_requested"
+)
 
 
 def release(
@@ -275,25 +228,25 @@ def release(
     """Give attempts that never ran (or were stopped by a shutdown) back to the queue.
 
     The task goes back to QUEUED (CANCELLED if a cancel was requested) and the attempt is
-    not counted. Returns the ids released.
+    not counted. Returns the ids released, in id order.
     """
     if not attempts:
         return []
-    d = Dialect(using)
-    released = []
-    with transaction.atomic(using=using):
-        for task_id, attempt in sorted(attempts.items()):
-            rows = d.fetch(
-                "UPDATE tasks SET "
-                "status = CASE WHEN cancel_requested THEN 'CANCELLED' ELSE 'QUEUED' END, "
-                "attempts = attempts - 1, locked_by = NULL, locked_at = NULL, "
-                f"lease_expires_at = NULL{_touch(d)} "
-                "WHERE id = %s AND status = 'RUNNING' AND locked_by = %s AND attempts = %s "
-                "RETURNING id",
-                [d.id(task_id), dispatcher, attempt],
-            )
-            released += [row["id"] for row in rows]
-    return released
+    ids = [task_uuid(task_id) for task_id in attempts]
+    rows = fetch(_RELEASE_SQL, [ids, list(attempts.values()), dispatcher], using=using)
+    return sorted(row["id"] for row in rows)
+
+
+_RELEASE_SQL = (
+    "WITH held AS (SELECT * FROM unnest(%s::uuid[], %s::int[]) AS held(id, attempt)), "
+    "locked AS (SELECT t.id FROM tasks AS t "
+    "JOIN held ON t.id = held.id AND t.attempts = held.attempt "
+    "WHERE t.status = 'RUNNING' AND t.locked_by = %s ORDER BY t.id FOR UPDATE OF t) "
+    "UPDATE tasks AS t SET "
+    "status = CASE WHEN t.cancel_requested THEN 'CANCELLED' ELSE 'QUEUED' END, "
+    "attempts = t.attempts - 1, locked_by = NULL, locked_at = NULL, lease_expires_at = NULL "
+    "FROM locked WHERE t.id = locked.id RETURNING t.id"
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -323,47 +276,33 @@ def complete_many(
     """
     if not results:
         return {}
-    d = Dialect(using)
-    if d.postgres:
-        params = [
-            [d.id(r[0]) for r in results],
-            [r[1] for r in results],
-            [d.json(r[2]) for r in results],
-            dispatcher,
-        ]
-        rows = d.fetch(complete_many_statement(), params, prepare=d.prepare_hot)
-    else:
-        rows = []
-        with transaction.atomic(using=using):
-            for task_id, attempt, result in results:
-                rows += d.fetch(
-                    f"UPDATE tasks AS t SET {_COMPLETE_SET}, result = %s{_touch(d)} "
-                    "WHERE id = %s AND attempts = %s AND status = 'RUNNING' AND locked_by = %s "
-                    "RETURNING id, status",
-                    [d.json(result), d.id(task_id), attempt, dispatcher],
-                )
+    params = [
+        [task_uuid(task_id) for task_id, _, _ in results],
+        [attempt for _, attempt, _ in results],
+        [Jsonb(result) for _, _, result in results],
+        dispatcher,
+    ]
+    rows = fetch(_COMPLETE_MANY_SQL, params, using=using, prepare=True)
     return {row["id"]: row["status"] for row in rows}
 
 
-_COMPLETE_SET = (
-    "status = CASE WHEN t.cancel_requested THEN 'CANCELLED' ELSE 'COMPLETED' END, "
-    "lease_expires_at = NULL, error = NULL"
-)
-
-
 def complete_many_statement() -> str:
-    """PostgreSQL's fenced batch completion (``%s`` placeholders), for the benchmark's bare
-    loop. Parameters: ids (uuid[]), attempts (int[]), results (jsonb[]), dispatcher."""
-    # The CTE locks the rows in id order, as renew_leases does, so concurrent writers of one
-    # dispatcher's rows can never deadlock.
-    return (
-        "WITH done AS (SELECT * FROM unnest(%s::uuid[], %s::int[], %s::jsonb[]) "
-        "AS done(id, attempt, result)), locked AS (SELECT t.id, done.result FROM tasks AS t "
-        "JOIN done ON t.id = done.id AND t.attempts = done.attempt "
-        "WHERE t.status = 'RUNNING' AND t.locked_by = %s ORDER BY t.id FOR UPDATE OF t) "
-        f"UPDATE tasks AS t SET {_COMPLETE_SET}, result = locked.result FROM locked "
-        "WHERE t.id = locked.id RETURNING t.id, t.status"
-    )
+    """The statement :func:`complete_many` runs (``%s`` placeholders), for the benchmark's
+    bare loop. Parameters: ids (uuid[]), attempts (int[]), results (jsonb[]), dispatcher."""
+    return _COMPLETE_MANY_SQL
+
+
+_COMPLETE_MANY_SQL = (
+    "WITH done AS (SELECT * FROM unnest(%s::uuid[], %s::int[], %s::jsonb[]) "
+    "AS done(id, attempt, result)), "
+    "locked AS (SELECT t.id, done.result FROM tasks AS t "
+    "JOIN done ON t.id = done.id AND t.attempts = done.attempt "
+    "WHERE t.status = 'RUNNING' AND t.locked_by = %s ORDER BY t.id FOR UPDATE OF t) "
+    "UPDATE tasks AS t SET "
+    "status = CASE WHEN t.cancel_requested THEN 'CANCELLED' ELSE 'COMPLETED' END, "
+    "lease_expires_at = NULL, error = NULL, result = locked.result "
+    "FROM locked WHERE t.id = locked.id RETURNING t.id, t.status"
+)
 
 
 def fail(
@@ -384,43 +323,28 @@ def fail(
     ``max_attempts`` is the handler's cap; the task's own ``max_attempts`` column wins over it,
     and the policy's (SEEDCORE_MAX_ATTEMPTS) applies when neither is set.
     """
-    d = Dialect(using)
     policy = policy or RetryPolicy.from_settings()
     if max_attempts is not None:
         policy = RetryPolicy(max_attempts, policy.backoff_seconds, policy.backoff_max_steps)
     with transaction.atomic(using=using):
-        rows = d.fetch(
-            "SELECT max_attempts, cancel_requested FROM tasks WHERE id = %s AND attempts = %s "
-            "AND status = 'RUNNING' AND locked_by = %s" + (" FOR UPDATE" if d.postgres else ""),
-            [d.id(task_id), attempt, dispatcher],
+        rows = fetch(
+            "SELECT id, attempts, max_attempts, locked_by, cancel_requested FROM tasks "
+            "WHERE id = %s AND attempts = %s AND status = 'RUNNING' AND locked_by = %s "
+            "FOR UPDATE",
+            [task_uuid(task_id), attempt, dispatcher],
+            using=using,
         )
         if not rows:
             return STALE
-        status, delay = policy.after_failure(
-            attempts=attempt, task_max_attempts=rows[0]["max_attempts"], permanent=permanent
+        return _end_failed_attempt(
+            rows[0],
+            error=error,
+            traceback=traceback,
+            permanent=permanent,
+            policy=policy,
+            unlock=False,
+            using=using,
         )
-        if rows[0]["cancel_requested"]:
-            status, delay = Status.CANCELLED.value, None
-        entry = {
-            "attempt": attempt,
-            "error": error,
-            "traceback": traceback,
-            "dispatcher": dispatcher,
-            "at": datetime.now(UTC).isoformat(),
-            "outcome": status,
-        }
-        run_after = d.now_plus() if delay is not None else "run_after"
-        params: list[Any] = [status, error]
-        if delay is not None:
-            params.append(d.seconds(delay))
-        params += [d.json(entry), d.id(task_id)]
-        d.execute(
-            f"UPDATE tasks SET status = %s, error = %s, run_after = {run_after}, "
-            f"lease_expires_at = NULL, error_history = {_append_json(d)}{_touch(d)} "
-            "WHERE id = %s",
-            params,
-        )
-    return status
 
 
 # ---------------------------------------------------------------------------------------------
@@ -437,55 +361,84 @@ def reap(
     """Send RUNNING tasks whose lease ran out, or whose dispatcher's heartbeat is older than
     ``heartbeat_timeout`` seconds (or missing), back to RETRY (FAILED at the last attempt;
     CANCELLED if a cancel was requested). Returns ``{"id", "status", "reason"}`` per task."""
-    d = Dialect(using)
     policy = policy or RetryPolicy.from_settings()
-    # The "- seconds" bound is computed by the dialect as now + (-timeout).
-    sql = (
-        "SELECT t.id, t.attempts, t.max_attempts, t.locked_by, t.cancel_requested, "
-        f"CASE WHEN t.lease_expires_at IS NULL OR t.lease_expires_at < {d.now} "
-        "THEN 'lease' ELSE 'heartbeat' END AS reason FROM tasks AS t "
-        "LEFT JOIN dispatchers AS w ON w.name = t.locked_by "
-        f"WHERE t.status = 'RUNNING' AND (t.lease_expires_at IS NULL OR t.lease_expires_at < "
-        f"{d.now} OR w.name IS NULL OR w.last_beat_at < {d.now_plus()}) LIMIT %s"
-    )
     reaped = []
     with transaction.atomic(using=using):
-        rows = d.fetch(
-            sql + (" FOR UPDATE OF t SKIP LOCKED" if d.postgres else ""),
-            [d.seconds(-heartbeat_timeout), limit],
-        )
-        for row in rows:
-            if row["reason"] == "lease":
-                error = f"reaped: lease of attempt {row['attempts']} ran out on {row['locked_by']}"
+        for task in fetch(_REAPABLE_SQL, [heartbeat_timeout, limit], using=using):
+            attempt, dispatcher = task["attempts"], task["locked_by"]
+            if task["reason"] == "lease":
+                error = f"reaped: lease of attempt {attempt} ran out on {dispatcher}"
             else:
-                error = f"reaped: dispatcher {row['locked_by']} stopped sending heartbeats"
-            status, delay = policy.after_failure(
-                attempts=row["attempts"], task_max_attempts=row["max_attempts"]
-            )
-            if row["cancel_requested"]:
-                status, delay = Status.CANCELLED.value, None
-            entry = {
-                "attempt": row["attempts"],
-                "error": error,
-                "traceback": "",
-                "dispatcher": row["locked_by"],
-                "at": datetime.now(UTC).isoformat(),
-                "outcome": status,
-            }
-            params: list[Any] = [status, error]
-            if delay is not None:
-                params.append(d.seconds(delay))
-            params += [d.json(entry), d.id(row["id"]), row["attempts"]]
-            run_after = d.now_plus() if delay is not None else "run_after"
-            d.execute(
-                f"UPDATE tasks SET status = %s, error = %s, run_after = {run_after}, "
-                "lease_expires_at = NULL, locked_by = NULL, "
-                f"error_history = {_append_json(d)}{_touch(d)} "
-                "WHERE id = %s AND attempts = %s AND status = 'RUNNING'",
-                params,
-            )
-            reaped.append({"id": row["id"], "status": status, "reason": error})
+                error = f"reaped: dispatcher {dispatcher} stopped sending heartbeats"
+            # Unlike a dispatcher's own failure, a reaped task keeps no locked_by: nobody holds it.
+            status = _end_failed_attempt(task, error=error, policy=policy, unlock=True, using=using)
+            reaped.append({"id": task["id"], "status": status, "reason": error})
     return reaped
+
+
+# SKIP LOCKED: a task whose dispatcher is writing its outcome right now is left to that write.
+_REAPABLE_SQL = (
+    "SELECT t.id, t.attempts, t.max_attempts, t.locked_by, t.cancel_requested, "
+    "CASE WHEN t.lease_expires_at IS NULL OR t.lease_expires_at < now() "
+    "THEN 'lease' ELSE 'heartbeat' END AS reason FROM tasks AS t "
+    "LEFT JOIN dispatchers AS w ON w.name = t.locked_by "
+    "WHERE t.status = 'RUNNING' AND (t.lease_expires_at IS NULL OR t.lease_expires_at < now() "
+    "OR w.name IS NULL OR w.last_beat_at < now() - %s * interval '1 second') "
+    "LIMIT %s FOR UPDATE OF t SKIP LOCKED"
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# A failed attempt, as fail() and reap() both end one
+
+
+def _end_failed_attempt(
+    task: dict[str, Any],
+    *,
+    error: str,
+    traceback: str = "",
+    permanent: bool = False,
+    policy: RetryPolicy,
+    unlock: bool,
+    using: str,
+) -> str:
+    """End the RUNNING attempt of ``task`` as failed and return the status written.
+
+    ``task`` holds the row's id, attempts, max_attempts, locked_by and cancel_requested, read
+    under the caller's row lock. The task goes to RETRY after the policy's backoff, FAILED at
+    the last attempt or when ``permanent``, CANCELLED if a cancel was requested; the error
+    joins its error history. ``unlock`` also clears ``locked_by``.
+    """
+    status, delay = policy.after_failure(
+        attempts=task["attempts"], task_max_attempts=task["max_attempts"], permanent=permanent
+    )
+    if task["cancel_requested"]:
+        status, delay = Status.CANCELLED.value, None
+    entry = {
+        "attempt": task["attempts"],
+        "error": error,
+        "traceback": traceback,
+        "dispatcher": task["locked_by"],
+        "at": datetime.now(UTC).isoformat(),
+        "outcome": status,
+    }
+    locked_by = None if unlock else task["locked_by"]
+    execute(
+        _FAILED_ATTEMPT_SQL,
+        [status, error, delay, locked_by, Jsonb(entry), task["id"], task["attempts"]],
+        using=using,
+    )
+    return status
+
+
+# A null delay (FAILED, CANCELLED) leaves run_after as it was.
+_FAILED_ATTEMPT_SQL = (
+    "UPDATE tasks SET status = %s, error = %s, "
+    "run_after = coalesce(now() + %s::float8 * interval '1 second', run_after), "
+    "lease_expires_at = NULL, locked_by = %s, "
+    "error_history = error_history || jsonb_build_array(%s::jsonb) "
+    "WHERE id = %s AND attempts = %s AND status = 'RUNNING'"
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -496,18 +449,17 @@ def cancel(task_id: str, *, using: str = DEFAULT_DB_ALIAS) -> dict[str, Any]:
     """Cancel a task. QUEUED or RETRY become CANCELLED at once; a RUNNING task gets
     ``cancel_requested`` and ends CANCELLED when its attempt stops; CANCELLED stays so.
     COMPLETED and FAILED raise :class:`TransitionNotAllowed`."""
-    d = Dialect(using)
     with transaction.atomic(using=using):
-        rows = d.fetch(
+        rows = fetch(
             "UPDATE tasks SET "
             "status = CASE WHEN status = 'RUNNING' THEN status ELSE 'CANCELLED' END, "
-            "cancel_requested = CASE WHEN status = 'RUNNING' THEN %s ELSE cancel_requested END"
-            f"{_touch(d)} WHERE id = %s AND status IN ('QUEUED', 'RETRY', 'RUNNING') "
-            "RETURNING id",
-            [True, d.id(task_id)],
+            "cancel_requested = CASE WHEN status = 'RUNNING' THEN true ELSE cancel_requested END "
+            "WHERE id = %s AND status IN ('QUEUED', 'RETRY', 'RUNNING') RETURNING id",
+            [task_uuid(task_id)],
+            using=using,
         )
         if not rows:
-            current = _current_status(d, task_id)
+            current = _current_status(task_id, using=using)
             if current != Status.CANCELLED:
                 raise TransitionNotAllowed(str(task_id), current, "cancel")
     return get(task_id, using=using)
@@ -521,18 +473,18 @@ def run_now(task_id: str, *, using: str = DEFAULT_DB_ALIAS) -> dict[str, Any]:
     attempts: ``attempts`` goes back to 0 (the next claim is attempt 1), ``error`` and
     ``result`` are cleared, and ``error_history`` keeps every earlier attempt.
     RUNNING and COMPLETED raise :class:`TransitionNotAllowed`."""
-    d = Dialect(using)
-    allowed, params = d.in_list([s.value for s in RUNNABLE_NOW])
     with transaction.atomic(using=using):
-        rows = d.fetch(
-            f"UPDATE tasks SET status = 'QUEUED', run_after = {d.now}, attempts = 0, "
-            "cancel_requested = %s, locked_by = NULL, locked_at = NULL, "
-            f"lease_expires_at = NULL, error = NULL, result = NULL{_touch(d)} "
-            f"WHERE id = %s AND status IN {allowed} RETURNING id",
-            [False, d.id(task_id), *params],
+        rows = fetch(
+            "UPDATE tasks SET status = 'QUEUED', run_after = now(), attempts = 0, "
+            "cancel_requested = false, locked_by = NULL, locked_at = NULL, "
+            "lease_expires_at = NULL, error = NULL, result = NULL "
+            "WHERE id = %s AND status = ANY(%s::text[]) RETURNING id",
+            [task_uuid(task_id), [status.value for status in RUNNABLE_NOW]],
+            using=using,
         )
         if not rows:
-            raise TransitionNotAllowed(str(task_id), _current_status(d, task_id), "run")
+            current = _current_status(task_id, using=using)
+            raise TransitionNotAllowed(str(task_id), current, "run")
     return get(task_id, using=using)
 
 
@@ -549,20 +501,26 @@ def run_now_matching(task_ids: Iterable[str], *, using: str = DEFAULT_DB_ALIAS) 
 
 
 # ---------------------------------------------------------------------------------------------
-# One task, as every write above returns it (counts, short IDs and the change feed are in
-# tasks.queue_reads)
+# One task, as every write above returns it (counts and short IDs are in tasks.queue_reads)
 
 
 def get(task_id: str | uuid.UUID, *, using: str = DEFAULT_DB_ALIAS) -> dict[str, Any]:
-    d = Dialect(using)
-    rows = d.fetch(
+    rows = fetch(
         f"SELECT {_COLUMNS}, result, error, error_history, cancel_requested, updated_at "
         "FROM tasks WHERE id = %s",
-        [d.id(task_id)],
+        [task_uuid(task_id)],
+        using=using,
     )
     if not rows:
         raise TaskNotFound(f"no task with ID {task_id}")
     return rows[0]
+
+
+def _current_status(task_id: str, *, using: str) -> str:
+    rows = fetch("SELECT status FROM tasks WHERE id = %s", [task_uuid(task_id)], using=using)
+    if not rows:
+        raise TaskNotFound(f"no task with ID {task_id}")
+    return rows[0]["status"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -584,55 +542,25 @@ def prune(
     bad = set(statuses) - {s.value for s in FINISHED_STATUSES}
     if bad:
         raise ValueError(f"only finished tasks can be pruned, not {', '.join(sorted(bad))}")
-    d = Dialect(using)
     cutoff = datetime.now(UTC) - older_than
-    status_sql, status_params = d.in_list(list(statuses))
     # created_at <= updated_at, so the created_at bound lets the status index narrow the scan.
-    where = f"status IN {status_sql} AND created_at < %s AND updated_at < %s"
-    params = [*status_params, d.timestamp(cutoff), d.timestamp(cutoff)]
+    prunable = "status = ANY(%s::text[]) AND created_at < %s AND updated_at < %s"
+    params = [[str(status) for status in statuses], cutoff, cutoff]
     if dry_run:
-        return d.fetch(f"SELECT count(*) AS n FROM tasks WHERE {where}", params)[0]["n"]
-    lock = " FOR UPDATE SKIP LOCKED" if d.postgres else ""
+        rows = fetch(f"SELECT count(*) AS n FROM tasks WHERE {prunable}", params, using=using)
+        return rows[0]["n"]
     deleted = batches = 0
     while True:
-        n = d.execute(
-            f"DELETE FROM tasks WHERE id IN (SELECT id FROM tasks WHERE {where} LIMIT %s{lock})",
+        n = execute(
+            f"DELETE FROM tasks WHERE id IN (SELECT id FROM tasks WHERE {prunable} "
+            "LIMIT %s FOR UPDATE SKIP LOCKED)",
             [*params, batch_size],
+            using=using,
         )
         deleted += n
         batches += 1
         if n < batch_size or (max_batches is not None and batches >= max_batches):
             return deleted
-
-
-# ---------------------------------------------------------------------------------------------
-# Statement fragments shared by the writes above
-
-
-def _prefixed(alias: str, columns: str) -> str:
-    return ", ".join(f"{alias}.{column.strip()}" for column in columns.split(","))
-
-
-def _touch(d: Dialect) -> str:
-    # PostgreSQL's trigger stamps updated_at; on SQLite, stamping it here spares the trigger's
-    # second write.
-    return "" if d.postgres else f", updated_at = {d.now}"
-
-
-def _append_json(d: Dialect) -> str:
-    if d.postgres:
-        return "error_history || jsonb_build_array(%s::jsonb)"
-    return "json_insert(error_history, '$[#]', json(%s))"
-
-
-def _current_status(d: Dialect, task_id: str) -> str:
-    rows = d.fetch("SELECT status FROM tasks WHERE id = %s", [d.id(task_id)])
-    if not rows:
-        raise TaskNotFound(f"no task with ID {task_id}")
-    return rows[0]["status"]
-
-
-_CLAIM_SQL = {"postgresql": _claim_sql(True), "sqlite": _claim_sql(False)}
 
 
 __all__ = [
@@ -650,7 +578,6 @@ __all__ = [
     "add_to_totals",
     "beat",
     "cancel",
-    "changes_since",
     "claim",
     "claim_statement",
     "complete",

@@ -1,9 +1,8 @@
-"""The reads the queue engine owns besides ``queue.get``: cheap counts, short IDs, the change feed.
+"""The reads the queue engine owns besides ``queue.get``: cheap counts and short IDs.
 
 - Counts per status are exact up to a cap and estimated from PostgreSQL's planner statistics
   above it, so a dashboard never counts millions of rows.
 - A short ID (a hex prefix) becomes an ID range, so resolving it walks the primary key index.
-- :func:`changes_since` is SQLite's stand-in for LISTEN, served by the ``updated_at`` index.
 
 Nothing here changes a task; ``tasks.queue`` re-exports these names, so callers use
 ``queue.count_by_status(…)`` like every other queue call.
@@ -12,14 +11,13 @@ Nothing here changes a task; ``tasks.queue`` re-exports these names, so callers 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS
 
 from tasks.ids import MAX_CANDIDATES, AmbiguousTaskId, TaskNotFound, parse_id_prefix
 from tasks.models import Status, Task
-from tasks.sql import Dialect
+from tasks.sql import fetch
 
 COUNT_CAP = 100_000
 
@@ -35,10 +33,9 @@ def count_by_status(
 ) -> dict[str, StatusCount]:
     """Tasks per status, exact up to ``cap`` each, so the cost stays bounded at any size.
 
-    Above the cap, PostgreSQL's planner statistics give an estimate (``exact=False``);
-    SQLite reports the cap itself as a lower bound.
+    Above the cap, PostgreSQL's planner statistics give an estimate (``exact=False``), never
+    below the cap itself.
     """
-    d = Dialect(using)
     parts = [
         "SELECT %s AS status, (SELECT count(*) FROM (SELECT 1 FROM tasks WHERE status = %s "
         "LIMIT %s) AS capped) AS n"
@@ -48,22 +45,22 @@ def count_by_status(
         params += [status, status, cap]
     counts = {
         row["status"]: StatusCount(row["n"], row["n"] < cap)
-        for row in d.fetch(" UNION ALL ".join(parts), params)
+        for row in fetch(" UNION ALL ".join(parts), params, using=using)
     }
     over = [status for status, count in counts.items() if not count.exact]
-    if over and d.postgres:
-        estimates = _planner_estimates(d)
+    if over:
+        estimates = _planner_estimates(using)
         for status in over:
             counts[status] = StatusCount(max(estimates.get(status, 0), cap), False)
     return counts
 
 
-def _planner_estimates(d: Dialect) -> dict[str, int]:
-    rows = d.fetch(
+def _planner_estimates(using: str) -> dict[str, int]:
+    rows = fetch(
         "SELECT s.most_common_vals::text::text[] AS vals, s.most_common_freqs AS freqs, "
         "c.reltuples AS total FROM pg_stats AS s JOIN pg_class AS c ON c.relname = s.tablename "
         "WHERE s.tablename = 'tasks' AND s.attname = 'status' AND s.schemaname = current_schema()",
-        [],
+        using=using,
     )
     if not rows or rows[0]["vals"] is None:
         return {}
@@ -92,16 +89,3 @@ def resolve_id(text: str, *, using: str = DEFAULT_DB_ALIAS) -> str:
     if len(matches) > 1:
         raise AmbiguousTaskId(text.strip(), matches)
     return matches[0]
-
-
-def changes_since(
-    since: datetime, *, limit: int = 1000, using: str = DEFAULT_DB_ALIAS
-) -> list[dict[str, Any]]:
-    """Tasks changed after ``since``, oldest change first: the cheap change check that stands
-    in for LISTEN on SQLite (served by the ``updated_at`` index)."""
-    d = Dialect(using)
-    return d.fetch(
-        "SELECT id, status, type, updated_at FROM tasks WHERE updated_at > %s "
-        "ORDER BY updated_at LIMIT %s",
-        [d.timestamp(since), limit],
-    )

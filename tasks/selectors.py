@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from django.db import connection
-from django.db.models import Q, TextField, Value
+from django.db.models import Q
 from django.db.models.fields.json import KT
 from django.utils.dateparse import parse_datetime
 
@@ -103,17 +102,6 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     return created_at, task_id
 
 
-def _as_stored(created_at: datetime) -> Any:
-    """The cursor's timestamp as the column holds it. SQLite stores text at millisecond
-    precision (strftime's %f); Django would bind six decimals, and '…12.489' < '…12.489000'
-    as text, so rows of the cursor's own millisecond would come back again."""
-    if connection.vendor != "sqlite":
-        return created_at
-    # isoformat, not strftime: strftime's %Y leaves a year before 1000 unpadded ('999-…').
-    text = created_at.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "milliseconds")
-    return Value(text, output_field=TextField())
-
-
 def list_tasks(
     task_filter: TaskFilter | None = None, *, cursor: str | None = None, limit: int = 50
 ) -> Page:
@@ -122,9 +110,8 @@ def list_tasks(
     queryset = Task.objects.filter((task_filter or TaskFilter()).q())
     if cursor:
         created_at, task_id = decode_cursor(cursor)
-        created = _as_stored(created_at)
         queryset = queryset.filter(
-            Q(created_at__lt=created) | Q(created_at=created, id__lt=task_id)
+            Q(created_at__lt=created_at) | Q(created_at=created_at, id__lt=task_id)
         )
     rows = list(queryset.order_by("-created_at", "-id").values(*LIST_FIELDS)[: limit + 1])
     for row in rows:

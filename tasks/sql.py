@@ -1,187 +1,157 @@
-"""SQL plumbing for the queue modules: the few places where PostgreSQL and SQLite differ.
+"""How SeedCore talks to PostgreSQL outside the ORM: statements and notifications.
 
-:class:`Dialect` runs the statements that ``tasks.queue`` and ``tasks.heartbeats`` write, on
-either database: it picks the cursor, the SQL for "now", the parameter forms (ids, JSON,
-timestamps, interval seconds) and converts result rows to plain dicts. It holds no statement
-of its own; every statement that changes a task's status lives in ``tasks.queue``.
+``tasks.queue``, ``tasks.queue_reads`` and ``tasks.heartbeats`` write their statements in
+plain PostgreSQL and run them here, on a plain psycopg cursor of the Django connection rather
+than Django's cursor: it binds parameters on the server, can prepare the hot-path statements
+(claim, batch completion) and loads values straight into what callers want (ids as text, JSON
+as Python data, timestamps through psycopg's C loader). Errors still come out as Django's
+(``django.db.OperationalError``…) and, with DEBUG on, every statement still joins Django's
+query log. This module holds no statement of its own; every statement that changes a task's
+status lives in ``tasks.queue``.
+
+:func:`listen_forever` is the one LISTEN loop (the dashboard relay and each dispatcher's waker
+run one): a connection of its own, kept up with backoff.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
+import asyncio
+import logging
 import time
 import uuid
-from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
 
-from django.db import connections
-from django.utils.dateparse import parse_datetime
+import psycopg
+from django.db import DEFAULT_DB_ALIAS, connections
+from psycopg.types.datetime import TimestamptzLoader
+from psycopg.types.json import Jsonb, JsonbLoader
+from psycopg.types.string import TextLoader
 
-SQLITE_NOW = "strftime('%%Y-%%m-%%d %%H:%%M:%%f', 'now')"
+log = logging.getLogger("seedcore.listen")
 
-_DATETIME_COLUMNS = {"locked_at", "lease_expires_at", "run_after", "created_at", "updated_at"}
-_JSON_COLUMNS = {"params", "result", "error_history"}
-# Row converters by (PostgreSQL?, column names): a statement's columns never change.
-_CONVERTERS: dict[tuple[bool, tuple[str, ...]], list] = {}
-# The result columns of each statement text that returned rows (bounded: statements built
-# with one placeholder per item vary in text).
+# The result columns of each statement text that returned rows (bounded, in case a caller
+# ever builds statement texts that vary).
 _COLUMN_NAMES: dict[str, tuple[str, ...]] = {}
+_MAX_CACHED_STATEMENTS = 1000
 
 
-class Dialect:
-    """One database alias's connection, seen through the differences the queue cares about."""
+def fetch(
+    sql: str, params: Sequence[Any] = (), *, using: str = DEFAULT_DB_ALIAS, prepare: bool = False
+) -> list[dict[str, Any]]:
+    """Run ``sql`` (``%s`` placeholders) and return its rows as plain dicts.
 
-    def __init__(self, using: str):
-        self.connection = connections[using]
-        self.postgres = self.connection.vendor == "postgresql"
+    ``prepare=True`` marks a hot-path statement: it is prepared on first use, unless the
+    database OPTIONS set ``prepare_threshold`` (which then decides; None turns preparing off,
+    e.g. behind a pooler that cannot keep prepared statements).
+    """
+    connection = connections[using]
+    cursor = _cursor(connection)
+    _execute(connection, cursor, sql, params, prepare)
+    # A statement's column names never change; psycopg builds a fresh description on every
+    # access, which the hot path (a claim) can skip.
+    names = _COLUMN_NAMES.get(sql)
+    if names is None:
+        if cursor.description is None:
+            return []
+        names = tuple(column.name for column in cursor.description)
+        if len(_COLUMN_NAMES) < _MAX_CACHED_STATEMENTS:
+            _COLUMN_NAMES[sql] = names
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
-    def cursor(self):
-        if not self.postgres:
-            return self.connection.cursor()
-        # A plain psycopg cursor binds on the server and can prepare statements, which the
-        # queue's hot path needs; Django's default ClientCursor does neither. One is kept per
-        # connection (connections are per thread), with psycopg's C timestamptz loader in
-        # place of Django's Python one: the session time zone is already UTC.
-        self.connection.ensure_connection()
-        raw = self.connection.connection
-        cursor = getattr(self.connection, "_seedcore_cursor", None)
-        if cursor is None or cursor.closed or cursor.connection is not raw:
-            import psycopg
-            from psycopg.types.datetime import TimestamptzLoader
 
-            cursor = psycopg.Cursor(raw)
-            cursor.adapters.register_loader("timestamptz", TimestamptzLoader)
-            self.connection._seedcore_cursor = cursor
-        return contextlib.nullcontext(cursor)
+def execute(
+    sql: str, params: Sequence[Any] = (), *, using: str = DEFAULT_DB_ALIAS, prepare: bool = False
+) -> int:
+    """Run ``sql`` for its effect; returns the number of rows it touched (see :func:`fetch`)."""
+    connection = connections[using]
+    cursor = _cursor(connection)
+    _execute(connection, cursor, sql, params, prepare)
+    return cursor.rowcount
 
-    @property
-    def prepare_hot(self) -> bool | None:
-        """Whether to prepare the hot-path statements (claim, batch completion): yes, unless
-        the database OPTIONS set ``prepare_threshold`` (None turns preparing off, e.g.
-        behind a pooler that cannot keep prepared statements)."""
-        options = self.connection.settings_dict.get("OPTIONS", {})
-        return None if "prepare_threshold" in options else True
 
-    @property
-    def now(self) -> str:
-        return "now()" if self.postgres else SQLITE_NOW
+def task_uuid(task_id: str | uuid.UUID) -> uuid.UUID:
+    """A task id as a parameter; a malformed id raises ValueError here, not in the database."""
+    return task_id if isinstance(task_id, uuid.UUID) else uuid.UUID(str(task_id))
 
-    def now_plus(self) -> str:
-        """SQL for now + N seconds, N bound as one parameter (see :meth:`seconds`)."""
-        if self.postgres:
-            return "(now() + %s * interval '1 second')"
-        return "strftime('%%Y-%%m-%%d %%H:%%M:%%f', 'now', %s)"
 
-    def seconds(self, value: float) -> Any:
-        return value if self.postgres else f"{value:+.6f} seconds"
+async def listen_forever(
+    channel: str,
+    *,
+    on_listen: Callable[[], None],
+    on_notify: Callable[[str], None],
+    using: str = DEFAULT_DB_ALIAS,
+    first_wait: float = 0.5,
+    longest_wait: float = 15.0,
+) -> NoReturn:
+    """LISTEN on ``channel`` over a connection of its own until the calling task is cancelled.
 
-    def id(self, task_id: str | uuid.UUID) -> Any:
-        value = task_id if isinstance(task_id, uuid.UUID) else uuid.UUID(str(task_id))
-        return value if self.postgres else value.hex
+    ``on_listen()`` runs each time LISTEN takes effect: NOTIFYs sent before it (or while the
+    connection was down) are lost, so the caller looks again. ``on_notify(payload)`` runs for
+    each notification. A lost connection is retried after a wait that doubles from
+    ``first_wait`` to ``longest_wait``, and starts over once LISTEN succeeds again.
+    """
+    wait = first_wait
+    while True:
+        try:
+            async with await psycopg.AsyncConnection.connect(
+                autocommit=True, **_own_connection_params(using)
+            ) as conn:
+                await conn.execute(f"LISTEN {channel}")
+                wait = first_wait
+                on_listen()
+                async for notify in conn.notifies():
+                    on_notify(notify.payload)
+        except Exception as exc:  # a database restart must not end the listener
+            log.warning("LISTEN %s: connection lost (%s); retrying in %g s", channel, exc, wait)
+        await asyncio.sleep(wait)
+        wait = min(wait * 2, longest_wait)
 
-    def ids(self, task_ids: Iterable[str | uuid.UUID]) -> list[Any]:
-        return [self.id(task_id) for task_id in task_ids]
 
-    def json(self, value: Any) -> Any:
-        if self.postgres:
-            from psycopg.types.json import Jsonb
+def _own_connection_params(using: str) -> dict[str, Any]:
+    # Django's parameters for ``using`` (OPTIONS such as sslmode included), less Django's own
+    # adapters and cursor class.
+    params = connections[using].get_connection_params()
+    for django_only in ("context", "cursor_factory", "prepare_threshold"):
+        params.pop(django_only, None)
+    return params
 
-            return Jsonb(value)
-        return json.dumps(value)
 
-    def timestamp(self, value: datetime) -> Any:
-        return value if self.postgres else self.connection.ops.adapt_datetimefield_value(value)
+def _cursor(connection) -> psycopg.Cursor:
+    # One plain psycopg cursor per Django connection (connections are per thread), made again
+    # when Django reconnects. Its loaders replace Django's: ids as text, JSON decoded (Django
+    # leaves jsonb as text for JSONField), and psycopg's C timestamptz loader in place of
+    # Django's Python one (the session time zone is UTC already).
+    connection.ensure_connection()
+    raw = connection.connection
+    cursor = getattr(connection, "_seedcore_cursor", None)
+    if cursor is None or cursor.closed or cursor.connection is not raw:
+        cursor = psycopg.Cursor(raw)
+        cursor.adapters.register_loader("uuid", TextLoader)
+        cursor.adapters.register_loader("jsonb", JsonbLoader)
+        cursor.adapters.register_loader("timestamptz", TimestamptzLoader)
+        connection._seedcore_cursor = cursor
+    return cursor
 
-    def in_list(self, values: Sequence[Any]) -> tuple[str, list[Any]]:
-        """``IN (…)`` with one placeholder per value; works on both databases."""
-        return "(" + ", ".join(["%s"] * len(values)) + ")", list(values)
 
-    def rows(self, names: tuple[str, ...], values: list[tuple]) -> list[dict[str, Any]]:
-        """Plain dicts, each column converted by a converter picked once per column."""
-        convert = _CONVERTERS.get((self.postgres, names))
-        if convert is None:
-            convert = _CONVERTERS[self.postgres, names] = [self._converter(n) for n in names]
-        return [
-            {
-                name: value if conv is None or value is None else conv(value)
-                for name, conv, value in zip(names, convert, row, strict=True)
-            }
-            for row in values
-        ]
-
-    def _converter(self, column: str):
-        if column == "id":
-            return str if self.postgres else _uuid_text
-        if column in _DATETIME_COLUMNS:
-            return None if self.postgres else sqlite_datetime
-        if column in _JSON_COLUMNS:
-            return json_value
-        if column == "cancel_requested" and not self.postgres:
-            return bool
-        return None
-
-    def fetch(
-        self, sql: str, params: Sequence[Any], *, prepare: bool | None = None
-    ) -> list[dict[str, Any]]:
-        with self.cursor() as cursor:
-            self._execute(cursor, sql, params, prepare)
-            # The column names of a statement never change; psycopg builds a fresh
-            # description on every access, which the hot path (a claim) can skip.
-            names = _COLUMN_NAMES.get(sql)
-            if names is None:
-                description = cursor.description
-                if description is None:
-                    return []
-                names = tuple(column[0] for column in description)
-                if len(_COLUMN_NAMES) < 1000:
-                    _COLUMN_NAMES[sql] = names
-            return self.rows(names, cursor.fetchall())
-
-    def execute(self, sql: str, params: Sequence[Any], *, prepare: bool | None = None) -> int:
-        with self.cursor() as cursor:
-            self._execute(cursor, sql, params, prepare)
-            return cursor.rowcount
-
-    def _execute(self, cursor, sql: str, params: Sequence[Any], prepare: bool | None) -> None:
-        if not self.postgres:
-            cursor.execute(sql, params)  # Django's cursor logs it itself when DEBUG is on
+def _execute(connection, cursor, sql: str, params: Sequence[Any], prepare: bool) -> None:
+    # Preparing is psycopg's choice (None: the connection's prepare_threshold) unless this is a
+    # hot-path statement and the database OPTIONS leave preparing to us.
+    options = connection.settings_dict.get("OPTIONS", {})
+    prepare_now = True if prepare and "prepare_threshold" not in options else None
+    # As Django's own cursors do: psycopg's errors become django.db's, so callers handle one
+    # family of errors.
+    with connection.wrap_database_errors:
+        if not connection.queries_logged:
+            cursor.execute(sql, params, prepare=prepare_now)
             return
-        # As Django's own cursors do: psycopg's errors become django.db's (OperationalError…),
-        # so callers handle one family whichever database they run on.
-        with self.connection.wrap_database_errors:
-            self._execute_postgres(cursor, sql, params, prepare)
-
-    def _execute_postgres(
-        self, cursor, sql: str, params: Sequence[Any], prepare: bool | None
-    ) -> None:
-        if not self.connection.queries_logged:
-            cursor.execute(sql, params, prepare=prepare)
-            return
-        # The raw psycopg cursor bypasses Django's query log; keep DEBUG's log (and tests
-        # counting queries) complete.
+        # The raw cursor bypasses Django's query log; keep DEBUG's log (and tests counting
+        # queries) complete.
         start = time.monotonic()
         try:
-            cursor.execute(sql, params, prepare=prepare)
+            cursor.execute(sql, params, prepare=prepare_now)
         finally:
-            self.connection.queries_log.append(
-                {"sql": sql, "time": f"{time.monotonic() - start:.3f}"}
-            )
+            connection.queries_log.append({"sql": sql, "time": f"{time.monotonic() - start:.3f}"})
 
 
-def _uuid_text(value: Any) -> str:
-    return str(uuid.UUID(str(value)))
-
-
-def sqlite_datetime(value: Any) -> datetime:
-    """A timestamp as SQLite hands it over (text, naive UTC) as an aware datetime."""
-    if isinstance(value, str):
-        value = parse_datetime(value)
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)  # naive UTC
-
-
-def json_value(value: Any) -> Any:
-    """A JSON column's value as Python data."""
-    # Django's PostgreSQL adapters and SQLite both hand JSON over as text.
-    return json.loads(value) if isinstance(value, str | bytes) else value
+__all__ = ["Jsonb", "execute", "fetch", "listen_forever", "task_uuid"]

@@ -1,12 +1,9 @@
 """Database triggers: ``updated_at`` stamped on every update, and status changes announced.
 
-PostgreSQL: a BEFORE UPDATE row trigger stamps ``updated_at``; two statement-level triggers
+A BEFORE UPDATE row trigger stamps ``updated_at``; two statement-level triggers
 with transition tables send one NOTIFY on channel ``seedcore_tasks`` per statement (chunked
 under the 8000-byte payload limit) listing ``[id, status, type]`` of each row inserted or
 whose status changed. Being triggers, they cover psql and other programs too.
-
-SQLite: an AFTER UPDATE trigger stamps ``updated_at`` unless the statement set it itself;
-readers notice changes through the ``updated_at`` index (``tasks.queue.changes_since``).
 """
 
 from django.db import migrations
@@ -27,7 +24,7 @@ _NOTIFY_ROWS = """
     RETURN NULL;
 """
 
-POSTGRES_UP = f"""
+CREATE_TRIGGERS = f"""
 CREATE OR REPLACE FUNCTION tasks_stamp_updated_at() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     NEW.updated_at := now();
@@ -55,7 +52,7 @@ CREATE TRIGGER tasks_notify_status_changed AFTER UPDATE ON tasks
     FOR EACH STATEMENT EXECUTE FUNCTION tasks_notify_status_changed();
 """
 
-POSTGRES_DOWN = """
+DROP_TRIGGERS = """
 DROP TRIGGER IF EXISTS tasks_notify_status_changed ON tasks;
 DROP TRIGGER IF EXISTS tasks_notify_inserted ON tasks;
 DROP TRIGGER IF EXISTS tasks_stamp_updated_at ON tasks;
@@ -64,24 +61,12 @@ DROP FUNCTION IF EXISTS tasks_notify_inserted();
 DROP FUNCTION IF EXISTS tasks_stamp_updated_at();
 """
 
-SQLITE_UP = """
-CREATE TRIGGER tasks_stamp_updated_at AFTER UPDATE ON tasks
-FOR EACH ROW WHEN NEW.updated_at IS OLD.updated_at
-BEGIN
-    UPDATE tasks SET updated_at = strftime('%Y-%m-%d %H:%M:%f', 'now') WHERE id = NEW.id;
-END;
-"""
 
-SQLITE_DOWN = "DROP TRIGGER IF EXISTS tasks_stamp_updated_at"
-
-
-def _run(sql_by_vendor):
+def _run(sql):
     def run(apps, schema_editor):
-        sql = sql_by_vendor.get(schema_editor.connection.vendor)
-        if sql is None:
-            raise NotImplementedError(
-                f"SeedCore supports PostgreSQL and SQLite, not {schema_editor.connection.vendor}"
-            )
+        vendor = schema_editor.connection.vendor
+        if vendor != "postgresql":
+            raise NotImplementedError(f"SeedCore runs on PostgreSQL only, not {vendor}")
         schema_editor.execute(sql, params=None)
 
     return run
@@ -90,9 +75,4 @@ def _run(sql_by_vendor):
 class Migration(migrations.Migration):
     dependencies = [("tasks", "0001_initial")]
 
-    operations = [
-        migrations.RunPython(
-            _run({"postgresql": POSTGRES_UP, "sqlite": SQLITE_UP}),
-            _run({"postgresql": POSTGRES_DOWN, "sqlite": SQLITE_DOWN}),
-        )
-    ]
+    operations = [migrations.RunPython(_run(CREATE_TRIGGERS), _run(DROP_TRIGGERS))]

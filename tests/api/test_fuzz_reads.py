@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta, timezone
 from urllib.parse import quote, quote_from_bytes
 
 import pytest
-from django.db import connection
 from django.http import QueryDict
 from django.utils.encoding import repercent_broken_unicode
 from hypothesis import event, given
@@ -40,18 +39,6 @@ SEEDED_IDS = [
 SEEDED_TYPES = ["echo", "fail", "ünï\u202e", "'; --"]
 
 
-def stamp_created(task_id: str, when: datetime) -> None:
-    """Set created_at as the database's own default writes it: SQLite keeps text at
-    millisecond precision, the format the list's keyset comparison expects."""
-    if connection.vendor == "sqlite":
-        value: object = when.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "milliseconds")
-        key: object = uuid.UUID(task_id).hex
-    else:
-        value, key = when, task_id
-    with connection.cursor() as cursor:
-        cursor.execute("UPDATE tasks SET created_at = %s WHERE id = %s", [value, key])
-
-
 def seed(ids: list[str], millis: list[int]) -> list[tuple[datetime, str]]:
     """Tasks with these IDs created these many milliseconds after BASE_TIME (ties on
     purpose), in several statuses, types and domains; returns (created_at, id) newest first."""
@@ -64,7 +51,7 @@ def seed(ids: list[str], millis: list[int]) -> list[tuple[datetime, str]]:
             domain=[None, "a", "b"][n % 3],
         )
         created = BASE_TIME + timedelta(milliseconds=ms)
-        stamp_created(task_id, created)
+        Task.objects.filter(id=task_id).update(created_at=created)
         rows.append((created, task_id))
     return sorted(rows, key=lambda row: (row[0], uuid.UUID(row[1])), reverse=True)
 

@@ -30,17 +30,12 @@ def _finished(n: int, outcome: str) -> list[str]:
 
 
 def _age(ids: list[str], days: float) -> None:
-    # PostgreSQL's trigger stamps every update, so it is paused while back-dating.
+    # The trigger stamps updated_at on every update, so it is paused while back-dating.
     old = datetime.now(UTC) - timedelta(days=days)
-    postgres = connection.vendor == "postgresql"
-    with transaction.atomic():
-        if postgres:
-            with connection.cursor() as cursor:
-                cursor.execute("ALTER TABLE tasks DISABLE TRIGGER tasks_stamp_updated_at")
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE tasks DISABLE TRIGGER tasks_stamp_updated_at")
         Task.objects.filter(id__in=ids).update(created_at=old, updated_at=old)
-        if postgres:
-            with connection.cursor() as cursor:
-                cursor.execute("ALTER TABLE tasks ENABLE TRIGGER tasks_stamp_updated_at")
+        cursor.execute("ALTER TABLE tasks ENABLE TRIGGER tasks_stamp_updated_at")
 
 
 def prunetasks(*args: str) -> str:

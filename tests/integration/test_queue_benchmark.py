@@ -2,7 +2,6 @@
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.db import connection
 
 from tasks import queue
 from tasks.models import Task
@@ -11,8 +10,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def test_benchqueue_runs_engine_and_bare_loops_and_cleans_up(capsys):
-    if connection.vendor != "postgresql":
-        pytest.skip("benchqueue measures PostgreSQL; its refusal on SQLite is tested below")
     call_command("benchqueue", tasks=20, workers=2, batches="1,5")
     out = capsys.readouterr().out
     rows = [line.split() for line in out.splitlines()[2:]]
@@ -21,16 +18,7 @@ def test_benchqueue_runs_engine_and_bare_loops_and_cleans_up(capsys):
     assert not Task.objects.filter(type="bench.noop").exists()
 
 
-def test_benchqueue_refuses_sqlite_saying_to_set_database_url():
-    if connection.vendor != "sqlite":
-        pytest.skip("the refusal is SQLite's; PostgreSQL runs the benchmark above")
-    with pytest.raises(CommandError, match="DATABASE_URL"):
-        call_command("benchqueue", tasks=10)
-
-
 def test_benchqueue_refuses_a_database_with_unfinished_tasks():
-    if connection.vendor != "postgresql":
-        pytest.skip("benchqueue measures PostgreSQL")
     queue.enqueue(type="real work")
     with pytest.raises(CommandError, match="scratch database"):
         call_command("benchqueue", tasks=10)

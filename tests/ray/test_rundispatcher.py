@@ -12,7 +12,9 @@ import subprocess
 import sys
 import time
 import uuid
+from urllib.parse import urlsplit
 
+import psycopg
 import pytest
 
 from tasks import queue
@@ -147,10 +149,22 @@ def test_an_unreachable_database_is_a_clear_error():
     assert "Traceback" not in result.stderr
 
 
-def test_a_database_without_migrations_is_a_clear_error(tmp_path):
-    result = rundispatcher(
-        "--detach", database_url=f"sqlite:///{tmp_path / 'empty.sqlite3'}", timeout=60
-    )
+@pytest.fixture
+def empty_database_url(test_database_url):
+    """A fresh database on the test database's server, with no tables at all."""
+    name = f"seedcore_empty_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(test_database_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield urlsplit(test_database_url)._replace(path=f"/{name}").geturl()
+    finally:
+        with psycopg.connect(test_database_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.mark.django_db  # the test database names the server the empty one is made on
+def test_a_database_without_migrations_is_a_clear_error(empty_database_url):
+    result = rundispatcher("--detach", database_url=empty_database_url, timeout=60)
     assert result.returncode == 1
     assert "run `python manage.py migrate`" in result.stderr
     assert "Traceback" not in result.stderr
