@@ -1,17 +1,17 @@
 """``manage.py up``: what ``python dev.py`` runs — migrate, make sure an admin exists, then
-serve the web app and run ``rundispatcher`` beside it as a child process, so tasks flow."""
+serve the web app and run ``rundispatcher`` beside it as a child process, so tasks flow; a
+dispatcher that dies is restarted with a backoff (organism/keeper.py)."""
 
 import os
 import signal
-import subprocess
 import sys
-import threading
 
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
 from dashboard.bootstrap import ensure_admin_user
+from organism.keeper import ChildKeeper
 
 DISPATCHER_STOP_SECONDS = 30
 
@@ -49,33 +49,18 @@ class Command(BaseCommand):
             call_command("runserver", addrport)
         finally:
             if dispatcher is not None:
-                self.stop_dispatcher(dispatcher)
+                dispatcher.stop()
 
-    def start_dispatcher(self) -> subprocess.Popen:
+    def start_dispatcher(self) -> ChildKeeper:
         manage = str(settings.BASE_DIR / "manage.py")
-        process = subprocess.Popen([sys.executable, manage, "rundispatcher"])
+        keeper = ChildKeeper(
+            [sys.executable, manage, "rundispatcher"],
+            say=lambda message: self.stderr.write(f"up: {message}"),
+            stop_timeout=DISPATCHER_STOP_SECONDS,
+        )
+        process = keeper.start()
         self.stdout.write(f"Started the dispatcher (manage.py rundispatcher, pid {process.pid})")
-
-        def watch():
-            code = process.wait()
-            if code not in (0, -signal.SIGINT, -signal.SIGTERM, signal.SIGTERM + 128):
-                self.stderr.write(
-                    f"The dispatcher exited with code {code}: tasks stay queued until it runs. "
-                    "See its message above; restart with `python manage.py rundispatcher`."
-                )
-
-        threading.Thread(target=watch, daemon=True).start()
-        return process
-
-    def stop_dispatcher(self, process: subprocess.Popen) -> None:
-        """Ask it to stop gracefully (SIGTERM; Ctrl-C may have sent SIGINT already), then wait."""
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=DISPATCHER_STOP_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        return keeper
 
 
 def _interrupt(signum, frame):
