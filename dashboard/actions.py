@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from tasks import queue, selectors
@@ -19,22 +19,19 @@ class Outcome:
 
 
 def run_now_many(task_ids: Iterable[str]) -> Outcome:
-    outcome = Outcome()
-    for task_id in task_ids:
-        try:
-            queue.run_now(task_id)
-        except (queue.TransitionNotAllowed, TaskIdError, ValueError) as exc:
-            outcome.refused[task_id] = str(exc)
-        else:
-            outcome.done.append(task_id)
-    return outcome
+    return _each(queue.run_now, task_ids)
 
 
 def cancel_many(task_ids: Iterable[str]) -> Outcome:
+    return _each(queue.cancel, task_ids)
+
+
+def _each(action: Callable[[str], object], task_ids: Iterable[str]) -> Outcome:
+    """Apply ``action`` to each task; the engine refuses what the task's status forbids."""
     outcome = Outcome()
     for task_id in task_ids:
         try:
-            queue.cancel(task_id)
+            action(task_id)
         except (queue.TransitionNotAllowed, TaskIdError, ValueError) as exc:
             outcome.refused[task_id] = str(exc)
         else:

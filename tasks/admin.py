@@ -36,14 +36,23 @@ from django.utils.html import format_html, format_html_join  # noqa: E402
 
 from tasks import queue  # noqa: E402
 from tasks.ids import InvalidTaskId, TaskIdError, parse_id_prefix  # noqa: E402
-from tasks.models import Status, Task  # noqa: E402
+from tasks.models import OPERATOR_TRANSITIONS, Status, Task  # noqa: E402
+from tasks.validation import InvalidTask, NewTask, validate_task_spec  # noqa: E402
 
 ADMIN_COUNT_CAP = 10_000
-# The status an admin may pick, and the statuses the engine accepts it from.
-ADMIN_TRANSITIONS = {
-    Status.QUEUED: set(queue.RUNNABLE_NOW),
-    Status.CANCELLED: {Status.QUEUED, Status.RETRY, Status.RUNNING, Status.CANCELLED},
-}
+# The fields of a new task, as tasks.validation checks them; the params box goes last.
+SPEC_FIELDS = (*(name for name in NewTask.model_fields if name != "params"), "params")
+# What the queue engine and the dispatchers keep of a task: shown, never edited here.
+ENGINE_FIELDS = (
+    "attempts",
+    "locked_by",
+    "locked_at",
+    "lease_expires_at",
+    "cancel_requested",
+    "created_at",
+    "updated_at",
+)
+READABLE_FIELDS = ("params_pretty", "result_pretty", "error_pretty", "error_history_pretty")
 
 
 class CappedCountPaginator(Paginator):
@@ -58,16 +67,7 @@ class CappedCountPaginator(Paginator):
 class TaskAdminForm(forms.ModelForm):
     class Meta:
         model = Task
-        fields = (
-            "type",
-            "description",
-            "domain",
-            "priority",
-            "max_attempts",
-            "run_after",
-            "params",
-            "status",
-        )
+        fields = (*SPEC_FIELDS, "status")
 
         widgets = {
             "type": forms.TextInput(attrs={"size": 40}),
@@ -76,6 +76,21 @@ class TaskAdminForm(forms.ModelForm):
             "params": forms.Textarea(attrs={"rows": 4, "cols": 80}),
         }
 
+    def clean(self) -> dict:
+        """Apply the API's rules (tasks.validation) to a new task, or to the fields changed."""
+        cleaned = super().clean()
+        adding = self.instance._state.adding
+        values = {name: cleaned[name] for name in SPEC_FIELDS if name in cleaned}
+        if values.get("params") is None:
+            values["params"] = {}  # an empty box: no params
+        try:
+            self.task_spec = validate_task_spec(values)
+        except InvalidTask as exc:
+            for field, message in exc.errors.items():
+                if field in values and (adding or field in self.changed_data):
+                    self.add_error(field, message)
+        return cleaned
+
     def clean_status(self) -> str:
         new = self.cleaned_data["status"]
         if self.instance._state.adding:
@@ -83,10 +98,10 @@ class TaskAdminForm(forms.ModelForm):
         old = self.initial.get("status")
         if new == old:
             return new
-        allowed_from = ADMIN_TRANSITIONS.get(new)
+        allowed_from = OPERATOR_TRANSITIONS.get(new)
         if allowed_from is None:
             raise forms.ValidationError(
-                f"Status can only be set to QUEUED (run now) or CANCELLED, not {new}; "
+                f"Status can only be set to {' or '.join(OPERATOR_TRANSITIONS)}, not {new}; "
                 "the dispatchers set the others."
             )
         if old not in allowed_from:
@@ -112,72 +127,16 @@ class TaskAdmin(admin.ModelAdmin):
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER
     actions = ("run_now_action", "cancel_action")
-    readonly_fields = (
-        "id",
-        "attempts",
-        "locked_by",
-        "locked_at",
-        "lease_expires_at",
-        "cancel_requested",
-        "created_at",
-        "updated_at",
-        "params_pretty",
-        "result_pretty",
-        "error_pretty",
-        "error_history_pretty",
-    )
+    readonly_fields = ("id", *ENGINE_FIELDS, *READABLE_FIELDS)
     fieldsets = (
         (None, {"fields": ("id", "type", "status", "description", "domain")}),
-        (
-            "Scheduling",
-            {
-                "fields": (
-                    "priority",
-                    "max_attempts",
-                    "run_after",
-                    "attempts",
-                    "locked_by",
-                    "locked_at",
-                    "lease_expires_at",
-                    "cancel_requested",
-                    "created_at",
-                    "updated_at",
-                )
-            },
-        ),
-        (
-            "Data",
-            {
-                "fields": (
-                    "params",
-                    "params_pretty",
-                    "result_pretty",
-                    "error_pretty",
-                    "error_history_pretty",
-                )
-            },
-        ),
+        ("Scheduling", {"fields": ("priority", "max_attempts", "run_after", *ENGINE_FIELDS)}),
+        ("Data", {"fields": ("params", *READABLE_FIELDS)}),
     )
 
     def get_fieldsets(self, request, obj=None):
         if obj is None:
-            return (
-                (
-                    None,
-                    {
-                        "fields": (
-                            "type",
-                            "description",
-                            "domain",
-                            "drift_score",
-                            "priority",
-                            "max_attempts",
-                            "run_after",
-                            "params",
-                        )
-                    },
-                ),
-            )
+            return ((None, {"fields": SPEC_FIELDS}),)
         return self.fieldsets
 
     @admin.display(description="ID", ordering="id")
@@ -236,16 +195,7 @@ class TaskAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj: Task, form, change: bool) -> None:
         if not change:
-            task = queue.enqueue(
-                type=obj.type,
-                params=obj.params,
-                description=obj.description,
-                domain=obj.domain,
-                drift_score=obj.drift_score,
-                priority=obj.priority,
-                run_after=obj.run_after,
-                max_attempts=obj.max_attempts,
-            )
+            task = queue.enqueue(**form.task_spec)
             obj.pk = obj.id = task["id"]
             return
         other_fields = [name for name in form.changed_data if name != "status"]

@@ -3,8 +3,8 @@
 Each dispatcher upserts one row of ``dispatchers`` per beat (the reaper's test of a live
 dispatcher, and the dashboard's list). When a row goes (a clean stop, or a dispatcher silent
 for too long), its cumulative stats are folded into ``metric_totals``, so the counters /metrics
-sums never go backwards. Nothing here changes a task's status; ``tasks.queue`` re-exports these
-functions, so callers use ``queue.beat(…)`` like every other queue call.
+sums never go backwards. These are the writes of those two tables; nothing here changes a task's
+status (``tasks.queue``), and their reads (liveness, what /metrics sums) are ``tasks.selectors``.
 """
 
 from __future__ import annotations
@@ -119,17 +119,3 @@ def _fold_into_totals(name: str, stats: list[dict[str, Any]], *, using: str) -> 
     execute(
         "UPDATE metric_totals SET stats = %s WHERE name = %s", [Jsonb(total), name], using=using
     )
-
-
-def metric_sources(*, using: str = DEFAULT_DB_ALIAS) -> dict[str, Any]:
-    """What /metrics sums: every heartbeat row (name, last beat, stats) and every totals row."""
-    dispatchers = fetch(
-        "SELECT name, last_beat_at, in_flight, stats FROM dispatchers ORDER BY name", using=using
-    )
-    for row in dispatchers:
-        row["stats"] = row["stats"] or {}
-    totals = {
-        row["name"]: row["stats"] or {}
-        for row in fetch("SELECT name, stats FROM metric_totals", using=using)
-    }
-    return {"dispatchers": dispatchers, "totals": totals}

@@ -3,7 +3,8 @@
 Defaults live in the database (``db_default``) so a row inserted by plain SQL with just a
 ``type`` is valid, QUEUED and claimable. ``updated_at`` is stamped by a trigger (migration
 0002), and every insert and status change is announced by NOTIFY (also 0002).
-Status changes go through ``tasks.queue`` only.
+Which status changes are allowed is declared next to ``Status``; they are made through
+``tasks.queue`` only.
 """
 
 import uuid
@@ -30,8 +31,42 @@ class Status(models.TextChoices):
     CANCELLED = "CANCELLED"
 
 
+# What each status allows, declared once: tasks.queue builds its statements' status lists from
+# these, and the admin, the dashboard, the API and the CLI ask them rather than list statuses.
+
+# How statuses are shown: a task's life, from waiting through running to its end.
+STATUS_ORDER = (
+    Status.QUEUED,
+    Status.RUNNING,
+    Status.RETRY,
+    Status.COMPLETED,
+    Status.FAILED,
+    Status.CANCELLED,
+)
+# A dispatcher claims these (once ``run_after`` has passed); the claim makes them RUNNING, and a
+# RUNNING attempt ends COMPLETED, RETRY, FAILED or CANCELLED through the queue's fenced writes.
 CLAIMABLE_STATUSES = (Status.QUEUED, Status.RETRY)
 FINISHED_STATUSES = (Status.COMPLETED, Status.FAILED, Status.CANCELLED)
+# The operator's two actions and the statuses each accepts. Run now (retry) queues the task at
+# once with a fresh set of attempts. Cancel ends QUEUED and RETRY tasks CANCELLED at once; a
+# RUNNING one is asked to stop and ends CANCELLED when its attempt does.
+RUNNABLE_NOW_STATUSES = (Status.FAILED, Status.CANCELLED, Status.RETRY, Status.QUEUED)
+CANCELLABLE_STATUSES = (Status.QUEUED, Status.RETRY, Status.RUNNING)
+# The statuses an operator may set by hand (the admin's status field): each is the target of one
+# action, reached from the statuses listed. Cancelling a CANCELLED task changes nothing.
+OPERATOR_TRANSITIONS = {
+    Status.QUEUED: RUNNABLE_NOW_STATUSES,
+    Status.CANCELLED: (*CANCELLABLE_STATUSES, Status.CANCELLED),
+}
+
+
+def can_run_now(status: str) -> bool:
+    return status in RUNNABLE_NOW_STATUSES
+
+
+def can_cancel(status: str, *, cancel_requested: bool = False) -> bool:
+    """Whether a cancel would change anything (a RUNNING task asked once already would not)."""
+    return status in CANCELLABLE_STATUSES and not cancel_requested
 
 
 class Task(models.Model):

@@ -1,25 +1,37 @@
-"""Pure retry decisions: what a failed attempt leads to, with no database in sight."""
+"""Pure queue policies, with no database in sight: what a failed attempt leads to (retry), and
+how long finished tasks are kept (retention)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
+from typing import ClassVar, Self
 
 from django.conf import settings
 
+from tasks.models import FINISHED_STATUSES, Status
+
+
+class _FromSettings:
+    # Each field of the policy, and the setting it is read from.
+    SETTINGS: ClassVar[dict[str, str]]
+
+    @classmethod
+    def from_settings(cls) -> Self:
+        return cls(**{field: getattr(settings, name) for field, name in cls.SETTINGS.items()})
+
 
 @dataclass(frozen=True)
-class RetryPolicy:
+class RetryPolicy(_FromSettings):
     max_attempts: int
     backoff_seconds: float
     backoff_max_steps: int
 
-    @classmethod
-    def from_settings(cls) -> RetryPolicy:
-        return cls(
-            max_attempts=settings.SEEDCORE_MAX_ATTEMPTS,
-            backoff_seconds=settings.SEEDCORE_BACKOFF_SECONDS,
-            backoff_max_steps=settings.SEEDCORE_BACKOFF_MAX_STEPS,
-        )
+    SETTINGS = {
+        "max_attempts": "SEEDCORE_MAX_ATTEMPTS",
+        "backoff_seconds": "SEEDCORE_BACKOFF_SECONDS",
+        "backoff_max_steps": "SEEDCORE_BACKOFF_MAX_STEPS",
+    }
 
     def backoff(self, attempts: int) -> float:
         """Seconds to wait before the next attempt: backoff × min(attempts, max steps)."""
@@ -37,3 +49,32 @@ class RetryPolicy:
         if permanent or attempts >= cap:
             return "FAILED", None
         return "RETRY", self.backoff(attempts)
+
+
+@dataclass(frozen=True)
+class RetentionPolicy(_FromSettings):
+    """How long finished tasks are kept, and how much one pruning round may delete
+    (``tasks.queue.prune_expired`` runs a round)."""
+
+    finished_days: float = 7.0  # COMPLETED and CANCELLED
+    failed_days: float = 30.0
+    interval_seconds: float = 300.0
+    batch_size: int = 500
+    max_batches: int = 20
+
+    SETTINGS = {
+        "finished_days": "SEEDCORE_RETENTION_DAYS",
+        "failed_days": "SEEDCORE_FAILED_RETENTION_DAYS",
+        "interval_seconds": "SEEDCORE_PRUNE_INTERVAL_SECONDS",
+        "batch_size": "SEEDCORE_PRUNE_BATCH",
+        "max_batches": "SEEDCORE_PRUNE_MAX_BATCHES",
+    }
+
+    def expiries(self) -> list[tuple[tuple[str, ...], timedelta]]:
+        """(finished statuses, age): tasks in those statuses unchanged for that long may go.
+        FAILED tasks are kept longer than the other finished ones."""
+        others = tuple(status.value for status in FINISHED_STATUSES if status != Status.FAILED)
+        return [
+            (others, timedelta(days=self.finished_days)),
+            ((Status.FAILED.value,), timedelta(days=self.failed_days)),
+        ]

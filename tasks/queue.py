@@ -19,15 +19,13 @@ engine keeps:
   set ``prepare_threshold``; :func:`claim_statement` and :func:`complete_many_statement` give
   their text to ``manage.py benchqueue``'s bare loop.
 
+- Which statuses each statement accepts comes from the declarations next to ``Status`` in
+  ``tasks.models``, written into the statements' text (so the partial indexes still apply).
+
 Functions take ``using`` (a database alias) and return plain dicts and strings, so callers
-in other processes (Ray actors) never see model instances.
-
-This module is the entry point (``from tasks import queue``) and keeps every status change;
-its siblings, re-exported here, hold the rest:
-
-- ``tasks.sql``: running a statement (the psycopg cursor, prepared statements, rows as dicts);
-- ``tasks.queue_reads``: counts per status and short-ID resolution;
-- ``tasks.heartbeats``: dispatcher heartbeats and the metric totals that outlive them.
+in other processes (Ray actors) never see model instances. This module holds writes only:
+reads are ``tasks.selectors`` (a write returns the row as ``selectors.get_task`` reads it),
+heartbeats are ``tasks.heartbeats``, and ``tasks.sql`` runs the statements.
 """
 
 from __future__ import annotations
@@ -40,32 +38,31 @@ from typing import Any
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, transaction
 
-# Re-exported (see __all__), so callers keep one entry point: queue.beat, queue.resolve_id, …
-from tasks.heartbeats import (
-    DISPATCHER_TOTALS,
-    SUPERVISOR_TOTALS,
-    add_to_totals,
-    beat,
-    forget_dead_dispatchers,
-    forget_dispatcher,
-    merge_stats,
-    metric_sources,
+from tasks.ids import TaskNotFound
+from tasks.models import (
+    CANCELLABLE_STATUSES,
+    CLAIMABLE_STATUSES,
+    FINISHED_STATUSES,
+    RUNNABLE_NOW_STATUSES,
+    Status,
 )
-from tasks.ids import AmbiguousTaskId, TaskNotFound
-from tasks.models import FINISHED_STATUSES, Status
-from tasks.policy import RetryPolicy
-from tasks.queue_reads import COUNT_CAP, StatusCount, count_by_status, resolve_id
+from tasks.policy import RetentionPolicy, RetryPolicy
+from tasks.selectors import DISPATCHER_ALIVE_SQL, TASK_COLUMNS, get_task
+from tasks.selectors import heartbeat_timeout as heartbeat_timeout_setting
 from tasks.sql import Jsonb, execute, fetch, task_uuid
 
 STALE = "STALE"
 NOTIFY_CHANNEL = "seedcore_tasks"
 
-_COLUMNS = (
-    "id, status, type, params, attempts, max_attempts, priority, drift_score, domain, "
-    "description, locked_by, locked_at, lease_expires_at, run_after, created_at"
-)
-# The same columns of the row alias ``t`` (in UPDATE … FROM, a bare ``id`` is ambiguous).
-_T_COLUMNS = ", ".join(f"t.{column}" for column in _COLUMNS.split(", "))
+# The columns a claim returns, of the row alias ``t`` (in UPDATE … FROM, a bare ``id`` is
+# ambiguous).
+_T_COLUMNS = ", ".join(f"t.{column}" for column in TASK_COLUMNS.split(", "))
+
+
+def _sql_list(statuses: Sequence[str]) -> str:
+    """A declared set of statuses as an SQL list literal, e.g. ``('QUEUED', 'RETRY')``."""
+    assert all(str(status).isalpha() for status in statuses)  # nothing to quote
+    return "(" + ", ".join(f"'{status}'" for status in statuses) + ")"
 
 
 class TransitionNotAllowed(Exception):
@@ -109,7 +106,7 @@ def enqueue(
         ],
         using=using,
     )[0]
-    return get(task_id, using=using)
+    return get_task(task_id, using=using)
 
 
 def enqueue_many(specs: Iterable[dict[str, Any]], *, using: str = DEFAULT_DB_ALIAS) -> list[str]:
@@ -179,9 +176,10 @@ def claim_statement() -> str:
 
 
 # SKIP LOCKED: concurrent claims pass over each other's rows instead of queueing behind them.
-# The picked rows are read through tasks_claimable_idx, in claim order.
+# The picked rows are read through tasks_claimable_idx, in claim order (the status list is a
+# literal, as in the index's condition, so the planner can use it).
 _CLAIM_SQL = (
-    "WITH picked AS (SELECT id FROM tasks WHERE status IN ('QUEUED', 'RETRY') "
+    f"WITH picked AS (SELECT id FROM tasks WHERE status IN {_sql_list(CLAIMABLE_STATUSES)} "
     "AND (run_after IS NULL OR run_after <= now()) ORDER BY priority DESC, created_at "
     "LIMIT %s FOR UPDATE SKIP LOCKED) "
     "UPDATE tasks AS t SET status = 'RUNNING', locked_by = %s, locked_at = now(), "
@@ -353,15 +351,18 @@ def fail(
 
 def reap(
     *,
-    heartbeat_timeout: float,
+    heartbeat_timeout: float | None = None,
     policy: RetryPolicy | None = None,
     limit: int = 500,
     using: str = DEFAULT_DB_ALIAS,
 ) -> list[dict[str, Any]]:
-    """Send RUNNING tasks whose lease ran out, or whose dispatcher's heartbeat is older than
-    ``heartbeat_timeout`` seconds (or missing), back to RETRY (FAILED at the last attempt;
-    CANCELLED if a cancel was requested). Returns ``{"id", "status", "reason"}`` per task."""
+    """Send RUNNING tasks whose lease ran out, or whose dispatcher is dead (its heartbeat row
+    missing, or not alive by ``tasks.selectors``' rule), back to RETRY (FAILED at the last
+    attempt; CANCELLED if a cancel was requested). Returns ``{"id", "status", "reason"}`` per
+    task. ``heartbeat_timeout`` overrides SEEDCORE_HEARTBEAT_TIMEOUT (tests)."""
     policy = policy or RetryPolicy.from_settings()
+    if heartbeat_timeout is None:
+        heartbeat_timeout = heartbeat_timeout_setting()
     reaped = []
     with transaction.atomic(using=using):
         for task in fetch(_REAPABLE_SQL, [heartbeat_timeout, limit], using=using):
@@ -383,7 +384,7 @@ _REAPABLE_SQL = (
     "THEN 'lease' ELSE 'heartbeat' END AS reason FROM tasks AS t "
     "LEFT JOIN dispatchers AS w ON w.name = t.locked_by "
     "WHERE t.status = 'RUNNING' AND (t.lease_expires_at IS NULL OR t.lease_expires_at < now() "
-    "OR w.name IS NULL OR w.last_beat_at < now() - %s * interval '1 second') "
+    f"OR w.name IS NULL OR NOT ({DISPATCHER_ALIVE_SQL.format(row='w')})) "
     "LIMIT %s FOR UPDATE OF t SKIP LOCKED"
 )
 
@@ -454,7 +455,7 @@ def cancel(task_id: str, *, using: str = DEFAULT_DB_ALIAS) -> dict[str, Any]:
             "UPDATE tasks SET "
             "status = CASE WHEN status = 'RUNNING' THEN status ELSE 'CANCELLED' END, "
             "cancel_requested = CASE WHEN status = 'RUNNING' THEN true ELSE cancel_requested END "
-            "WHERE id = %s AND status IN ('QUEUED', 'RETRY', 'RUNNING') RETURNING id",
+            f"WHERE id = %s AND status IN {_sql_list(CANCELLABLE_STATUSES)} RETURNING id",
             [task_uuid(task_id)],
             using=using,
         )
@@ -462,10 +463,7 @@ def cancel(task_id: str, *, using: str = DEFAULT_DB_ALIAS) -> dict[str, Any]:
             current = _current_status(task_id, using=using)
             if current != Status.CANCELLED:
                 raise TransitionNotAllowed(str(task_id), current, "cancel")
-    return get(task_id, using=using)
-
-
-RUNNABLE_NOW = (Status.FAILED, Status.CANCELLED, Status.RETRY, Status.QUEUED)
+    return get_task(task_id, using=using)
 
 
 def run_now(task_id: str, *, using: str = DEFAULT_DB_ALIAS) -> dict[str, Any]:
@@ -479,13 +477,13 @@ def run_now(task_id: str, *, using: str = DEFAULT_DB_ALIAS) -> dict[str, Any]:
             "cancel_requested = false, locked_by = NULL, locked_at = NULL, "
             "lease_expires_at = NULL, error = NULL, result = NULL "
             "WHERE id = %s AND status = ANY(%s::text[]) RETURNING id",
-            [task_uuid(task_id), [status.value for status in RUNNABLE_NOW]],
+            [task_uuid(task_id), [status.value for status in RUNNABLE_NOW_STATUSES]],
             using=using,
         )
         if not rows:
             current = _current_status(task_id, using=using)
             raise TransitionNotAllowed(str(task_id), current, "run")
-    return get(task_id, using=using)
+    return get_task(task_id, using=using)
 
 
 def run_now_matching(task_ids: Iterable[str], *, using: str = DEFAULT_DB_ALIAS) -> list[str]:
@@ -498,22 +496,6 @@ def run_now_matching(task_ids: Iterable[str], *, using: str = DEFAULT_DB_ALIAS) 
             continue
         queued.append(str(task_id))
     return queued
-
-
-# ---------------------------------------------------------------------------------------------
-# One task, as every write above returns it (counts and short IDs are in tasks.queue_reads)
-
-
-def get(task_id: str | uuid.UUID, *, using: str = DEFAULT_DB_ALIAS) -> dict[str, Any]:
-    rows = fetch(
-        f"SELECT {_COLUMNS}, result, error, error_history, cancel_requested, updated_at "
-        "FROM tasks WHERE id = %s",
-        [task_uuid(task_id)],
-        using=using,
-    )
-    if not rows:
-        raise TaskNotFound(f"no task with ID {task_id}")
-    return rows[0]
 
 
 def _current_status(task_id: str, *, using: str) -> str:
@@ -563,40 +545,39 @@ def prune(
             return deleted
 
 
+def prune_expired(policy: RetentionPolicy, *, using: str = DEFAULT_DB_ALIAS) -> int:
+    """One bounded round of the retention policy: each group of finished statuses loses at
+    most ``max_batches`` short batches (see :func:`prune`), so the queue never waits on it."""
+    return sum(
+        prune(
+            older_than=older_than,
+            statuses=statuses,
+            batch_size=policy.batch_size,
+            max_batches=policy.max_batches,
+            using=using,
+        )
+        for statuses, older_than in policy.expiries()
+    )
+
+
 __all__ = [
-    "COUNT_CAP",
-    "DISPATCHER_TOTALS",
     "NOTIFY_CHANNEL",
-    "RUNNABLE_NOW",
     "STALE",
-    "SUPERVISOR_TOTALS",
-    "AmbiguousTaskId",
-    "RetryPolicy",
-    "StatusCount",
-    "TaskNotFound",
     "TransitionNotAllowed",
-    "add_to_totals",
-    "beat",
     "cancel",
     "claim",
     "claim_statement",
     "complete",
     "complete_many",
     "complete_many_statement",
-    "count_by_status",
     "enqueue",
     "enqueue_many",
     "fail",
-    "forget_dead_dispatchers",
-    "forget_dispatcher",
-    "get",
-    "merge_stats",
-    "metric_sources",
     "prune",
+    "prune_expired",
     "reap",
     "release",
     "renew_leases",
-    "resolve_id",
     "run_now",
     "run_now_matching",
 ]

@@ -1,7 +1,15 @@
-"""Reads of the tasks table for the API, the dashboard and the CLI.
+"""Every read of SeedCore's tables: tasks, dispatcher heartbeats, metric totals, migrations.
 
-Listings are newest first with keyset pagination over (created_at, id): the cost of a page
-does not grow with its depth, and nothing counts the whole table.
+Nothing here changes a row (the writes are ``tasks.queue`` and ``tasks.heartbeats``).
+
+- Listings are newest first with keyset pagination over (created_at, id): the cost of a page
+  does not grow with its depth, and nothing counts the whole table.
+- Counts per status are exact up to a cap and estimated from PostgreSQL's planner statistics
+  above it, so a dashboard never counts millions of rows.
+- A short ID (a hex prefix) becomes an ID range, so resolving it walks the primary key index.
+- Dispatcher liveness is one rule (:data:`DISPATCHER_ALIVE_SQL`), on the database's clock: the
+  health endpoint, the dashboard and /metrics read it from :func:`list_dispatchers`, and the
+  reaper (``tasks.queue.reap``) frees the tasks of the dispatchers it calls dead.
 """
 
 from __future__ import annotations
@@ -13,12 +21,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models import Q
-from django.db.models.fields.json import KT
 from django.utils.dateparse import parse_datetime
 
-from tasks.ids import parse_id_prefix
-from tasks.models import Dispatcher, Task
+from tasks.ids import MAX_CANDIDATES, AmbiguousTaskId, TaskNotFound, parse_id_prefix
+from tasks.models import Status, Task
+from tasks.sql import fetch, task_uuid
+
+# ---------------------------------------------------------------------------------------------
+# Task listings
 
 MAX_PAGE = 500
 LIST_FIELDS = (
@@ -123,13 +136,166 @@ def list_tasks(
     return Page(items=rows, next_cursor=next_cursor)
 
 
-def list_dispatchers() -> list[dict[str, Any]]:
-    """Every dispatcher heartbeat row, by name, with its circuit breaker's state."""
-    rows = list(
-        Dispatcher.objects.values(
-            "name", "node", "pid", "started_at", "last_beat_at", "in_flight", "processed"
-        ).annotate(circuit=KT("stats__circuit"))
+# ---------------------------------------------------------------------------------------------
+# One task
+
+
+# The columns every queue write returns (the row as the claim hands it to a dispatcher)...
+TASK_COLUMNS = (
+    "id, status, type, params, attempts, max_attempts, priority, drift_score, domain, "
+    "description, locked_by, locked_at, lease_expires_at, run_after, created_at"
+)
+# ... and the rest, for a task shown in full.
+_DETAIL_COLUMNS = "result, error, error_history, cancel_requested, updated_at"
+
+
+def get_task(task_id: str | uuid.UUID, *, using: str = DEFAULT_DB_ALIAS) -> dict[str, Any]:
+    """One task in full, as a plain dict; TaskNotFound if there is none."""
+    rows = fetch(
+        f"SELECT {TASK_COLUMNS}, {_DETAIL_COLUMNS} FROM tasks WHERE id = %s",
+        [task_uuid(task_id)],
+        using=using,
     )
-    for row in rows:
-        row["circuit"] = row["circuit"] or "closed"  # rows written before the breaker existed
-    return rows
+    if not rows:
+        raise TaskNotFound(f"no task with ID {task_id}")
+    return rows[0]
+
+
+def resolve_id(text: str, *, using: str = DEFAULT_DB_ALIAS) -> str:
+    """Resolve a full UUID or a hex prefix of at least 4 characters to one task's ID.
+
+    Raises InvalidTaskId, TaskNotFound, or AmbiguousTaskId naming up to 5 candidates.
+    The prefix becomes an ID range, so the lookup walks the primary key index.
+    """
+    id_range = parse_id_prefix(text)
+    matches = [
+        str(task_id)
+        for task_id in Task.objects.using(using)
+        .filter(id__gte=id_range.low, id__lte=id_range.high)
+        .order_by("id")
+        .values_list("id", flat=True)[:MAX_CANDIDATES]
+    ]
+    if not matches:
+        raise TaskNotFound(f"no task matches ID {text.strip()!r}")
+    if len(matches) > 1:
+        raise AmbiguousTaskId(text.strip(), matches)
+    return matches[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Counts per status
+
+COUNT_CAP = 100_000
+
+
+@dataclass(frozen=True)
+class StatusCount:
+    count: int
+    exact: bool
+
+
+def count_by_status(
+    *, cap: int = COUNT_CAP, using: str = DEFAULT_DB_ALIAS
+) -> dict[str, StatusCount]:
+    """Tasks per status, exact up to ``cap`` each, so the cost stays bounded at any size.
+
+    Above the cap, PostgreSQL's planner statistics give an estimate (``exact=False``), never
+    below the cap itself.
+    """
+    parts = [
+        "SELECT %s AS status, (SELECT count(*) FROM (SELECT 1 FROM tasks WHERE status = %s "
+        "LIMIT %s) AS capped) AS n"
+    ] * len(Status.values)
+    params: list[Any] = []
+    for status in Status.values:
+        params += [status, status, cap]
+    counts = {
+        row["status"]: StatusCount(row["n"], row["n"] < cap)
+        for row in fetch(" UNION ALL ".join(parts), params, using=using)
+    }
+    over = [status for status, count in counts.items() if not count.exact]
+    if over:
+        estimates = _planner_estimates(using)
+        for status in over:
+            counts[status] = StatusCount(max(estimates.get(status, 0), cap), False)
+    return counts
+
+
+def _planner_estimates(using: str) -> dict[str, int]:
+    rows = fetch(
+        "SELECT s.most_common_vals::text::text[] AS vals, s.most_common_freqs AS freqs, "
+        "c.reltuples AS total FROM pg_stats AS s JOIN pg_class AS c ON c.relname = s.tablename "
+        "WHERE s.tablename = 'tasks' AND s.attname = 'status' AND s.schemaname = current_schema()",
+        using=using,
+    )
+    if not rows or rows[0]["vals"] is None:
+        return {}
+    total = max(rows[0]["total"], 0)
+    return {
+        val: int(freq * total) for val, freq in zip(rows[0]["vals"], rows[0]["freqs"], strict=True)
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Dispatchers: heartbeats, liveness, and the stats /metrics sums
+
+# A dispatcher is alive while its last heartbeat is at most SEEDCORE_HEARTBEAT_TIMEOUT seconds
+# old, on the database's clock (the clock that stamps the beats): the one statement of the rule,
+# over a ``dispatchers`` row named ``{row}``, with one parameter, the timeout in seconds.
+DISPATCHER_ALIVE_SQL = "{row}.last_beat_at >= now() - %s * interval '1 second'"
+
+
+def heartbeat_timeout() -> float:
+    """Seconds of silence after which a dispatcher is dead (SEEDCORE_HEARTBEAT_TIMEOUT)."""
+    return settings.SEEDCORE_HEARTBEAT_TIMEOUT
+
+
+# A heartbeat row as the readers want it: on the database's clock, seconds since its last beat
+# (to 0.1 s) and whether it is alive; rows written before the breaker existed have no circuit
+# state, and their breaker was closed.
+_DISPATCHER_COLUMNS = (
+    "name, node, pid, started_at, last_beat_at, in_flight, processed, "
+    "coalesce(stats ->> 'circuit', 'closed') AS circuit, "
+    "round(greatest(extract(epoch FROM now() - last_beat_at)::numeric, 0), 1)::float8 "
+    f"AS beat_age, {DISPATCHER_ALIVE_SQL.format(row='d')} AS alive"
+)
+
+
+def list_dispatchers(*, stats: bool = False, using: str = DEFAULT_DB_ALIAS) -> list[dict[str, Any]]:
+    """Every dispatcher heartbeat row, by name, with ``circuit`` (its breaker's state),
+    ``beat_age`` and ``alive`` (:data:`DISPATCHER_ALIVE_SQL`, SEEDCORE_HEARTBEAT_TIMEOUT);
+    ``stats=True`` adds the cumulative stats it wrote."""
+    columns = f"{_DISPATCHER_COLUMNS}, stats" if stats else _DISPATCHER_COLUMNS
+    return fetch(
+        f"SELECT {columns} FROM dispatchers AS d ORDER BY name",
+        [heartbeat_timeout()],
+        using=using,
+    )
+
+
+def metric_sources(*, using: str = DEFAULT_DB_ALIAS) -> dict[str, Any]:
+    """What /metrics sums: every heartbeat row (as :func:`list_dispatchers` with its stats)
+    and every totals row (``tasks.heartbeats`` writes both)."""
+    dispatchers = list_dispatchers(stats=True, using=using)
+    for row in dispatchers:
+        row["stats"] = row["stats"] or {}
+    totals = {
+        row["name"]: row["stats"] or {}
+        for row in fetch("SELECT name, stats FROM metric_totals", using=using)
+    }
+    return {"dispatchers": dispatchers, "totals": totals}
+
+
+# ---------------------------------------------------------------------------------------------
+# Migrations
+
+
+def pending_migrations(using: str = DEFAULT_DB_ALIAS) -> int:
+    """How many migrations the database lacks. Raises the database's error if it does not
+    answer."""
+    from django.db.migrations.executor import MigrationExecutor
+
+    connection = connections[using]
+    connection.ensure_connection()
+    executor = MigrationExecutor(connection)
+    return len(executor.migration_plan(executor.loader.graph.leaf_nodes()))

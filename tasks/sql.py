@@ -1,6 +1,6 @@
 """How SeedCore talks to PostgreSQL outside the ORM: statements and notifications.
 
-``tasks.queue``, ``tasks.queue_reads`` and ``tasks.heartbeats`` write their statements in
+``tasks.queue``, ``tasks.heartbeats`` and ``tasks.selectors`` write their statements in
 plain PostgreSQL and run them here, on a plain psycopg cursor of the Django connection rather
 than Django's cursor: it binds parameters on the server, can prepare the hot-path statements
 (claim, batch completion) and loads values straight into what callers want (ids as text, JSON

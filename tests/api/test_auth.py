@@ -11,7 +11,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.test import Client
 
-from tasks import queue
+from tasks import selectors
 from tasks.models import ApiToken
 
 pytestmark = pytest.mark.django_db
@@ -47,7 +47,7 @@ def test_every_endpoint_but_the_probes_needs_credentials(client, method, path, b
     assert response["Content-Type"].startswith("application/json")
     assert response["WWW-Authenticate"] == "Bearer"
     assert "createapitoken" in response.json()["detail"]
-    assert not queue.count_by_status()["QUEUED"].count
+    assert not selectors.count_by_status()["QUEUED"].count
 
 
 @pytest.mark.parametrize("method, path, body", PROTECTED)
@@ -116,7 +116,7 @@ def test_a_staff_session_needs_csrf_for_unsafe_methods(django_user_model):
     refused = client.post("/tasks", body, content_type="application/json")
     assert refused.status_code == 403
     assert "X-CSRFToken" in refused.json()["detail"]
-    assert not queue.count_by_status()["QUEUED"].count
+    assert not selectors.count_by_status()["QUEUED"].count
 
     client.get("/admin/")  # a page with a form (logout) sets the csrftoken cookie
     token = client.cookies["csrftoken"].value

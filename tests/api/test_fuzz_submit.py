@@ -16,8 +16,8 @@ from django.utils.dateparse import parse_datetime
 from hypothesis import event, given
 from hypothesis import strategies as st
 
-from tasks.api import MAX_PARAMS_BYTES, MAX_PARAMS_DEPTH
 from tasks.models import Task
+from tasks.validation import MAX_PARAMS_BYTES, MAX_PARAMS_DEPTH, NewTask, TaskFields
 from tests.api.fuzzing import (
     answer,
     error_fields,
@@ -33,18 +33,9 @@ from tests.api.fuzzing import (
 
 pytestmark = pytest.mark.django_db
 
-FIELDS = (
-    "type",
-    "params",
-    "description",
-    "domain",
-    "drift_score",
-    "priority",
-    "max_attempts",
-    "run_after",
-)
+FIELDS = tuple(NewTask.model_fields)
 TEXT_FIELDS = {"type", "description", "domain"}
-ORGANISM_FIELDS = {"type", "params", "description", "domain", "drift_score"}
+ORGANISM_FIELDS = set(TaskFields.model_fields)
 STORED = ("id", "status", "attempts", *FIELDS)
 
 offsets = st.integers(min_value=-(24 * 60 - 1), max_value=24 * 60 - 1).map(

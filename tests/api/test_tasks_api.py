@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tasks import queue
-from tasks.api import MAX_DESCRIPTION_LENGTH, MAX_PARAMS_BYTES
+from tasks import queue, selectors
 from tasks.models import Task
+from tasks.validation import MAX_DESCRIPTION_LENGTH, MAX_PARAMS_BYTES
 
 pytestmark = pytest.mark.django_db
 
@@ -53,7 +53,7 @@ def test_submit_with_only_a_type_queues_the_task(api):
     assert body["status"] == "QUEUED"
     assert body["type"] == "test" and body["description"] == "Test task"
     assert body["params"] == {} and body["attempts"] == 0 and body["drift_score"] == 0.0
-    stored = queue.get(body["id"])
+    stored = selectors.get_task(body["id"])
     assert stored["status"] == "QUEUED" and stored["description"] == "Test task"
 
 
@@ -74,7 +74,7 @@ def test_submit_stores_every_field(api):
         },
     )
     assert response.status_code == 201, response.content
-    stored = queue.get(response.json()["id"])
+    stored = selectors.get_task(response.json()["id"])
     assert stored["params"] == {"nested": {"list": [1, 2.5, None, "x"]}}
     assert stored["domain"] == "analysis" and stored["drift_score"] == 0.75
     assert stored["priority"] == 7 and stored["max_attempts"] == 2
@@ -297,7 +297,7 @@ def test_ambiguous_prefix_is_409_listing_the_candidates(api):
         body = response.json()
         assert body["candidates"] == [first, second]
         assert first in body["detail"] and second in body["detail"]
-    assert queue.get(first)["status"] == "QUEUED"
+    assert selectors.get_task(first)["status"] == "QUEUED"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -310,7 +310,7 @@ def test_run_queues_a_failed_task_again(api):
     assert response.status_code == 200, response.content
     body = response.json()
     assert body["status"] == "QUEUED" and body["attempts"] == 0 and body["error"] is None
-    assert queue.get(task_id)["status"] == "QUEUED"
+    assert selectors.get_task(task_id)["status"] == "QUEUED"
 
 
 def test_run_of_a_completed_task_is_409_naming_its_status(api):
@@ -319,7 +319,7 @@ def test_run_of_a_completed_task_is_409_naming_its_status(api):
     assert response.status_code == 409
     body = response.json()
     assert body["status"] == "COMPLETED" and "COMPLETED" in body["detail"]
-    assert queue.get(task_id)["status"] == "COMPLETED"
+    assert selectors.get_task(task_id)["status"] == "COMPLETED"
 
 
 def test_cancel_of_a_queued_task_cancels_it(api):
@@ -327,7 +327,7 @@ def test_cancel_of_a_queued_task_cancels_it(api):
     response = api.post(f"/tasks/{task_id[:8]}/cancel")
     assert response.status_code == 200
     assert response.json()["status"] == "CANCELLED"
-    assert queue.get(task_id)["status"] == "CANCELLED"
+    assert selectors.get_task(task_id)["status"] == "CANCELLED"
     # Cancelling again is harmless.
     assert api.post(f"/tasks/{task_id}/cancel").json()["status"] == "CANCELLED"
 

@@ -10,7 +10,7 @@ import re
 import pytest
 
 from dashboard.live import Batch
-from tasks import queue
+from tasks import queue, selectors
 
 # Helpers claim their own task at once, ahead of any QUEUED one a test made before.
 CLAIM_FIRST = 1_000_000
@@ -29,7 +29,7 @@ def failed_task(type: str = "echo", *, error: str = "boom", **spec) -> dict:
         traceback='Traceback (most recent call last):\n  File "x.py"\nValueError: boom',
         permanent=True,
     )
-    return queue.get(task["id"])
+    return selectors.get_task(task["id"])
 
 
 def completed_task(type: str = "echo", *, result=None, **spec) -> dict:
@@ -39,7 +39,7 @@ def completed_task(type: str = "echo", *, result=None, **spec) -> dict:
     queue.complete(
         task_id=claimed["id"], dispatcher="test-dispatcher", attempt=1, result=result or {}
     )
-    return queue.get(task["id"])
+    return selectors.get_task(task["id"])
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import uuid
 import pytest
 from django.core.management import CommandError, call_command
 
-from tasks import queue
+from tasks import queue, selectors
 from tasks.models import Task
 
 pytestmark = pytest.mark.django_db
@@ -42,7 +42,7 @@ def test_submit_queues_a_task_with_every_option():
     )
     task_id = out.split()[0]
     assert out.strip().endswith("queued: QUEUED")
-    task = queue.get(task_id)
+    task = selectors.get_task(task_id)
     assert task["params"] == {"a": [1, 2]} and task["description"] == "from the CLI"
     assert task["domain"] == "analysis" and task["drift_score"] == 0.25
     assert task["priority"] == 3 and task["status"] == "QUEUED"
@@ -51,7 +51,7 @@ def test_submit_queues_a_task_with_every_option():
 def test_submit_json_prints_the_task():
     task = tasks_json("submit", "test")
     assert task["type"] == "test" and task["status"] == "QUEUED"
-    assert queue.get(task["id"])["type"] == "test"
+    assert selectors.get_task(task["id"])["type"] == "test"
 
 
 @pytest.mark.parametrize(
@@ -108,9 +108,9 @@ def test_show_and_status_take_a_short_id():
 def test_cancel_then_run():
     task_id = queue.enqueue(type="echo")["id"]
     assert tasks("cancel", task_id[:8]).strip() == f"{task_id} cancelled: CANCELLED"
-    assert queue.get(task_id)["status"] == "CANCELLED"
+    assert selectors.get_task(task_id)["status"] == "CANCELLED"
     assert tasks_json("run", task_id[:8])["status"] == "QUEUED"
-    assert queue.get(task_id)["status"] == "QUEUED"
+    assert selectors.get_task(task_id)["status"] == "QUEUED"
 
 
 def test_cancel_of_a_running_task_is_a_request():

@@ -9,9 +9,10 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection, transaction
 
-from organism.supervisor import RetentionPolicy, Supervisor, SupervisorOptions
+from organism.supervisor import Supervisor, SupervisorOptions
 from tasks import queue
 from tasks.models import Task
+from tasks.policy import RetentionPolicy
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -6,8 +6,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.db import connection
 
-from tasks import queue
+from tasks import queue, selectors
 from tasks.models import Task
+from tasks.policy import RetryPolicy
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -24,7 +25,7 @@ def test_enqueue_returns_the_stored_task():
     )
     assert task["status"] == "QUEUED"
     assert task["attempts"] == 0
-    assert task == queue.get(task["id"])
+    assert task == selectors.get_task(task["id"])
     assert (task["type"], task["params"], task["description"], task["domain"]) == (
         "echo",
         {"text": "hi"},
@@ -65,7 +66,7 @@ def test_a_task_whose_run_after_is_in_the_future_is_not_claimable():
     due = queue.enqueue(type="due", run_after=datetime.now(UTC) - timedelta(seconds=1))
     claimed = queue.claim(dispatcher="d1", batch=10)
     assert [row["id"] for row in claimed] == [due["id"]]
-    assert queue.get(later["id"])["status"] == "QUEUED"
+    assert selectors.get_task(later["id"])["status"] == "QUEUED"
 
 
 def test_claim_marks_running_with_owner_lease_and_the_next_attempt():
@@ -80,7 +81,7 @@ def test_claim_marks_running_with_owner_lease_and_the_next_attempt():
     assert before <= claimed["locked_at"] <= datetime.now(UTC) + timedelta(seconds=1)
     lease = claimed["lease_expires_at"] - claimed["locked_at"]
     assert timedelta(seconds=59) <= lease <= timedelta(seconds=61)
-    stored = queue.get(task["id"])
+    stored = selectors.get_task(task["id"])
     assert (stored["status"], stored["attempts"], stored["locked_by"]) == ("RUNNING", 1, "d1")
 
 
@@ -96,7 +97,7 @@ def test_claim_respects_the_batch_size_and_skips_running_and_finished_tasks():
 def test_a_retry_whose_backoff_has_passed_is_claimable_again():
     task = queue.enqueue(type="flaky")
     queue.claim(dispatcher="d1", batch=1)
-    policy = queue.RetryPolicy(max_attempts=5, backoff_seconds=0.0, backoff_max_steps=1)
+    policy = RetryPolicy(max_attempts=5, backoff_seconds=0.0, backoff_max_steps=1)
     assert (
         queue.fail(task_id=task["id"], dispatcher="d1", attempt=1, error="boom", policy=policy)
         == "RETRY"

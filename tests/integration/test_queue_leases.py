@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tasks import queue
+from tasks import heartbeats, queue, selectors
 from tasks.models import Dispatcher
 from tasks.policy import RetryPolicy
 
@@ -21,7 +21,7 @@ def _claim(n: int = 1, dispatcher: str = "d1", **claim_kwargs) -> list[dict]:
 
 
 def _beat(name: str, age_seconds: float = 0.0) -> None:
-    queue.beat(name=name, node="node-1", pid=123, in_flight=1, processed=0)
+    heartbeats.beat(name=name, node="node-1", pid=123, in_flight=1, processed=0)
     if age_seconds:
         old = datetime.now(UTC) - timedelta(seconds=age_seconds)
         Dispatcher.objects.filter(name=name).update(last_beat_at=old)
@@ -32,7 +32,7 @@ def test_renew_leases_extends_held_leases_and_reports_cancel_requests():
     queue.cancel(b["id"])
     held = queue.renew_leases(dispatcher="d1", attempts={a["id"]: 1, b["id"]: 1}, lease_seconds=300)
     assert held == {a["id"]: False, b["id"]: True}
-    lease = queue.get(a["id"])["lease_expires_at"]
+    lease = selectors.get_task(a["id"])["lease_expires_at"]
     assert lease - datetime.now(UTC) > timedelta(seconds=250)
 
 
@@ -50,7 +50,7 @@ def test_renew_leases_drops_attempts_no_longer_held():
 def test_release_returns_the_task_to_queued_without_consuming_the_attempt():
     (task,) = _claim()
     assert queue.release(dispatcher="d1", attempts={task["id"]: 1}) == [task["id"]]
-    stored = queue.get(task["id"])
+    stored = selectors.get_task(task["id"])
     assert (stored["status"], stored["attempts"], stored["locked_by"]) == ("QUEUED", 0, None)
     (again,) = queue.claim(dispatcher="d2", batch=1)
     assert again["attempts"] == 1
@@ -61,8 +61,8 @@ def test_release_of_a_cancelled_attempt_ends_cancelled_and_stale_releases_do_not
     queue.cancel(a["id"])
     released = queue.release(dispatcher="d1", attempts={a["id"]: 1, b["id"]: 2})
     assert released == [a["id"]]
-    assert queue.get(a["id"])["status"] == "CANCELLED"
-    assert queue.get(b["id"])["status"] == "RUNNING"
+    assert selectors.get_task(a["id"])["status"] == "CANCELLED"
+    assert selectors.get_task(b["id"])["status"] == "RUNNING"
 
 
 def test_reap_retries_a_task_whose_lease_ran_out():
@@ -72,7 +72,7 @@ def test_reap_retries_a_task_whose_lease_ran_out():
     assert reaped["id"] == task["id"]
     assert reaped["status"] == "RETRY"
     assert "lease" in reaped["reason"]
-    stored = queue.get(task["id"])
+    stored = selectors.get_task(task["id"])
     assert (stored["status"], stored["locked_by"], stored["lease_expires_at"]) == (
         "RETRY",
         None,
@@ -89,7 +89,7 @@ def test_reap_fails_a_task_at_its_last_attempt():
     queue.claim(dispatcher="d1", batch=1, lease_seconds=-1)
     (reaped,) = queue.reap(heartbeat_timeout=60, policy=POLICY)
     assert (reaped["id"], reaped["status"]) == (task["id"], "FAILED")
-    assert queue.get(task["id"])["attempts"] == 2
+    assert selectors.get_task(task["id"])["attempts"] == 2
 
 
 def test_reap_cancels_a_task_whose_cancel_was_requested():
@@ -98,7 +98,7 @@ def test_reap_cancels_a_task_whose_cancel_was_requested():
     queue.cancel(task["id"])
     (reaped,) = queue.reap(heartbeat_timeout=60, policy=POLICY)
     assert reaped["status"] == "CANCELLED"
-    assert queue.get(task["id"])["status"] == "CANCELLED"
+    assert selectors.get_task(task["id"])["status"] == "CANCELLED"
 
 
 def test_reap_rescues_tasks_of_a_dispatcher_whose_heartbeat_stopped():
@@ -109,8 +109,8 @@ def test_reap_rescues_tasks_of_a_dispatcher_whose_heartbeat_stopped():
     (reaped,) = queue.reap(heartbeat_timeout=30, policy=POLICY)
     assert reaped["id"] == orphan["id"]
     assert "heartbeat" in reaped["reason"]
-    assert queue.get(orphan["id"])["status"] == "RETRY"
-    assert queue.get(kept["id"])["status"] == "RUNNING"
+    assert selectors.get_task(orphan["id"])["status"] == "RETRY"
+    assert selectors.get_task(kept["id"])["status"] == "RUNNING"
 
 
 def test_reap_rescues_tasks_of_a_dispatcher_that_never_sent_a_heartbeat():
@@ -122,24 +122,24 @@ def test_reap_leaves_live_leases_alone():
     _beat("d1")
     tasks = _claim(3, lease_seconds=600)
     assert queue.reap(heartbeat_timeout=30, policy=POLICY) == []
-    assert {queue.get(t["id"])["status"] for t in tasks} == {"RUNNING"}
+    assert {selectors.get_task(t["id"])["status"] for t in tasks} == {"RUNNING"}
 
 
 def test_forget_dispatcher_removes_its_heartbeat():
     _beat("d1")
-    queue.forget_dispatcher("d1")
+    heartbeats.forget_dispatcher("d1")
     assert not Dispatcher.objects.filter(name="d1").exists()
 
 
 @pytest.mark.django_db
 def test_forget_dead_dispatchers_keeps_live_rows_and_rows_holding_tasks():
-    queue.beat(name="alive", node="n", pid=1, in_flight=0, processed=0)
-    queue.beat(name="dead-idle", node="n", pid=2, in_flight=0, processed=0)
-    queue.beat(name="dead-busy", node="n", pid=3, in_flight=1, processed=0)
+    heartbeats.beat(name="alive", node="n", pid=1, in_flight=0, processed=0)
+    heartbeats.beat(name="dead-idle", node="n", pid=2, in_flight=0, processed=0)
+    heartbeats.beat(name="dead-busy", node="n", pid=3, in_flight=1, processed=0)
     queue.enqueue(type="echo")
     queue.claim(dispatcher="dead-busy", batch=1)
     long_ago = datetime.now(UTC) - timedelta(hours=1)
     Dispatcher.objects.filter(name__startswith="dead").update(last_beat_at=long_ago)
 
-    assert queue.forget_dead_dispatchers(silent_for=600) == 1
+    assert heartbeats.forget_dead_dispatchers(silent_for=600) == 1
     assert set(Dispatcher.objects.values_list("name", flat=True)) == {"alive", "dead-busy"}

@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.db import connection, transaction
 
-from tasks import queue
+from tasks import queue, selectors
 from tasks.models import Task
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -38,7 +38,7 @@ def _age(ids: list[str], days: float) -> None:
 def test_count_by_status_is_exact_below_the_cap():
     queue.enqueue_many([{"type": "echo"} for _ in range(4)])
     _finish(2, "COMPLETED")
-    counts = queue.count_by_status()
+    counts = selectors.count_by_status()
     assert {status: c.count for status, c in counts.items()} == {
         "QUEUED": 4,
         "RUNNING": 0,
@@ -52,10 +52,10 @@ def test_count_by_status_is_exact_below_the_cap():
 
 def test_count_by_status_above_the_cap_is_marked_inexact():
     queue.enqueue_many([{"type": "echo"} for _ in range(12)])
-    counts = queue.count_by_status(cap=5)
+    counts = selectors.count_by_status(cap=5)
     assert counts["QUEUED"].exact is False
     assert counts["QUEUED"].count >= 5
-    assert counts["FAILED"] == queue.StatusCount(0, True)
+    assert counts["FAILED"] == selectors.StatusCount(0, True)
 
 
 def test_prune_deletes_only_finished_tasks_older_than_the_cutoff_in_batches():

@@ -4,7 +4,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tasks import queue
+from tasks import heartbeats, queue, selectors
+from tasks.ids import TaskNotFound
 from tasks.models import Task
 from tasks.policy import RetryPolicy
 
@@ -32,7 +33,7 @@ def test_complete_records_the_result():
     task = _claimed()
     outcome = queue.complete(task_id=task["id"], dispatcher="d1", attempt=1, result={"n": 2})
     assert outcome == "COMPLETED"
-    stored = queue.get(task["id"])
+    stored = selectors.get_task(task["id"])
     assert (stored["status"], stored["result"], stored["lease_expires_at"]) == (
         "COMPLETED",
         {"n": 2},
@@ -49,8 +50,8 @@ def test_complete_many_writes_a_batch_and_reports_stale_ones_by_absence():
         ids[0]: "COMPLETED",
         ids[1]: "COMPLETED",
     }
-    assert queue.get(ids[0])["result"] == {"id": ids[0]}
-    assert queue.get(ids[2])["status"] == "RUNNING"
+    assert selectors.get_task(ids[0])["result"] == {"id": ids[0]}
+    assert selectors.get_task(ids[2])["status"] == "RUNNING"
 
 
 @pytest.mark.parametrize(("dispatcher", "attempt"), [("d2", 1), ("d1", 2), ("d1", 0)])
@@ -64,29 +65,29 @@ def test_a_write_from_the_wrong_dispatcher_or_attempt_is_stale(dispatcher, attem
         queue.fail(task_id=task["id"], dispatcher=dispatcher, attempt=attempt, error="x")
         == queue.STALE
     )
-    stored = queue.get(task["id"])
+    stored = selectors.get_task(task["id"])
     assert (stored["status"], stored["result"], stored["error"]) == ("RUNNING", None, None)
 
 
 def test_a_stale_completion_after_a_reap_changes_nothing():
     task = _claimed()
-    queue.beat(name="d1", node="n", pid=1, in_flight=1, processed=0)
+    heartbeats.beat(name="d1", node="n", pid=1, in_flight=1, processed=0)
     queue.renew_leases(dispatcher="d1", attempts={task["id"]: 1}, lease_seconds=-1)
     (reaped,) = queue.reap(heartbeat_timeout=60, policy=RetryPolicy(3, 0.0, 1))
     assert (reaped["id"], reaped["status"]) == (task["id"], "RETRY")
     (again,) = queue.claim(dispatcher="d2", batch=1)
     assert again["attempts"] == 2
-    before = queue.get(task["id"])
+    before = selectors.get_task(task["id"])
 
     late = queue.complete(task_id=task["id"], dispatcher="d1", attempt=1, result="late")
     assert late == queue.STALE
     assert queue.fail(task_id=task["id"], dispatcher="d1", attempt=1, error="late") == queue.STALE
-    assert queue.get(task["id"]) == before
+    assert selectors.get_task(task["id"]) == before
 
     assert (
         queue.complete(task_id=task["id"], dispatcher="d2", attempt=2, result="ok") == "COMPLETED"
     )
-    assert queue.get(task["id"])["result"] == "ok"
+    assert selectors.get_task(task["id"])["result"] == "ok"
 
 
 def test_fail_retries_with_backoff_then_fails_at_max_attempts():
@@ -96,7 +97,7 @@ def test_fail_retries_with_backoff_then_fails_at_max_attempts():
         queue.fail(task_id=task["id"], dispatcher="d1", attempt=1, error="e1", policy=POLICY)
         == "RETRY"
     )
-    stored = queue.get(task["id"])
+    stored = selectors.get_task(task["id"])
     assert stored["status"] == "RETRY"
     assert stored["error"] == "e1"
     assert stored["lease_expires_at"] is None
@@ -111,7 +112,7 @@ def test_fail_retries_with_backoff_then_fails_at_max_attempts():
     )
     # backoff × min(attempts, steps): 30 × min(2, 2)
     assert abs(
-        queue.get(task["id"])["run_after"] - (datetime.now(UTC) + timedelta(seconds=60))
+        selectors.get_task(task["id"])["run_after"] - (datetime.now(UTC) + timedelta(seconds=60))
     ) < timedelta(seconds=5)
 
     assert _run_again(task["id"]) == 3
@@ -119,7 +120,7 @@ def test_fail_retries_with_backoff_then_fails_at_max_attempts():
         queue.fail(task_id=task["id"], dispatcher="d1", attempt=3, error="e3", policy=POLICY)
         == "FAILED"
     )
-    stored = queue.get(task["id"])
+    stored = selectors.get_task(task["id"])
     assert (stored["status"], stored["error"], stored["attempts"]) == ("FAILED", "e3", 3)
     assert queue.claim(dispatcher="d1", batch=1) == []
 
@@ -153,7 +154,7 @@ def test_a_permanent_error_fails_at_once():
         task_id=task["id"], dispatcher="d1", attempt=1, error="unknown type", permanent=True
     )
     assert outcome == "FAILED"
-    assert queue.get(task["id"])["status"] == "FAILED"
+    assert selectors.get_task(task["id"])["status"] == "FAILED"
 
 
 def test_error_history_keeps_every_attempts_error_and_traceback():
@@ -165,7 +166,7 @@ def test_error_history_keeps_every_attempts_error_and_traceback():
     queue.fail(
         task_id=task["id"], dispatcher="d2", attempt=2, error="e2", traceback="tb2", policy=POLICY
     )
-    history = queue.get(task["id"])["error_history"]
+    history = selectors.get_task(task["id"])["error_history"]
     assert [
         (h["attempt"], h["error"], h["traceback"], h["dispatcher"], h["outcome"]) for h in history
     ] == [
@@ -181,7 +182,7 @@ def test_a_cancel_during_running_survives_that_attempts_completion():
     assert (cancelled["status"], cancelled["cancel_requested"]) == ("RUNNING", True)
     outcome = queue.complete(task_id=task["id"], dispatcher="d1", attempt=1, result="done")
     assert outcome == "CANCELLED"
-    stored = queue.get(task["id"])
+    stored = selectors.get_task(task["id"])
     assert (stored["status"], stored["result"]) == ("CANCELLED", "done")
     assert queue.claim(dispatcher="d1", batch=1) == []
 
@@ -190,7 +191,7 @@ def test_a_cancel_during_running_survives_that_attempts_failure():
     task = _claimed()
     queue.cancel(task["id"])
     assert queue.fail(task_id=task["id"], dispatcher="d1", attempt=1, error="boom") == "CANCELLED"
-    stored = queue.get(task["id"])
+    stored = selectors.get_task(task["id"])
     assert (stored["status"], stored["error"]) == ("CANCELLED", "boom")
     assert queue.claim(dispatcher="d1", batch=1) == []
 
@@ -223,14 +224,14 @@ def test_cancel_of_a_finished_task_is_refused_naming_its_status(finish):
     with pytest.raises(queue.TransitionNotAllowed, match=finish) as raised:
         queue.cancel(task["id"])
     assert raised.value.status == finish
-    assert queue.get(task["id"])["status"] == finish
+    assert selectors.get_task(task["id"])["status"] == finish
 
 
 def test_cancel_and_run_now_of_an_unknown_task_are_not_found():
     missing = "00000000-0000-4000-8000-000000000000"
-    with pytest.raises(queue.TaskNotFound):
+    with pytest.raises(TaskNotFound):
         queue.cancel(missing)
-    with pytest.raises(queue.TaskNotFound):
+    with pytest.raises(TaskNotFound):
         queue.run_now(missing)
 
 
@@ -247,7 +248,7 @@ def _in_status(status: str) -> dict:
         queue.complete(task_id=task["id"], dispatcher="d1", attempt=1, result=None)
     elif status == "COMPLETED":
         queue.complete(task_id=task["id"], dispatcher="d1", attempt=1, result=None)
-    return queue.get(task["id"])
+    return selectors.get_task(task["id"])
 
 
 @pytest.mark.parametrize("status", ["FAILED", "CANCELLED", "RETRY", "QUEUED"])
@@ -276,7 +277,7 @@ def test_run_now_is_refused_for_running_and_completed(status):
     task = _in_status(status)
     with pytest.raises(queue.TransitionNotAllowed, match=status):
         queue.run_now(task["id"])
-    assert queue.get(task["id"])["status"] == status
+    assert selectors.get_task(task["id"])["status"] == status
 
 
 def test_run_now_matching_queues_only_the_tasks_that_allow_it():

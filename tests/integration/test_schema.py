@@ -8,7 +8,7 @@ import uuid
 import pytest
 from django.db import connection
 
-from tasks import queue
+from tasks import queue, selectors
 
 
 def _insert_raw(type_: str = "echo") -> None:
@@ -22,7 +22,7 @@ def test_a_raw_insert_with_only_a_type_is_queued_with_defaults_and_claimable():
     with connection.cursor() as cursor:
         cursor.execute("SELECT id FROM tasks")
         (raw_id,) = cursor.fetchone()
-    task = queue.get(str(uuid.UUID(str(raw_id))))
+    task = selectors.get_task(str(uuid.UUID(str(raw_id))))
     assert task["status"] == "QUEUED"
     assert task["attempts"] == 0
     assert task["priority"] == 0
@@ -45,7 +45,7 @@ def test_the_trigger_stamps_updated_at_on_a_raw_update():
         cursor.execute(
             "UPDATE tasks SET description = %s WHERE type = %s", ["edited by psql", "echo"]
         )
-    after = queue.get(task["id"])
+    after = selectors.get_task(task["id"])
     assert after["description"] == "edited by psql"
     assert after["updated_at"] > task["updated_at"]
 

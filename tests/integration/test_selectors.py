@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tasks import queue, selectors
+from tasks import heartbeats, queue, selectors
 from tasks.ids import InvalidTaskId
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -91,11 +91,12 @@ def test_the_page_size_is_clamped():
 
 
 def test_list_dispatchers_shows_each_heartbeat():
-    queue.beat(name="b", node="n2", pid=2, in_flight=0, processed=5)
-    queue.beat(name="a", node="n1", pid=1, in_flight=3, processed=9)
+    heartbeats.beat(name="b", node="n2", pid=2, in_flight=0, processed=5)
+    heartbeats.beat(name="a", node="n1", pid=1, in_flight=3, processed=9)
     rows = selectors.list_dispatchers()
     assert [(r["name"], r["node"], r["pid"], r["in_flight"], r["processed"]) for r in rows] == [
         ("a", "n1", 1, 3, 9),
         ("b", "n2", 2, 0, 5),
     ]
     assert all(r["last_beat_at"] is not None for r in rows)
+    assert all(r["alive"] and r["beat_age"] < 5 and r["circuit"] == "closed" for r in rows)

@@ -1,8 +1,10 @@
-"""Backoff and max-attempts arithmetic: pure, no database."""
+"""Backoff and max-attempts arithmetic, and retention: pure, no database."""
+
+from datetime import timedelta
 
 import pytest
 
-from tasks.policy import RetryPolicy
+from tasks.policy import RetentionPolicy, RetryPolicy
 
 POLICY = RetryPolicy(max_attempts=5, backoff_seconds=30.0, backoff_max_steps=10)
 
@@ -42,3 +44,19 @@ def test_from_settings_reads_the_queue_tunables(settings):
     settings.SEEDCORE_BACKOFF_SECONDS = 7.0
     settings.SEEDCORE_BACKOFF_MAX_STEPS = 2
     assert RetryPolicy.from_settings() == RetryPolicy(3, 7.0, 2)
+
+
+def test_policies_read_their_settings(settings):
+    settings.SEEDCORE_MAX_ATTEMPTS, settings.SEEDCORE_BACKOFF_SECONDS = 7, 1.5
+    settings.SEEDCORE_RETENTION_DAYS, settings.SEEDCORE_FAILED_RETENTION_DAYS = 2, 9
+    assert RetryPolicy.from_settings().max_attempts == 7
+    assert RetryPolicy.from_settings().backoff_seconds == 1.5
+    retention = RetentionPolicy.from_settings()
+    assert (retention.finished_days, retention.failed_days) == (2, 9)
+
+
+def test_retention_keeps_failed_tasks_longer():
+    assert RetentionPolicy(finished_days=3, failed_days=30).expiries() == [
+        (("COMPLETED", "CANCELLED"), timedelta(days=3)),
+        (("FAILED",), timedelta(days=30)),
+    ]

@@ -1,7 +1,7 @@
 """``manage.py tasks list | show ID | submit TYPE | run ID | cancel ID | status ID``.
 
 Thin over ``tasks.queue`` and ``tasks.selectors``, with the API's rules: IDs are full UUIDs
-or prefixes of at least 4 hex digits, and a submitted task is checked by the API's schema.
+or prefixes of at least 4 hex digits, and a submitted task is checked by ``tasks.validation``.
 """
 
 from __future__ import annotations
@@ -11,12 +11,11 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.core.serializers.json import DjangoJSONEncoder
-from pydantic import ValidationError
 
 from tasks import queue, selectors
-from tasks.api import TaskIn
 from tasks.ids import TaskIdError
 from tasks.models import Status
+from tasks.validation import InvalidTask, validate_task_spec
 
 LIST_COLUMNS = ("id", "status", "type", "attempts", "created_at", "description")
 DESCRIPTION_WIDTH = 40
@@ -90,7 +89,7 @@ class Command(BaseCommand):
             self.stdout.write(f"more: manage.py tasks list --cursor {page.next_cursor}")
 
     def do_show(self, options: dict[str, Any]) -> None:
-        task = queue.get(queue.resolve_id(options["id"]))
+        task = selectors.get_task(selectors.resolve_id(options["id"]))
         if options["json"]:
             return self.print_json(task)
         for key, value in task.items():
@@ -101,7 +100,7 @@ class Command(BaseCommand):
                 self.stdout.write(f"{key}: {self.cell(key, value, short=False)}")
 
     def do_status(self, options: dict[str, Any]) -> None:
-        task = queue.get(queue.resolve_id(options["id"]))
+        task = selectors.get_task(selectors.resolve_id(options["id"]))
         fields = {key: task[key] for key in ("id", "status", "attempts", "updated_at", "error")}
         if options["json"]:
             return self.print_json(fields)
@@ -114,30 +113,24 @@ class Command(BaseCommand):
             params = json.loads(options["params"])
         except ValueError as exc:
             raise CommandError(f"--params is not valid JSON ({exc}); pass a JSON object") from None
+        fields = ("type", "description", "domain", "drift_score", "priority")
         try:
-            spec = TaskIn.model_validate(
-                {
-                    "type": options["type"],
-                    "params": params,
-                    "description": options["description"],
-                    "domain": options["domain"],
-                    "drift_score": options["drift_score"],
-                    "priority": options["priority"],
-                }
-            )
-        except ValidationError as exc:
+            spec = validate_task_spec({"params": params, **{f: options[f] for f in fields}})
+        except InvalidTask as exc:
             problems = "; ".join(
-                f"--{str(e['loc'][0]).replace('_', '-')}: {e['msg']}" for e in exc.errors()
+                f"--{field.replace('_', '-')}: {message}" for field, message in exc.errors.items()
             )
             raise CommandError(f"invalid task: {problems}") from None
-        task = queue.enqueue(**spec.model_dump(exclude_none=True))
+        task = queue.enqueue(**spec)
         self.report(task, options, "queued")
 
     def do_run(self, options: dict[str, Any]) -> None:
-        self.report(queue.run_now(queue.resolve_id(options["id"])), options, "queued to run now")
+        self.report(
+            queue.run_now(selectors.resolve_id(options["id"])), options, "queued to run now"
+        )
 
     def do_cancel(self, options: dict[str, Any]) -> None:
-        task = queue.cancel(queue.resolve_id(options["id"]))
+        task = queue.cancel(selectors.resolve_id(options["id"]))
         verb = "cancel requested" if task["status"] == Status.RUNNING else "cancelled"
         self.report(task, options, verb)
 
