@@ -1,6 +1,7 @@
-"""An agent: runs task handlers and keeps its own record. Plain Python; actors.py wraps it.
+"""An agent: runs task handlers and keeps its own record. Plain Python; organism.ray wraps it.
 
-Every outcome is a plain dict (see :func:`outcome`); the OrganismManager adds the routing path.
+:func:`run_handler` is the one place a handler call becomes an :class:`Outcome`: agents use it
+for the task types they run, and the OrganismManager for the control types it runs itself.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from organism.handlers import (
     get_handler,
     missing_handler_message,
 )
+from organism.messages import ActorUnavailable, Outcome, OutcomeStatus, Routing, TaskPayload
 
 CAPABILITY_WEIGHT = 0.1  # how much one task moves the moving average of success
 # Sync handlers run in threads; the default executor (cores + 4) would let a few slow ones
@@ -27,35 +29,56 @@ CAPABILITY_WEIGHT = 0.1  # how much one task moves the moving average of success
 SYNC_HANDLER_THREADS = 64
 
 
-def attempt_of(task: dict[str, Any]) -> int:
-    """The attempt number a task dict carries (``attempts`` from a claim, or ``attempt``)."""
-    return int(task.get("attempts") or task.get("attempt") or 0)
-
-
-def outcome(
-    task: dict[str, Any],
+async def run_handler(
+    task: TaskPayload,
+    spec: HandlerSpec,
+    ctx: TaskContext,
+    job: asyncio.Future,
     *,
-    ok: bool,
-    output: Any = None,
-    routing: dict[str, Any] | None = None,
-    error: str | None = None,
-    traceback: str | None = None,
-    permanent: bool = False,
-    cancelled: bool = False,
-    spec: HandlerSpec | None = None,
-) -> dict[str, Any]:
-    """The one shape of an attempt's outcome, as the Coordinator returns it."""
-    return {
-        "id": str(task.get("id", "")),
-        "attempt": attempt_of(task),
-        "ok": ok,
-        "result": {"output": output, "routing": routing or {}} if ok else None,
-        "error": error,
-        "traceback": traceback,
-        "permanent": permanent,
-        "cancelled": cancelled,
-        "max_attempts": spec.max_attempts if spec else None,
-    }
+    timeout: float,
+    organ_id: str | None,
+    agent_id: str | None,
+) -> Outcome:
+    """Wait up to ``timeout`` for ``job``, a started call of ``spec``'s handler, and say how it
+    ended. Its routing has no path yet: the manager, which chose it, sets that.
+
+    A cancel of the task (:func:`stop` on its context and job) is an outcome, CANCELLED; a
+    cancel of the caller stops the handler and propagates.
+    """
+    started = time.perf_counter()
+    cap = spec.max_attempts
+    try:
+        value = await asyncio.wait_for(asyncio.shield(job), timeout)
+    except TimeoutError:
+        stop(ctx, job)
+        error = f"timed out after {timeout:g} s"
+        return Outcome.failure(task, OutcomeStatus.TIMED_OUT, error, max_attempts=cap)
+    except asyncio.CancelledError:
+        if not ctx.is_cancelled():  # our caller was cancelled: stop the handler too
+            stop(ctx, job)
+            raise
+        return Outcome.failure(task, OutcomeStatus.CANCELLED, "cancelled", max_attempts=cap)
+    except Exception as exc:  # TaskCancelled and PermanentError included
+        if ctx.is_cancelled() or isinstance(exc, TaskCancelled):
+            return Outcome.failure(task, OutcomeStatus.CANCELLED, "cancelled", max_attempts=cap)
+        status = OutcomeStatus.PERMANENT if isinstance(exc, PermanentError) else OutcomeStatus.ERROR
+        return Outcome.failure(
+            task,
+            status,
+            f"{type(exc).__name__}: {exc}",
+            traceback="".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+            max_attempts=cap,
+        )
+    if ctx.is_cancelled():
+        return Outcome.failure(task, OutcomeStatus.CANCELLED, "cancelled", max_attempts=cap)
+    duration_ms = round((time.perf_counter() - started) * 1000, 3)
+    return Outcome.success(task, value, Routing(None, organ_id, agent_id, duration_ms))
+
+
+def stop(ctx: TaskContext, job: asyncio.Future) -> None:
+    """Stop a running handler: set its context's flag and cancel its coroutine."""
+    ctx.cancel()
+    job.cancel()
 
 
 class Agent:
@@ -68,7 +91,7 @@ class Agent:
         self.failures = 0
         self.capability = 1.0
         self.last_task_at: float | None = None
-        self._running: dict[str, tuple[TaskContext, asyncio.Task]] = {}
+        self._running: dict[str, tuple[TaskContext, asyncio.Future]] = {}
         self._threads: ThreadPoolExecutor | None = None
 
     @property
@@ -87,59 +110,33 @@ class Agent:
             "last_task_at": self.last_task_at,
         }
 
-    async def run(self, task: dict[str, Any]) -> dict[str, Any]:
+    async def run(self, task: TaskPayload) -> Outcome:
         """Run one task to its outcome; never raises (but a cancel of the caller propagates)."""
-        task_id = str(task.get("id", ""))
-        spec = get_handler(str(task.get("type", "")))
+        spec = get_handler(task.type)
         if spec is None or spec.control:
-            reason = missing_handler_message(str(task.get("type")))
+            reason = missing_handler_message(task.type)
             if spec is not None:
                 reason = f"control type '{spec.type}' runs on the Coordinator, not on an agent"
-            return outcome(task, ok=False, error=reason, permanent=True)
-        ctx = TaskContext(task_id=task_id, attempt=attempt_of(task) or 1)
-        started = time.perf_counter()
-        job = asyncio.ensure_future(self._call(spec, task, ctx))
-        self._running[task_id] = (ctx, job)
-        timeout = spec.timeout or self.default_timeout
+            return Outcome.failure(task, OutcomeStatus.PERMANENT, reason)
+        ctx = TaskContext(task_id=task.id, attempt=task.attempt)
+        job = asyncio.ensure_future(self._call(spec, task.params, ctx))
+        self._running[task.id] = (ctx, job)
         try:
-            value = await asyncio.wait_for(asyncio.shield(job), timeout)
-        except TimeoutError:
-            ctx.cancel()
-            job.cancel()
-            result = outcome(task, ok=False, error=f"timed out after {timeout:g} s", spec=spec)
-        except asyncio.CancelledError:
-            if not ctx.is_cancelled():  # our caller was cancelled: stop the handler too
-                ctx.cancel()
-                job.cancel()
-                raise
-            result = outcome(task, ok=False, cancelled=True, error="cancelled", spec=spec)
-        except (TaskCancelled, PermanentError, Exception) as exc:
-            cancelled = ctx.is_cancelled() or isinstance(exc, TaskCancelled)
-            result = outcome(
+            outcome = await run_handler(
                 task,
-                ok=False,
-                error="cancelled" if cancelled else f"{type(exc).__name__}: {exc}",
-                traceback=None if cancelled else _format(exc),
-                permanent=isinstance(exc, PermanentError),
-                cancelled=cancelled,
-                spec=spec,
+                spec,
+                ctx,
+                job,
+                timeout=spec.timeout or self.default_timeout,
+                organ_id=self.organ_id,
+                agent_id=self.agent_id,
             )
-        else:
-            if ctx.is_cancelled():
-                result = outcome(task, ok=False, cancelled=True, error="cancelled", spec=spec)
-            else:
-                routing = {
-                    "organ_id": self.organ_id,
-                    "agent_id": self.agent_id,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-                }
-                result = outcome(task, ok=True, output=value, routing=routing, spec=spec)
         finally:
-            self._running.pop(task_id, None)
-        self._record(result["ok"])
-        return result
+            self._running.pop(task.id, None)
+        self._record(outcome.ok)
+        return outcome
 
-    async def run_batch(self, tasks: list[dict[str, Any]]) -> AsyncIterator[list[dict[str, Any]]]:
+    async def run_batch(self, tasks: list[TaskPayload]) -> AsyncIterator[list[Outcome]]:
         """Run tasks concurrently, yielding the outcomes finished so far, as they finish."""
         pending = {asyncio.ensure_future(self.run(task)) for task in tasks}
         try:
@@ -151,17 +148,14 @@ class Agent:
                 job.cancel()
 
     def cancel(self, task_id: str) -> bool:
-        """Stop a running task: set its context's flag and cancel its coroutine."""
-        running = self._running.get(str(task_id))
+        """Stop a running task; True if it was running here."""
+        running = self._running.get(task_id)
         if running is None:
             return False
-        ctx, job = running
-        ctx.cancel()
-        job.cancel()
+        stop(*running)
         return True
 
-    async def _call(self, spec: HandlerSpec, task: dict[str, Any], ctx: TaskContext) -> Any:
-        params = task.get("params") or {}
+    async def _call(self, spec: HandlerSpec, params: dict[str, Any], ctx: TaskContext) -> Any:
         if spec.is_async:
             return await spec.func(params, ctx)
         if self._threads is None:
@@ -179,10 +173,6 @@ class Agent:
         self.last_task_at = time.time()
 
 
-def _format(exc: BaseException) -> str:
-    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-
-
 class LocalAgentClient:
     """An Agent called in-process: the manager's view of an agent, without Ray."""
 
@@ -191,11 +181,11 @@ class LocalAgentClient:
         self.agent_id = agent.agent_id
         self.alive = True
 
-    async def run(self, task: dict[str, Any]) -> dict[str, Any]:
+    async def run(self, task: TaskPayload) -> Outcome:
         self._check_alive()
         return await self.agent.run(task)
 
-    async def run_batch(self, tasks: list[dict[str, Any]]) -> AsyncIterator[list[dict[str, Any]]]:
+    async def run_batch(self, tasks: list[TaskPayload]) -> AsyncIterator[list[Outcome]]:
         self._check_alive()
         async for chunk in self.agent.run_batch(tasks):
             yield chunk
@@ -214,4 +204,4 @@ class LocalAgentClient:
 
     def _check_alive(self) -> None:
         if not self.alive:
-            raise RuntimeError(f"agent {self.agent_id} is dead")
+            raise ActorUnavailable(f"agent {self.agent_id} is dead")

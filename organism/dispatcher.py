@@ -7,7 +7,10 @@ Plain asyncio with injected collaborators, so it runs (and is tested) without Ra
 - a *coordinator source* is an async callable returning a :class:`CoordinatorClient` (it looks
   the Coordinator up again after every failure, so a restarted Coordinator is found);
 - a *waker* is an async callable that returns when a task may be claimable (a NOTIFY, see
-  ``organism.dispatcher_actor.NotifyWaker``) or after the poll interval, the safety net.
+  :class:`NotifyWaker`) or after the poll interval, the safety net.
+
+It sends TaskPayloads and writes the Outcomes that come back (``organism.messages``);
+``organism.ray.actors.DispatcherActor`` runs it in a Ray actor.
 
 Each outcome is written as soon as it arrives; outcomes that arrive while a write is in
 progress are written together (micro-batching), so no task waits for the slowest of its batch.
@@ -16,6 +19,7 @@ progress are written together (micro-batching), so no task waits for the slowest
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import logging
 import os
@@ -27,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from organism.circuit_breaker import CircuitBreaker, CircuitState
+from organism.messages import CoordinatorUnavailable, Outcome, OutcomeStatus, TaskPayload
 from organism.metrics import HistogramSet, queue_wait_seconds
 
 logger = logging.getLogger("seedcore.dispatcher")
@@ -78,12 +83,10 @@ class DispatcherConfig:
         return asdict(self)
 
 
-class CoordinatorUnavailable(Exception):
-    """The Coordinator cannot be found or stopped answering."""
-
-
 class CoordinatorClient(Protocol):
-    def run_batch(self, tasks: list[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]: ...
+    """The Coordinator, as a dispatcher sees it (``organism.ray.clients.RayCoordinatorClient``)."""
+
+    def run_chunks(self, tasks: list[TaskPayload]) -> AsyncIterator[list[Outcome]]: ...
 
     async def cancel(self, task_id: str) -> bool: ...
 
@@ -172,11 +175,11 @@ class QueueStore:
     async def beat(
         self, *, in_flight: int, processed: int, stats: dict[str, Any] | None = None
     ) -> None:
-        from tasks import queue
+        from tasks import heartbeats
 
         await self._call(
             self._control,
-            queue.beat,
+            heartbeats.beat,
             name=self.identity,
             node=socket.gethostname(),
             pid=os.getpid(),
@@ -186,43 +189,38 @@ class QueueStore:
         )
 
     async def forget(self) -> None:
-        from tasks import queue
+        from tasks import heartbeats
 
-        await self._call(self._control, queue.forget_dispatcher, name=self.identity)
+        await self._call(self._control, heartbeats.forget_dispatcher, name=self.identity)
 
-    async def write(self, outcomes: list[dict[str, Any]], attempts: dict[str, int]) -> list[str]:
-        """Write many outcomes; returns the final status (or STALE) of each, in order."""
-        return await self._call(
-            self._writes, self._write_sync, outcomes=outcomes, attempts=attempts
-        )
+    async def write(self, outcomes: list[Outcome]) -> list[str]:
+        """Write many outcomes, each fenced by its attempt; returns the status each task ended
+        in (or STALE), in order."""
+        return await self._call(self._writes, self._write_sync, outcomes=outcomes)
 
-    def _write_sync(
-        self, *, outcomes: list[dict[str, Any]], attempts: dict[str, int], using: str
-    ) -> list[str]:
+    def _write_sync(self, *, outcomes: list[Outcome], using: str) -> list[str]:
         from tasks import queue
         from tasks.policy import RetryPolicy
 
-        done = [(o["id"], attempts[o["id"]], o.get("result")) for o in outcomes if o.get("ok")]
+        done = [(o.task_id, o.attempt, o.result) for o in outcomes if o.ok]
         written = queue.complete_many(dispatcher=self.identity, results=done, using=using)
         policy = RetryPolicy(
             self.config.max_attempts, self.config.backoff_seconds, self.config.backoff_max_steps
         )
         statuses = []
         for outcome in outcomes:
-            task_id = outcome["id"]
-            if outcome.get("ok"):
-                statuses.append(written.get(task_id, queue.STALE))
+            if outcome.ok:
+                statuses.append(written.get(outcome.task_id, queue.STALE))
                 continue
-            error = outcome.get("error") or ("cancelled" if outcome.get("cancelled") else "error")
             statuses.append(
                 queue.fail(
-                    task_id=task_id,
+                    task_id=outcome.task_id,
                     dispatcher=self.identity,
-                    attempt=attempts[task_id],
-                    error=error,
-                    traceback=outcome.get("traceback") or "",
-                    permanent=bool(outcome.get("permanent")),
-                    max_attempts=outcome.get("max_attempts"),
+                    attempt=outcome.attempt,
+                    error=outcome.error or outcome.status.value,
+                    traceback=outcome.traceback or "",
+                    permanent=outcome.permanent,
+                    max_attempts=outcome.max_attempts,
                     policy=policy,
                     using=using,
                 )
@@ -239,6 +237,47 @@ def _close_thread_connections() -> None:
     from django.db import connections
 
     connections.close_all()
+
+
+class NotifyWaker:
+    """Wake when PostgreSQL announces a claimable task (NOTIFY seedcore_tasks), or on timeout.
+
+    The dispatcher waits with its poll interval as the timeout, so polling remains only as a
+    safety net: for a NOTIFY lost while the listening connection (async psycopg, separate from
+    the queue's connections) was down and being reconnected.
+    """
+
+    def __init__(self, using: str = "default"):
+        self._using = using
+        self._claimable = asyncio.Event()
+        self._listener: asyncio.Task | None = None
+
+    async def __call__(self, timeout: float) -> None:
+        if self._listener is None or self._listener.done():
+            self._listener = asyncio.create_task(self._listen())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._claimable.wait(), timeout)
+        self._claimable.clear()
+
+    async def _listen(self) -> None:
+        from tasks.queue import NOTIFY_CHANNEL
+        from tasks.sql import listen_forever
+
+        await listen_forever(
+            NOTIFY_CHANNEL,
+            # Tasks queued before LISTEN took effect are found by the next claim.
+            on_listen=self._claimable.set,
+            on_notify=self._notified,
+            using=self._using,
+        )
+
+    def _notified(self, payload: str) -> None:
+        if '"QUEUED"' in payload or '"RETRY"' in payload:
+            self._claimable.set()
+
+    def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
 
 
 class Dispatcher:
@@ -260,7 +299,7 @@ class Dispatcher:
         self._waker = waker
         self._coordinator: CoordinatorClient | None = None
         self._in_flight: dict[str, _Attempt] = {}
-        self._outcomes: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._outcomes: asyncio.Queue[Outcome] = asyncio.Queue()
         self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
         self._batches: set[asyncio.Task] = set()
@@ -284,7 +323,7 @@ class Dispatcher:
         }
 
     def stats_document(self) -> dict[str, Any]:
-        """What each heartbeat persists for /metrics (see ``tasks.queue.merge_stats``)."""
+        """What each heartbeat persists for /metrics (see ``tasks.heartbeats.merge_stats``)."""
         self.stats.circuit_opened = self.breaker.opened_total
         counters = asdict(self.stats)
         counters.pop("started_at")
@@ -346,24 +385,25 @@ class Dispatcher:
                 continue
             wanted = min(self.config.claim_batch, free)
             try:
-                tasks = await self.store.claim(wanted)
+                rows = await self.store.claim(wanted)
             except Exception:
                 logger.exception("%s: claim failed", self.identity)
                 await self._until_stopping(asyncio.sleep(self.config.poll_seconds), None)
                 continue
-            if tasks:
-                self.stats.claimed += len(tasks)
-                for task in tasks:
-                    self._in_flight[task["id"]] = _Attempt(
-                        task["id"], task["attempts"], type=task["type"]
-                    )
-                    wait = queue_wait_seconds(task)
+            if rows:
+                self.stats.claimed += len(rows)
+                tasks = []
+                for row in rows:
+                    task = TaskPayload.from_claim(row)
+                    tasks.append(task)
+                    self._in_flight[task.id] = _Attempt(task.id, task.attempt, type=task.type)
+                    wait = queue_wait_seconds(row)
                     if wait is not None:
-                        self.histograms.observe("queue_wait_seconds", task["type"], wait)
+                        self.histograms.observe("queue_wait_seconds", task.type, wait)
                 batch = asyncio.create_task(self._run_batch(coordinator, tasks))
                 self._batches.add(batch)
                 batch.add_done_callback(self._batches.discard)
-            if len(tasks) < wanted:
+            if len(rows) < wanted:
                 # The queue looks empty: sleep until a NOTIFY (or the poll interval).
                 await self._until_stopping(self._waker(self.config.poll_seconds), None)
 
@@ -404,14 +444,13 @@ class Dispatcher:
                 self.breaker.probe_seconds,
             )
 
-    async def _run_batch(self, coordinator: CoordinatorClient, tasks: list[dict]) -> None:
-        pending = {task["id"]: task for task in tasks}
+    async def _run_batch(self, coordinator: CoordinatorClient, tasks: list[TaskPayload]) -> None:
+        pending = {task.id: task for task in tasks}
         try:
-            async for outcome in coordinator.run_batch([_task_payload(t) for t in tasks]):
-                task = pending.pop(outcome["id"], None)
-                if task is not None:
-                    outcome["attempt"] = task["attempts"]  # what this dispatcher sent, always
-                    self._outcomes.put_nowait(outcome)
+            async for chunk in coordinator.run_chunks(tasks):
+                for outcome in chunk:
+                    if pending.pop(outcome.task_id, None) is not None:
+                        self._outcomes.put_nowait(outcome)
         except Exception as exc:
             logger.warning("%s: coordinator call failed: %s", self.identity, exc)
             self.stats.coordinator_errors += 1
@@ -420,16 +459,10 @@ class Dispatcher:
                 self._coordinator = None
         else:
             self.breaker.record_success()
-        for task_id, task in pending.items():
+        for task in pending.values():
             # The Coordinator died or never answered for these: retry them later.
             self._outcomes.put_nowait(
-                {
-                    "id": task_id,
-                    "attempt": task["attempts"],
-                    "ok": False,
-                    "error": COORDINATOR_UNAVAILABLE,
-                    "permanent": False,
-                }
+                Outcome.failure(task, OutcomeStatus.UNAVAILABLE, COORDINATOR_UNAVAILABLE)
             )
 
     # -- writing outcomes --------------------------------------------------------------------
@@ -448,22 +481,23 @@ class Dispatcher:
         if outcomes:
             await self._write(outcomes)
 
-    def _holds(self, outcome: dict[str, Any]) -> bool:
+    def _holds(self, outcome: Outcome) -> bool:
         """Whether the attempt an outcome belongs to is still this dispatcher's to write."""
-        attempt = self._in_flight.get(outcome["id"])
-        return attempt is not None and attempt.attempt == outcome["attempt"]
+        attempt = self._in_flight.get(outcome.task_id)
+        return attempt is not None and attempt.attempt == outcome.attempt
 
-    async def _write(self, outcomes: list[dict[str, Any]]) -> None:
+    async def _write(self, outcomes: list[Outcome]) -> None:
+        from tasks.queue import STALE
+
         # By attempt, not just by task: the claim thread runs beside the write thread, so a
         # retry written early in a batch may already be claimed again, by this dispatcher too,
         # before the batch returns. That newer attempt must stay in flight (renewed, and its
         # own outcome written), and an older attempt's outcome must never be fenced with it.
         held = [o for o in outcomes if self._holds(o)]
-        attempts = {o["id"]: o["attempt"] for o in held}
-        statuses = ["ERROR"] * len(held)
+        statuses: list[str | None] = [None] * len(held)  # None: not written
         for attempt in range(WRITE_TRIES):
             try:
-                statuses = await self.store.write(held, attempts) if held else []
+                statuses = await self.store.write(held) if held else []
                 break
             except Exception:
                 # Fenced writes are safe to repeat. If they keep failing, the rows stay
@@ -475,12 +509,14 @@ class Dispatcher:
             self._count(status)
             if not self._holds(outcome):
                 continue  # its next attempt was claimed while this one was written
-            attempt = self._in_flight.pop(outcome["id"])
-            if status not in ("ERROR", "STALE"):
+            attempt = self._in_flight.pop(outcome.task_id)
+            if status is not None and status != STALE:
                 self.histograms.observe("run_seconds", attempt.type, now - attempt.dispatched_at)
         self._slot_freed.set()
 
-    def _count(self, status: str) -> None:
+    def _count(self, status: str | None) -> None:
+        """Count the status an outcome's write ended its task in; STALE and None (a write
+        that failed: the reaper will retry the task) count as stale."""
         if status == "COMPLETED":
             self.stats.completed += 1
         elif status == "FAILED":
@@ -569,17 +605,3 @@ class Dispatcher:
         finally:
             waiter.cancel()
             stopper.cancel()
-
-
-def _task_payload(task: dict[str, Any]) -> dict[str, Any]:
-    """The plain dict the Coordinator receives: JSON-safe values only."""
-    return {
-        "id": task["id"],
-        "type": task["type"],
-        "params": task.get("params") or {},
-        "attempt": task["attempts"],
-        "drift_score": task.get("drift_score") or 0.0,
-        "domain": task.get("domain"),
-        "description": task.get("description"),
-        "priority": task.get("priority") or 0,
-    }

@@ -1,9 +1,8 @@
 """The OrganismManager: owns the organs, routes tasks to agents, serves the control types.
 
-Plain Python, driven by the Coordinator actor. Organs come from an injected factory (Ray
-actors in production, in-process organs in unit tests). Tasks go straight to the chosen agent;
-a batch is grouped by agent so each agent gets one call, and outcomes stream back as each
-task finishes.
+Plain Python, driven by the Coordinator. Organs come from an injected factory (Ray actors in
+production, in-process organs in unit tests). Tasks go straight to the chosen agent; a batch is
+grouped by agent so each agent gets one call, and outcomes stream back as each task finishes.
 """
 
 from __future__ import annotations
@@ -12,12 +11,11 @@ import asyncio
 import contextlib
 import random
 import time
-import traceback
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
-from organism.agent import attempt_of, outcome
+from organism.agent import run_handler, stop
 from organism.handlers import (
     HandlerSpec,
     PermanentError,
@@ -26,6 +24,7 @@ from organism.handlers import (
     get_handler,
     missing_handler_message,
 )
+from organism.messages import CallCancelled, Outcome, OutcomeStatus, TaskPayload
 from organism.organ import AgentClient
 from organism.routing import FAST, OrganSpec, Route, choose_organ, least_loaded
 
@@ -65,7 +64,8 @@ class OrganismManager:
         self._organs: dict[str, OrganClient] = {}
         self._agents: dict[str, list[AgentClient]] = {}
         self._load: Counter[str] = Counter()  # agent id -> tasks in flight
-        self._in_flight: dict[str, AgentClient | asyncio.Task] = {}
+        self._in_flight: dict[str, AgentClient] = {}  # task id -> the agent running it
+        self._controls: dict[str, tuple[TaskContext, asyncio.Future]] = {}  # run here
         self._cancelled: set[str] = set()
         self._paths: Counter[str] = Counter()
         self._suspect: set[str] = set()  # organs with an agent that failed a call
@@ -123,33 +123,28 @@ class OrganismManager:
 
     # -- running tasks ---------------------------------------------------------------------
 
-    async def run(self, task: dict[str, Any]) -> dict[str, Any]:
+    async def run(self, task: TaskPayload) -> Outcome:
         """Run one task to its outcome."""
-        async for result in self.run_batch([task]):
-            return result
-        raise AssertionError("run_batch yielded nothing")  # pragma: no cover
+        async for chunk in self.run_chunks([task]):
+            return chunk[0]
+        raise AssertionError("run_chunks yielded nothing")  # pragma: no cover
 
-    async def run_batch(self, tasks: list[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
-        """Run tasks, yielding one outcome per task as each finishes."""
-        async for chunk in self.run_chunks(tasks):
-            for result in chunk:
-                yield result
-
-    async def run_chunks(self, tasks: list[dict[str, Any]]) -> AsyncIterator[list[dict[str, Any]]]:
-        """Run tasks, yielding lists of the outcomes finished so far, as they finish.
+    async def run_chunks(self, tasks: list[TaskPayload]) -> AsyncIterator[list[Outcome]]:
+        """Run tasks, yielding lists of the outcomes finished so far, as they finish; every
+        task's outcome appears exactly once.
 
         Fast tasks finishing together come back together: one message across Ray carries
         many outcomes, which is what lets a batch outrun one call per task.
         """
-        finished: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        finished: asyncio.Queue[Outcome] = asyncio.Queue()
         jobs: list[asyncio.Task] = []
-        groups: dict[str, tuple[AgentClient, Route, list[dict[str, Any]]]] = {}
-        unknown = []
+        groups: dict[str, tuple[AgentClient, Route, list[TaskPayload]]] = {}
+        refused = []
         for task in tasks:
-            spec = get_handler(str(task.get("type", "")))
+            spec = get_handler(task.type)
             if spec is None:
-                error = missing_handler_message(task.get("type"))
-                unknown.append(outcome(task, ok=False, error=error, permanent=True))
+                error = missing_handler_message(task.type)
+                refused.append(Outcome.failure(task, OutcomeStatus.PERMANENT, error))
                 continue
             if spec.control:
                 jobs.append(asyncio.ensure_future(self._run_control(spec, task, finished)))
@@ -159,17 +154,19 @@ class OrganismManager:
                 route = self._route(task)
                 agent = self._pick_agent(route.organ_id)
             except Exception as exc:  # shut down, or no agents: retry later
-                finished.put_nowait(outcome(task, ok=False, error=str(exc), spec=spec))
+                finished.put_nowait(
+                    Outcome.failure(
+                        task, OutcomeStatus.UNAVAILABLE, str(exc), max_attempts=spec.max_attempts
+                    )
+                )
                 continue
-            self._load[agent.agent_id] += 1
-            self._in_flight[str(task.get("id"))] = agent
-            key = f"{agent.agent_id}/{route.path}"
-            groups.setdefault(key, (agent, route, []))[2].append(task)
+            self._hold(agent, task.id)
+            groups.setdefault(f"{agent.agent_id}/{route.path}", (agent, route, []))[2].append(task)
         for agent, route, group in groups.values():
             jobs.append(asyncio.ensure_future(self._run_group(agent, route, group, finished)))
-        remaining = len(tasks) - len(unknown)
-        if unknown:
-            yield unknown
+        remaining = len(tasks) - len(refused)
+        if refused:
+            yield refused
         try:
             while remaining:
                 chunk = [await finished.get()]
@@ -183,23 +180,24 @@ class OrganismManager:
 
     async def cancel(self, task_id: str) -> bool:
         """Stop a running task; True if it was running here."""
-        task_id = str(task_id)
-        target = self._in_flight.get(task_id)
-        if target is None:
+        control = self._controls.get(task_id)
+        if control is not None:
+            self._cancelled.add(task_id)
+            stop(*control)
+            return True
+        agent = self._in_flight.get(task_id)
+        if agent is None:
             return False
         self._cancelled.add(task_id)
-        if isinstance(target, asyncio.Task):  # a control task, running in this process
-            target.cancel()
-            return True
         with contextlib.suppress(Exception):  # a dead agent: its outcome reports that
-            await target.cancel(task_id)
+            await agent.cancel(task_id)
         return True
 
-    def _route(self, task: dict[str, Any]) -> Route:
+    def _route(self, task: TaskPayload) -> Route:
         return choose_organ(
-            task_type=str(task.get("type", "")),
-            domain=task.get("domain"),
-            drift_score=task.get("drift_score"),
+            task_type=task.type,
+            domain=task.domain,
+            drift_score=task.drift_score,
             organs=[self._organs[organ_id].spec for organ_id in self._organs],
             threshold=self.drift_threshold,
             pick=self._rng.choice,
@@ -215,55 +213,56 @@ class OrganismManager:
         self,
         agent: AgentClient,
         route: Route,
-        tasks: list[dict[str, Any]],
-        finished: asyncio.Queue,
+        tasks: list[TaskPayload],
+        finished: asyncio.Queue[Outcome],
     ) -> None:
-        waiting = {str(task.get("id")): task for task in tasks}
+        """Run tasks held for ``agent`` (:meth:`_hold`) and put each outcome on ``finished``."""
+        waiting = {task.id: task for task in tasks}
+
+        def deliver(chunk: list[Outcome]) -> None:
+            for outcome in chunk:
+                task = waiting.pop(outcome.task_id, None)
+                if task is not None:
+                    finished.put_nowait(self._finish(agent, route, task, outcome))
+
         try:
-            # One task: a plain call, cheaper than a stream.
-            single = len(tasks) == 1
-            chunks = [[await agent.run(tasks[0])]] if single else agent.run_batch(tasks)
-            async for chunk in _aiter(chunks):
-                for result in chunk:
-                    task = waiting.pop(result["id"], None)
-                    if task is not None:
-                        finished.put_nowait(self._finish(agent, route, task, result))
+            if len(tasks) == 1:  # a plain call, cheaper than a stream
+                deliver([await agent.run(tasks[0])])
+            else:
+                async for chunk in agent.run_batch(tasks):
+                    deliver(chunk)
         except Exception as exc:
-            error = f"agent {agent.agent_id} failed: {type(exc).__name__}: {exc}"
-            cancelled = type(exc).__name__ == "TaskCancelledError"
-            if not cancelled:
+            if isinstance(exc, CallCancelled):
+                status, error = OutcomeStatus.CANCELLED, "cancelled"
+            else:
                 self._suspect.add(route.organ_id)
-            for task in waiting.values():
-                result = outcome(
-                    task,
-                    ok=False,
-                    error="cancelled" if cancelled else error,
-                    cancelled=cancelled,
-                    spec=get_handler(str(task.get("type", ""))),
-                )
-                finished.put_nowait(self._finish(agent, route, task, result))
-            waiting.clear()
+                status = OutcomeStatus.UNAVAILABLE
+                error = f"agent {agent.agent_id} failed: {type(exc).__name__}: {exc}"
+            deliver(
+                [
+                    Outcome.failure(task, status, error, max_attempts=_cap(task))
+                    for task in waiting.values()
+                ]
+            )
         finally:
-            for task in waiting.values():  # the caller went away: release the bookkeeping
-                self._release(agent, str(task.get("id")))
+            for task_id in waiting:  # the caller went away: release the bookkeeping
+                self._release(agent, task_id)
 
     def _finish(
-        self, agent: AgentClient, route: Route, task: dict[str, Any], result: dict[str, Any]
-    ) -> dict[str, Any]:
-        task_id = str(task.get("id"))
-        if task_id in self._cancelled and not result["cancelled"]:
-            result = {
-                **result,
-                "ok": False,
-                "result": None,
-                "error": "cancelled",
-                "cancelled": True,
-            }
-        self._release(agent, task_id)
-        if result["ok"]:
-            result["result"]["routing"] = {"path": route.path, **result["result"]["routing"]}
+        self, agent: AgentClient, route: Route, task: TaskPayload, outcome: Outcome
+    ) -> Outcome:
+        if task.id in self._cancelled and not outcome.cancelled:
+            cap = outcome.max_attempts
+            outcome = Outcome.failure(task, OutcomeStatus.CANCELLED, "cancelled", max_attempts=cap)
+        self._release(agent, task.id)
+        if outcome.ok:
+            outcome.routing.path = route.path
             self._paths[route.path] += 1
-        return result
+        return outcome
+
+    def _hold(self, agent: AgentClient, task_id: str) -> None:
+        self._load[agent.agent_id] += 1
+        self._in_flight[task_id] = agent
 
     def _release(self, agent: AgentClient, task_id: str) -> None:
         self._load[agent.agent_id] -= 1
@@ -273,50 +272,35 @@ class OrganismManager:
         self._cancelled.discard(task_id)
 
     async def _run_control(
-        self, spec: HandlerSpec, task: dict[str, Any], finished: asyncio.Queue
+        self, spec: HandlerSpec, task: TaskPayload, finished: asyncio.Queue[Outcome]
     ) -> None:
-        task_id = str(task.get("id"))
-        ctx = TaskContext(task_id=task_id, attempt=attempt_of(task) or 1, organism=self)
-        timeout = spec.timeout or self.default_timeout
-        started = time.perf_counter()
-        job = asyncio.ensure_future(spec.func(task.get("params") or {}, ctx))
-        self._in_flight[task_id] = job
+        ctx = TaskContext(task_id=task.id, attempt=task.attempt, organism=self)
+        job = asyncio.ensure_future(spec.func(task.params, ctx))
+        self._controls[task.id] = (ctx, job)
         try:
-            value = await asyncio.wait_for(job, timeout)
-        except TimeoutError:
-            result = outcome(task, ok=False, error=f"timed out after {timeout:g} s", spec=spec)
-        except (asyncio.CancelledError, TaskCancelled):
-            if asyncio.current_task().cancelling():  # our caller went away, not a cancel
-                raise
-            result = outcome(task, ok=False, error="cancelled", cancelled=True, spec=spec)
-        except Exception as exc:
-            result = outcome(
+            outcome = await run_handler(
                 task,
-                ok=False,
-                error=f"{type(exc).__name__}: {exc}",
-                traceback="".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
-                permanent=isinstance(exc, PermanentError),
-                spec=spec,
+                spec,
+                ctx,
+                job,
+                timeout=spec.timeout or self.default_timeout,
+                organ_id=None,
+                agent_id=None,
             )
-        else:
-            routing = {
-                "path": FAST,
-                "organ_id": None,
-                "agent_id": None,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-            }
-            result = outcome(task, ok=True, output=value, routing=routing, spec=spec)
         finally:
-            self._in_flight.pop(task_id, None)
-            self._cancelled.discard(task_id)
-        finished.put_nowait(result)
+            self._controls.pop(task.id, None)
+            self._cancelled.discard(task.id)
+        if outcome.ok:
+            outcome.routing.path = FAST
+        finished.put_nowait(outcome)
 
     # -- control types ---------------------------------------------------------------------
 
     async def execute_on_organ(
         self, organ_id: str | None, task: dict[str, Any], ctx: TaskContext
     ) -> dict[str, Any]:
-        """Run ``task`` on ``organ_id`` (a random organ if None); returns its result."""
+        """Run ``task`` (a dict with a ``type``) on ``organ_id`` (a random organ if None);
+        returns its result, ``{"output", "routing"}``."""
         spec = get_handler(task["type"])
         if spec is None:
             raise PermanentError(missing_handler_message(task["type"]))
@@ -328,23 +312,22 @@ class OrganismManager:
         elif organ_id not in self._organs:
             known = ", ".join(sorted(self._organs))
             raise PermanentError(f"no organ '{organ_id}'; the organs are {known}")
-        inner = {**task, "id": f"{ctx.task_id}:inner", "attempts": ctx.attempt}
+        inner = TaskPayload.from_spec(task, id=f"{ctx.task_id}:inner", attempt=ctx.attempt)
         agent = self._pick_agent(organ_id)
-        self._load[agent.agent_id] += 1
-        self._in_flight[inner["id"]] = agent
-        finished: asyncio.Queue = asyncio.Queue()
+        self._hold(agent, inner.id)
+        finished: asyncio.Queue[Outcome] = asyncio.Queue()
         try:
             await self._run_group(agent, Route(FAST, organ_id), [inner], finished)
         except asyncio.CancelledError:
-            await agent.cancel(inner["id"])
+            await agent.cancel(inner.id)
             raise
-        result = finished.get_nowait()
-        if result["ok"]:
-            return result["result"]
-        if result["cancelled"]:
-            raise TaskCancelled(result["error"])
-        error = f"on organ {organ_id}: {result['error']}"
-        raise PermanentError(error) if result["permanent"] else RuntimeError(error)
+        outcome = finished.get_nowait()
+        if outcome.ok:
+            return outcome.result
+        if outcome.cancelled:
+            raise TaskCancelled(outcome.error)
+        error = f"on organ {organ_id}: {outcome.error}"
+        raise PermanentError(error) if outcome.permanent else RuntimeError(error)
 
     async def status(self) -> list[dict[str, Any]]:
         """Every organ's status (kind, agents with their state, load)."""
@@ -381,7 +364,7 @@ class OrganismManager:
         return {
             "initialized": self.initialized,
             "uptime_s": round(time.time() - self._started, 3),
-            "in_flight": len(self._in_flight),
+            "in_flight": len(self._in_flight) + len(self._controls),
             "paths": dict(self._paths),
             "organ_count": len(organs),
             "agent_count": len(agents),
@@ -395,10 +378,6 @@ class OrganismManager:
             await self.initialize()
 
 
-async def _aiter(chunks):
-    if hasattr(chunks, "__aiter__"):
-        async for chunk in chunks:
-            yield chunk
-    else:
-        for chunk in chunks:
-            yield chunk
+def _cap(task: TaskPayload) -> int | None:
+    spec = get_handler(task.type)
+    return spec.max_attempts if spec else None

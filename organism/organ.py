@@ -1,4 +1,4 @@
-"""An organ: a group of agents of one kind. Plain Python; actors.py wraps it in a Ray actor.
+"""An organ: a group of agents of one kind. Plain Python; organism.ray wraps it in an actor.
 
 The organ creates its agents through an injected factory (Ray actors in production, in-process
 agents in unit tests) and reports their state. Tasks do not pass through the organ: the
@@ -8,21 +8,23 @@ OrganismManager sends them straight to the agents, which saves a hop per task.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
+from organism.messages import Outcome, TaskPayload
 from organism.routing import OrganSpec
 
 
 class AgentClient(Protocol):
     """How the organ and the manager talk to an agent (see agent.LocalAgentClient and
-    actors.RayAgentClient)."""
+    organism.ray.clients.RayAgentClient). A dead agent raises ActorUnavailable; a call a
+    cancel stopped, CallCancelled (organism.messages)."""
 
     agent_id: str
 
-    async def run(self, task: dict[str, Any]) -> dict[str, Any]: ...
+    async def run(self, task: TaskPayload) -> Outcome: ...
 
-    def run_batch(self, tasks: list[dict[str, Any]]): ...  # async iterator of outcome lists
+    def run_batch(self, tasks: list[TaskPayload]) -> AsyncIterator[list[Outcome]]: ...
 
     async def cancel(self, task_id: str) -> bool: ...
 

@@ -5,13 +5,12 @@
   else (a type no organ lists) a random organ.
 - Within the organ, the least-loaded agent.
 
-Organ specs come from settings (``SEEDCORE_ORGANS``, parsed by :func:`organs_from_env`).
+Organ specs come from settings (``SEEDCORE_ORGANS``, parsed by :func:`configured_organs`).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -122,17 +121,24 @@ def parse_organs(raw: Sequence[Mapping[str, Any]], *, default_agents: int = 2) -
     return organs
 
 
-def organs_from_env(environ: Mapping[str, str] = os.environ) -> tuple[OrganSpec, ...]:
-    """SEEDCORE_ORGANS (a JSON list of {id, kind, agents, types, domains}) or the default
-    three organs, each with SEEDCORE_AGENTS_PER_ORGAN agents (default 2)."""
+def organs_from_text(text: str, *, default_agents: int = 2) -> tuple[OrganSpec, ...]:
+    """Organ specs from SEEDCORE_ORGANS's text, a JSON list of {id, kind, agents, types,
+    domains}; blank, the default three organs. ValueError says what is wrong."""
+    raw = json.loads(text) if text.strip() else list(DEFAULT_ORGANS)
+    return tuple(parse_organs(raw, default_agents=default_agents))
+
+
+def configured_organs() -> tuple[OrganSpec, ...]:
+    """The organs the settings name (SEEDCORE_ORGANS, each with SEEDCORE_AGENTS_PER_ORGAN
+    agents unless it says otherwise); ImproperlyConfigured names the variable if it is bad.
+    The Coordinator builds its organism from these, and ``rundispatcher`` and ``manage.py
+    check`` refuse a bad value before anything starts."""
+    from django.conf import settings
     from django.core.exceptions import ImproperlyConfigured
 
-    from seedcore_site.env import env_int
-
-    default_agents = env_int("SEEDCORE_AGENTS_PER_ORGAN", 2, minimum=1, environ=environ)
-    raw_text = environ.get("SEEDCORE_ORGANS", "").strip()
     try:
-        raw = json.loads(raw_text) if raw_text else list(DEFAULT_ORGANS)
-        return tuple(parse_organs(raw, default_agents=default_agents))
+        return organs_from_text(
+            settings.SEEDCORE_ORGANS, default_agents=settings.SEEDCORE_AGENTS_PER_ORGAN
+        )
     except ValueError as exc:  # json.JSONDecodeError is a ValueError
         raise ImproperlyConfigured(f"SEEDCORE_ORGANS is invalid: {exc}") from None

@@ -2,9 +2,12 @@
 
 :class:`Supervisor` connects to Ray, makes sure the Coordinator answers and the N dispatcher
 actors run their loops (reusing live ones, never duplicating them), then every few seconds
-pings every actor, restarts the dead, reaps orphaned tasks and reports one status line.
-Everything here is sync and runs in the command's process; errors an operator can fix
-are raised as :class:`SupervisorError` with a message saying what to do.
+pings every actor, restarts the dead, reaps orphaned tasks, publishes the Coordinator's health
+and the organism for the web (``organism.status``) and reports one status line. Everything here
+is sync and runs in the command's process; its calls to the actors go through ``organism.ray``
+(``actors`` finds and creates them, ``driver`` calls them), so this module never touches Ray
+itself. Errors an operator can fix are raised as :class:`SupervisorError` with a message
+saying what to do.
 """
 
 from __future__ import annotations
@@ -20,51 +23,12 @@ from typing import Any
 from django.conf import settings
 
 from organism.dispatcher import DispatcherConfig
+from tasks.models import STATUS_ORDER
+from tasks.policy import RetentionPolicy
 
 PING_TIMEOUT = 10.0
+SUMMARY_TIMEOUT = 5.0
 COORDINATOR_READY_TIMEOUT = 120.0
-STATUS_ORDER = ("QUEUED", "RUNNING", "RETRY", "COMPLETED", "FAILED", "CANCELLED")
-
-
-@dataclass(frozen=True)
-class RetentionPolicy:
-    """How long finished tasks are kept, and how much one pruning round may delete."""
-
-    finished_days: float = 7.0  # COMPLETED and CANCELLED
-    failed_days: float = 30.0
-    interval_seconds: float = 300.0
-    batch_size: int = 500
-    max_batches: int = 20
-
-    @classmethod
-    def from_settings(cls) -> RetentionPolicy:
-        return cls(
-            finished_days=settings.SEEDCORE_RETENTION_DAYS,
-            failed_days=settings.SEEDCORE_FAILED_RETENTION_DAYS,
-            interval_seconds=settings.SEEDCORE_PRUNE_INTERVAL_SECONDS,
-            batch_size=settings.SEEDCORE_PRUNE_BATCH,
-            max_batches=settings.SEEDCORE_PRUNE_MAX_BATCHES,
-        )
-
-    def prune(self) -> int:
-        """One bounded round: each status group loses at most ``max_batches`` short batches
-        (each its own transaction, SKIP LOCKED), so the queue never waits on it."""
-        from datetime import timedelta
-
-        from tasks import queue
-
-        deleted = 0
-        for statuses, days in (
-            (("COMPLETED", "CANCELLED"), self.finished_days),
-            (("FAILED",), self.failed_days),
-        ):
-            deleted += queue.prune(
-                older_than=timedelta(days=days),
-                statuses=statuses,
-                batch_size=self.batch_size,
-                max_batches=self.max_batches,
-            )
-        return deleted
 
 
 class SupervisorError(Exception):
@@ -87,15 +51,12 @@ class SupervisorOptions:
 
 def check_database() -> None:
     """Raise SupervisorError if the database cannot be reached or lacks migrations."""
-    from django.db import DEFAULT_DB_ALIAS, connections
-    from django.db.migrations.executor import MigrationExecutor
     from django.db.utils import OperationalError
 
-    connection = connections[DEFAULT_DB_ALIAS]
+    from tasks.selectors import pending_migrations
+
     try:
-        connection.ensure_connection()
-        executor = MigrationExecutor(connection)
-        pending = executor.migration_plan(executor.loader.graph.leaf_nodes())
+        pending = pending_migrations()
     except OperationalError as exc:
         raise SupervisorError(
             f"cannot reach the database ({str(exc).strip()}); check DATABASE_URL "
@@ -103,13 +64,25 @@ def check_database() -> None:
         ) from None
     if pending:
         raise SupervisorError(
-            f"the database lacks {len(pending)} migration(s); run `python manage.py migrate`"
+            f"the database lacks {pending} migration(s); run `python manage.py migrate`"
         )
+
+
+def check_organs() -> None:
+    """Raise SupervisorError if SEEDCORE_ORGANS is malformed, before anything starts."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    from organism.routing import configured_organs
+
+    try:
+        configured_organs()
+    except ImproperlyConfigured as exc:
+        raise SupervisorError(str(exc)) from None
 
 
 def connect(options: SupervisorOptions, *, start_local: bool) -> None:
     """Connect this process to Ray in the options' namespace."""
-    from organism.raycluster import RayUnavailable, ensure_connected
+    from organism.ray.connect import RayUnavailable, ensure_connected
 
     settings.RAY_NAMESPACE = options.namespace
     try:
@@ -130,6 +103,8 @@ class Supervisor:
         self.out = out
         self.dispatchers: dict[int, Any] = {}
         self.coordinator: Any = None
+        # Why the last ping failed, in words an operator can act on (None: it answered).
+        self.coordinator_error: str | None = "not pinged yet"
         self.restarts = 0
         self._previous: tuple[float, dict[str, int]] | None = None
         self._next_prune = 0.0  # monotonic time of the next pruning round
@@ -158,100 +133,135 @@ class Supervisor:
     def _warm_up_organism(self) -> None:
         # Organs and agents start on the first task otherwise; starting them now keeps that
         # first task fast. A failure here is reported, not fatal: the first task retries it.
-        import ray
+        from organism.ray import driver
 
         try:
-            ray.get(self.coordinator.initialize.remote(), timeout=COORDINATOR_READY_TIMEOUT)
+            driver.initialize_organism(self.coordinator, COORDINATOR_READY_TIMEOUT)
         except Exception as exc:
             self.out(f"organism not initialised yet ({type(exc).__name__}: {exc})")
 
     def ensure_coordinator(self) -> float | None:
         """Ping the Coordinator, creating it if absent; returns the ping in ms or None."""
-        import ray
-
-        from organism import actors
+        from organism.messages import ActorTimeout
+        from organism.ray import actors, driver
 
         try:
             if self.coordinator is None:
                 self.coordinator = actors.get_or_create_coordinator()
-            started = time.perf_counter()
-            ray.get(self.coordinator.ping.remote(), timeout=PING_TIMEOUT)
-            return (time.perf_counter() - started) * 1000
-        except ray.exceptions.GetTimeoutError:
+            ping_ms = driver.ping(self.coordinator, PING_TIMEOUT)
+        except ActorTimeout:
+            self.coordinator_error = (
+                f"the Coordinator did not answer ping within {PING_TIMEOUT:g} s"
+            )
             return None
         except Exception as exc:
             self.out(f"coordinator unavailable ({type(exc).__name__}); recreating it")
+            self.coordinator_error = (
+                f"the Coordinator is unavailable ({type(exc).__name__}); rundispatcher is "
+                "recreating it"
+            )
             self.coordinator = None
             self.restarts += 1
             return None
+        self.coordinator_error = None
+        return ping_ms
+
+    def publish(self, ping_ms: float | None) -> bool:
+        """Tell the web what this round saw of the Coordinator (organism.status)."""
+        from organism import status
+        from organism.ray import driver
+
+        summary = None
+        if ping_ms is not None:
+            try:
+                summary = driver.organism_summary(self.coordinator, SUMMARY_TIMEOUT)
+            except Exception as exc:  # the last summary stands; the ping says it is alive
+                self.out(f"supervisor: organism summary failed: {exc}")
+        return status.publish(
+            namespace=self.options.namespace,
+            ping_ms=ping_ms,
+            error=self.coordinator_error,
+            summary=summary,
+        )
+
+    def publish_stopped(self) -> None:
+        from organism import status
+
+        status.publish(
+            namespace=self.options.namespace,
+            ping_ms=None,
+            error="rundispatcher stopped: nothing supervises the Coordinator or the "
+            f"dispatchers; {status.START_HINT}",
+            summary=None,
+        )
 
     def ensure_dispatchers(self) -> list[dict[str, Any]]:
         """Start (idempotently) every dispatcher, recreating dead ones; their statuses."""
-        import ray
-
-        from organism.dispatcher_actor import existing_dispatchers, get_or_create_dispatcher
+        from organism.messages import ActorTimeout
+        from organism.ray import actors, driver
 
         if not self.dispatchers:
-            self.dispatchers.update(existing_dispatchers(self.options.namespace))
+            self.dispatchers.update(actors.existing_dispatchers(self.options.namespace))
         config = self.options.config
         for index in range(self.options.dispatchers):
             if index not in self.dispatchers:
-                self.dispatchers[index] = get_or_create_dispatcher(
+                self.dispatchers[index] = actors.get_or_create_dispatcher(
                     index, config, self.options.namespace
                 )
-        refs = {
-            index: handle.start.remote(config.as_dict())
-            for index, handle in self.dispatchers.items()
-        }
+        answers = driver.start_dispatchers(self.dispatchers, config, PING_TIMEOUT)
         statuses = []
-        for index, ref in refs.items():
-            try:
-                statuses.append(ray.get(ref, timeout=PING_TIMEOUT))
-            except ray.exceptions.GetTimeoutError:
+        for index, answer in answers.items():
+            if isinstance(answer, ActorTimeout):
                 statuses.append({"name": f"#{index}", "running": False, "busy": True})
-            except Exception as exc:
-                self.out(f"dispatcher {index} is dead ({type(exc).__name__}); restarting it")
+            elif isinstance(answer, Exception):
+                self.out(f"dispatcher {index} is dead ({type(answer).__name__}); restarting it")
                 del self.dispatchers[index]
                 self.restarts += 1
+            else:
+                statuses.append(answer)
         return statuses
 
     # -- supervising -------------------------------------------------------------------------
 
     def reap(self) -> list[dict[str, Any]]:
-        from tasks import queue
+        from tasks import heartbeats, queue
 
         reaped = queue.reap(heartbeat_timeout=self.options.heartbeat_timeout)
         if reaped:  # persisted, so /metrics counts them whichever process scrapes
-            queue.add_to_totals(queue.SUPERVISOR_TOTALS, {"counters": {"reaped": len(reaped)}})
+            totals = {"counters": {"reaped": len(reaped)}}
+            heartbeats.add_to_totals(heartbeats.SUPERVISOR_TOTALS, totals)
         return reaped
 
     def prune_if_due(self) -> int:
         """Prune finished tasks past retention, at most every ``interval_seconds``."""
+        from tasks import queue
+
         now = time.monotonic()
         if now < self._next_prune:
             return 0
         self._next_prune = now + self.options.retention.interval_seconds
-        return self.options.retention.prune()
+        return queue.prune_expired(self.options.retention)
 
     def forget_dead_dispatchers(self) -> int:
-        from tasks import queue
+        from tasks import heartbeats
 
         # Well past the reaper's timeout, so a row is only forgotten after its tasks were freed.
-        return queue.forget_dead_dispatchers(silent_for=DEAD_DISPATCHER_FORGET_SECONDS)
+        return heartbeats.forget_dead_dispatchers(silent_for=DEAD_DISPATCHER_FORGET_SECONDS)
 
     def tick(self) -> dict[str, Any]:
         """One round: ping and restart, reap, count. Each step guarded: one failure (the
         database restarting) must never end supervision."""
-        from tasks import queue
+        from tasks import selectors
 
         snapshot: dict[str, Any] = {"ping_ms": None, "dispatchers": [], "reaped": 0, "pruned": 0}
         for key, step in (
             ("ping_ms", self.ensure_coordinator),
+            ("published", lambda: self.publish(snapshot["ping_ms"])),
             ("dispatchers", self.ensure_dispatchers),
             ("reaped", lambda: len(self.reap())),
             ("forgotten", self.forget_dead_dispatchers),
             ("pruned", self.prune_if_due),
-            ("counts", lambda: {s: c.count for s, c in queue.count_by_status().items()}),
+            ("counts", lambda: {s: c.count for s, c in selectors.count_by_status().items()}),
         ):
             try:
                 snapshot[key] = step()
@@ -304,33 +314,17 @@ class Supervisor:
     def stop_dispatchers(self, *, kill: bool = True) -> int:
         """Stop every dispatcher gracefully (in-flight tasks finish or go back to the queue),
         then end the actors; returns how many tasks were released."""
-        from organism.dispatcher_actor import existing_dispatchers
+        from organism.ray import actors, driver
 
-        handles = {**existing_dispatchers(self.options.namespace), **self.dispatchers}
-        released = stop_actors(list(handles.values()), self.options.config, kill=kill)
+        handles = {**actors.existing_dispatchers(self.options.namespace), **self.dispatchers}
+        timeout = self.options.config.grace_seconds + PING_TIMEOUT
+        released = driver.stop_dispatchers(list(handles.values()), timeout, kill=kill)
         self.dispatchers.clear()
         return released
 
 
 def alive_count(snapshot: dict[str, Any]) -> int:
     return sum(1 for status in snapshot["dispatchers"] if status.get("running"))
-
-
-def stop_actors(handles: list[Any], config: DispatcherConfig, *, kill: bool) -> int:
-    import ray
-
-    refs = [handle.stop.remote() for handle in handles]
-    released = 0
-    for ref in refs:
-        # Already dead, or stuck: killing it below is all that is left to do.
-        with contextlib.suppress(Exception):
-            status = ray.get(ref, timeout=config.grace_seconds + PING_TIMEOUT)
-            released += status.get("released", 0)
-    if kill:
-        for handle in handles:
-            with contextlib.suppress(Exception):  # already gone
-                ray.kill(handle)
-    return released
 
 
 def run_foreground(
@@ -343,6 +337,7 @@ def run_foreground(
     """``rundispatcher``: bootstrap, supervise until ``stop`` (or SIGINT/SIGTERM), then stop
     gracefully."""
     check_database()
+    check_organs()
     connect(options, start_local=True)
     if handle_signals:  # after connecting: ray.init installs a SIGTERM handler of its own
         stop_on_signals(stop)
@@ -354,12 +349,15 @@ def run_foreground(
     finally:
         out("stopping: letting in-flight tasks finish, releasing the rest")
         released = supervisor.stop_dispatchers()
+        with contextlib.suppress(Exception):  # the database may be what stopped us
+            supervisor.publish_stopped()
         out(f"stopped; {released} task(s) released back to the queue")
 
 
 def run_detached(options: SupervisorOptions, out: Callable[[str], None]) -> None:
     """``rundispatcher --detach``: bootstrap and check, leaving the detached actors running."""
     check_database()
+    check_organs()
     if not options.address:
         options.address = "auto"
     connect(options, start_local=False)
@@ -375,33 +373,27 @@ def run_detached(options: SupervisorOptions, out: Callable[[str], None]) -> None
 def stop_namespace(options: SupervisorOptions, out: Callable[[str], None]) -> None:
     """``rundispatcher --stop``: stop the namespace's dispatchers gracefully, then the
     Coordinator."""
-    import ray
-
-    from organism import actors
+    from organism.messages import CoordinatorUnavailable
+    from organism.ray import actors, driver
 
     if not options.address:
         options.address = "auto"
     connect(options, start_local=False)
-    from organism.dispatcher_actor import existing_dispatchers
-
     supervisor = Supervisor(options, out)
-    found = len(existing_dispatchers(options.namespace))
+    found = len(actors.existing_dispatchers(options.namespace))
     released = supervisor.stop_dispatchers()
     out(f"stopped {found} dispatcher(s); {released} task(s) released back to the queue")
     try:
         coordinator = actors.get_coordinator()
-    except actors.CoordinatorNotFound:
+    except CoordinatorUnavailable:
         out("no Coordinator was running")
         return
     try:  # organs and agents are detached too: shut them down before the Coordinator
-        ray.get(
-            coordinator.handle.remote({"id": "stop", "type": "shutdown_organism", "params": {}}),
-            timeout=COORDINATOR_READY_TIMEOUT,
-        )
+        driver.shutdown_organism(coordinator, COORDINATOR_READY_TIMEOUT)
     except Exception as exc:
         out(f"could not shut the organism down ({type(exc).__name__}); stopping anyway")
     try:
-        ray.kill(coordinator)
+        driver.kill(coordinator)
         out("stopped the Coordinator")
     except Exception:
         out("no Coordinator was running")

@@ -6,7 +6,6 @@ See README.md ("Configuration") for the variables and their defaults.
 import os
 from pathlib import Path
 
-from organism.routing import organs_from_env
 from seedcore_site.database import database_settings
 from seedcore_site.env import (
     development_secret_key,
@@ -94,17 +93,10 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = VAR_DIR / "static"
 LOGIN_URL = "admin:login"
 
-# Channels: in-memory by default, Redis when REDIS_URL is set (needed for several web processes).
-REDIS_URL = os.environ.get("REDIS_URL", "").strip()
-if REDIS_URL:
-    CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
-        }
-    }
-else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+# Channels: in-process, on purpose. Each web process LISTENs on PostgreSQL and feeds only its
+# own websockets (dashboard/live.py), so every change reaches every socket once, however many
+# replicas run, and no broker is needed.
+CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 # Ray: RAY_ADDRESS unset means "start a local Ray" (the embedded mode).
 RAY_ADDRESS = os.environ.get("RAY_ADDRESS", "").strip()
@@ -138,10 +130,12 @@ SEEDCORE_METRICS_PUBLIC = env_bool("SEEDCORE_METRICS_PUBLIC", False)
 # The organism: routing threshold, per-task timeout and organs (organism/routing.py).
 SEEDCORE_DRIFT_THRESHOLD = env_float("SEEDCORE_DRIFT_THRESHOLD", 0.5)
 SEEDCORE_TASK_TIMEOUT = env_float("SEEDCORE_TASK_TIMEOUT", 300.0, minimum=0.001)
-SEEDCORE_ORGANS = organs_from_env()  # SEEDCORE_ORGANS (JSON) or the default three organs
+# The organs: a JSON list, or blank for the default three. organism.routing parses and checks it
+# (configured_organs), where rundispatcher and `manage.py check` report a bad value.
+SEEDCORE_ORGANS = os.environ.get("SEEDCORE_ORGANS", "")
+SEEDCORE_AGENTS_PER_ORGAN = env_int("SEEDCORE_AGENTS_PER_ORGAN", 2, minimum=1)
 
-# The web side's calls to Ray (organism/client.py): connecting, and each Coordinator call.
-SEEDCORE_RAY_CONNECT_TIMEOUT = env_float("SEEDCORE_RAY_CONNECT_TIMEOUT", 10.0, minimum=0.1)
+# How long the web waits for an organism control task (organism/control.py).
 SEEDCORE_COORDINATOR_TIMEOUT = env_float("SEEDCORE_COORDINATOR_TIMEOUT", 30.0, minimum=0.1)
 
 LOGGING = {

@@ -136,9 +136,10 @@ def retrying(step: Callable[[], object], timeout: float = 90) -> object:
 
 
 def counts() -> dict[str, int]:
-    from tasks import queue
+    from tasks import selectors
 
-    return {s: c.count for s, c in retrying(lambda: queue.count_by_status(using=ALIAS)).items()}
+    counts = retrying(lambda: selectors.count_by_status(using=ALIAS))
+    return {s: c.count for s, c in counts.items()}
 
 
 def wait_for_running(timeout: float = 60) -> bool:
@@ -171,7 +172,7 @@ def kill_actor(name: str, address: str, namespace: str, env: dict[str, str]) -> 
 def test_no_task_lost_or_completed_twice_through_faults(faults_db, private_postgres, monkeypatch):
     from django.utils import timezone
 
-    from tasks import queue
+    from tasks import queue, selectors
 
     scratch = var_dir()
     namespace = f"seedcore-faults-{uuid.uuid4().hex[:6]}"
@@ -248,10 +249,10 @@ def test_no_task_lost_or_completed_twice_through_faults(faults_db, private_postg
             time.sleep(0.5)
         figures["duration s"] = round(time.monotonic() - started, 1)
 
-        tasks = [retrying(lambda t=task_id: queue.get(t, using=ALIAS)) for task_id in ids]
+        tasks = [retrying(lambda t=task_id: selectors.get_task(t, using=ALIAS)) for task_id in ids]
         result = audit(tasks, log)
         still_cancelled = sum(
-            queue.get(task_id, using=ALIAS)["status"] == "CANCELLED" for task_id in parked
+            selectors.get_task(task_id, using=ALIAS)["status"] == "CANCELLED" for task_id in parked
         )
         rundispatcher_log = dispatcher.log.read_text()
         figures.update(

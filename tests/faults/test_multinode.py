@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 
-from tasks import queue
+from tasks import queue, selectors
 from tests.faults.conftest import BACKOFF_SECONDS, actor_env, var_dir
 from tests.faults.recording import audit
 
@@ -112,16 +112,16 @@ def test_organism_spreads_over_nodes_and_survives_losing_one(test_database_url, 
         )
 
         def completed() -> int:
-            return queue.count_by_status()["COMPLETED"].count
+            return selectors.count_by_status()["COMPLETED"].count
 
         wait_for(lambda: completed() >= TASKS // 4, 180, "a quarter of the tasks")
-        running_at_removal = queue.count_by_status()["RUNNING"].count
+        running_at_removal = selectors.count_by_status()["RUNNING"].count
         started = time.monotonic()
         cluster.remove_node(victim, allow_graceful=False)
         wait_for(lambda: completed() >= TASKS, 300, "every task to complete")
         recovery = time.monotonic() - started
 
-        result = audit([queue.get(task_id) for task_id in ids], log)
+        result = audit([selectors.get_task(task_id) for task_id in ids], log)
         print(
             f"\nmulti-node: {TASKS} tasks of 0.5-2 s; removed the node carrying {victims} "
             f"with {running_at_removal} tasks running; {result.executions} executions, "
@@ -143,7 +143,7 @@ def test_organism_spreads_over_nodes_and_survives_losing_one(test_database_url, 
         after = organism_nodes(namespace)
         assert set(after) >= set(placed), sorted(set(placed) - set(after))  # all replaced
         assert victim.node_id not in after.values()
-        assert audit([queue.get(task_id) for task_id in more], log).problems() == []
+        assert audit([selectors.get_task(task_id) for task_id in more], log).problems() == []
     finally:
         stop.set()
         try:

@@ -9,7 +9,7 @@ import pytest
 
 from organism.dispatcher import COORDINATOR_UNAVAILABLE, DispatcherConfig
 from organism.supervisor import Supervisor, SupervisorOptions
-from tasks import queue
+from tasks import queue, selectors
 from tasks.selectors import list_dispatchers
 
 pytestmark = [pytest.mark.ray, pytest.mark.django_db(transaction=True)]
@@ -65,15 +65,19 @@ def circuits() -> set[str]:
 def test_a_dead_coordinator_opens_the_circuit_and_a_live_one_closes_it(booted, client, settings):
     import ray
 
-    from organism import actors
+    from organism.ray import actors
 
     ray.kill(actors.get_coordinator())
+    # One supervisor round sees it and tells the web (without restarting it yet).
+    booted.publish(booted.ensure_coordinator())
     first = queue.enqueue(type="echo")["id"]  # wakes the dispatcher, which finds no Coordinator
     wait_for(lambda: circuits() == {"open"} or circuits() == {"half_open"})
 
     ids = queue.enqueue_many([{"type": "echo", "params": {"i": i}} for i in range(10)])
     time.sleep(2 * PROBE_SECONDS)  # probes fail meanwhile
-    assert {(queue.get(t)["status"], queue.get(t)["attempts"]) for t in ids} == {("QUEUED", 0)}
+    assert {(selectors.get_task(t)["status"], selectors.get_task(t)["attempts"]) for t in ids} == {
+        ("QUEUED", 0)
+    }
 
     health = client.get("/coordinator/health")
     assert health.status_code == 503
@@ -86,9 +90,15 @@ def test_a_dead_coordinator_opens_the_circuit_and_a_live_one_closes_it(booted, c
 
     wait_for(lambda: booted.ensure_coordinator() is not None, timeout=120, every=0.5)
     for task_id in [first, *ids]:
-        task = wait_for(lambda t=task_id: queue.get(t)["status"] == "COMPLETED" and queue.get(t))
+        task = wait_for(
+            lambda t=task_id: (
+                selectors.get_task(t)["status"] == "COMPLETED" and selectors.get_task(t)
+            )
+        )
         # Tasks queued while the circuit was open ran once; the first may have lost an attempt
         # to the dead Coordinator (if the dispatcher still held its handle) but no more.
         assert task["attempts"] <= (2 if task_id == first else 1)
-    assert {e["error"] for e in queue.get(first)["error_history"]} <= {COORDINATOR_UNAVAILABLE}
+    assert {e["error"] for e in selectors.get_task(first)["error_history"]} <= {
+        COORDINATOR_UNAVAILABLE
+    }
     wait_for(lambda: circuits() == {"closed"})

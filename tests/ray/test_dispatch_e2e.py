@@ -6,61 +6,16 @@ short intervals, as ``rundispatcher`` would; each test gets fresh dispatcher act
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
-from django.db import connections
 
-from organism.dispatcher import COORDINATOR_UNAVAILABLE, DispatcherConfig
-from organism.supervisor import Supervisor, SupervisorOptions
-from tasks import queue
+from organism.dispatcher import COORDINATOR_UNAVAILABLE
+from organism.supervisor import Supervisor
+from tasks import queue, selectors
+from tests.conftest import SUPERVISED_BACKOFF as BACKOFF
 
 pytestmark = [pytest.mark.ray, pytest.mark.django_db(transaction=True)]
-
-BACKOFF = 0.5
-CONFIG = DispatcherConfig(
-    claim_batch=20,
-    max_in_flight=100,
-    lease_seconds=3.0,
-    heartbeat_seconds=0.5,
-    poll_seconds=0.2,
-    grace_seconds=2.0,
-    max_attempts=3,
-    backoff_seconds=BACKOFF,
-    backoff_max_steps=10,
-)
-
-
-@pytest.fixture
-def supervised(ray_cluster, transactional_db, settings):
-    """A supervisor ticking every 0.5 s in a background thread; stopped (with its
-    dispatchers) before the test database is flushed."""
-    settings.SEEDCORE_BACKOFF_SECONDS = BACKOFF  # the reaper's policy
-    options = SupervisorOptions(
-        dispatchers=2,
-        address="",
-        namespace=ray_cluster["namespace"],
-        interval=0.5,
-        heartbeat_timeout=3.0,
-        config=CONFIG,
-    )
-    boss = Supervisor(options, out=lambda line: None)
-    boss.bootstrap()
-    stop = threading.Event()
-
-    def supervise():
-        try:
-            boss.supervise(stop)
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=supervise, daemon=True)
-    thread.start()
-    yield boss
-    stop.set()
-    thread.join(timeout=30)
-    boss.stop_dispatchers()
 
 
 def wait_for(check, timeout: float = 30.0, every: float = 0.1):
@@ -74,7 +29,7 @@ def wait_for(check, timeout: float = 30.0, every: float = 0.1):
 
 
 def finished(task_id: str, statuses=("COMPLETED", "FAILED", "CANCELLED")):
-    task = queue.get(task_id)
+    task = selectors.get_task(task_id)
     return task if task["status"] in statuses else None
 
 
@@ -134,7 +89,7 @@ def test_every_control_type_runs_through_the_queue(supervised):
     for type, task_id in ids.items():
         task = wait_for(lambda task_id=task_id: finished(task_id))
         assert task["status"] == "COMPLETED", (type, task["error"])
-    summary = queue.get(ids["get_organism_summary"])["result"]["output"]
+    summary = selectors.get_task(ids["get_organism_summary"])["result"]["output"]
     assert summary["initialized"] is True and summary["organ_count"] == 3
     for type in ("shutdown_organism", "initialize_organism"):
         task_id = queue.enqueue(type=type)["id"]
@@ -170,7 +125,7 @@ def test_a_dispatcher_killed_mid_task_leaves_the_task_finished_exactly_once(supe
 def test_a_killed_coordinator_is_restarted_and_the_queue_drains(supervised):
     import ray
 
-    from organism import actors
+    from organism.ray import actors
 
     ray.kill(actors.get_coordinator())
     ids = queue.enqueue_many([{"type": "echo", "params": {"i": i}} for i in range(20)])
@@ -178,7 +133,7 @@ def test_a_killed_coordinator_is_restarted_and_the_queue_drains(supervised):
         task = wait_for(lambda task_id=task_id: finished(task_id), timeout=90)
         assert task["status"] == "COMPLETED"
     assert ray.get(actors.get_coordinator().ping.remote(), timeout=10) == "pong"
-    errors = {e["error"] for t in ids for e in queue.get(t)["error_history"]}
+    errors = {e["error"] for t in ids for e in selectors.get_task(t)["error_history"]}
     assert errors <= {COORDINATOR_UNAVAILABLE}
 
 

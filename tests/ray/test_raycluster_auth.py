@@ -2,7 +2,7 @@
 
 A head of our own starts with RAY_AUTH_MODE=token and a token of its own, in a temp dir and a
 HOME of its own, so neither the session's cluster nor ~/.ray/auth_token is involved; the clients
-run ``organism.raycluster.ensure_connected`` in subprocesses, as the web app, the bootstrap Job and
+run ``organism.ray.connect.ensure_connected`` in subprocesses, as the bootstrap Job and
 ``rundispatcher`` would. Only the processes of that head are stopped afterwards.
 """
 
@@ -29,7 +29,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 CLIENT = """
 import django
 django.setup()
-from organism.raycluster import RayUnavailable, ensure_connected
+from organism.ray.connect import RayUnavailable, ensure_connected
 import ray
 try:
     ensure_connected({address!r})

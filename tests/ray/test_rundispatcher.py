@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import psycopg
 import pytest
 
-from tasks import queue
+from tasks import queue, selectors
 from tests.conftest import ROOT
 
 
@@ -54,7 +54,7 @@ def cluster_args(ray_cluster) -> list[str]:
 
 def wait_completed(task_id: str, timeout: float = 60) -> dict:
     deadline = time.monotonic() + timeout
-    while (task := queue.get(task_id))["status"] != "COMPLETED":
+    while (task := selectors.get_task(task_id))["status"] != "COMPLETED":
         assert time.monotonic() < deadline, task
         time.sleep(0.1)
     return task

@@ -9,7 +9,8 @@ from django.db import connections
 
 from organism.circuit_breaker import CircuitBreaker, CircuitState
 from organism.dispatcher import Dispatcher, DispatcherConfig, QueueStore
-from tasks import queue
+from organism.messages import Outcome, Routing
+from tasks import queue, selectors
 from tasks.models import Dispatcher as Heartbeat
 
 
@@ -110,12 +111,14 @@ class EchoCoordinator:
         self.broken = broken
         self.batches = 0
 
-    async def run_batch(self, tasks):
+    async def run_chunks(self, tasks):
         self.batches += 1
         if self.broken:
             raise ConnectionError("actor died")
-        for task in tasks:
-            yield {"id": task["id"], "ok": True, "result": {"echo": True}}
+        yield [
+            Outcome.success(task, {"echo": True}, Routing("fast", None, None, 0.0))
+            for task in tasks
+        ]
 
     async def cancel(self, task_id):
         return False
@@ -186,7 +189,7 @@ async def db(read):
 
 
 def rows(ids):
-    return [queue.get(task_id) for task_id in ids]
+    return [selectors.get_task(task_id) for task_id in ids]
 
 
 @pytest.mark.django_db(transaction=True)
@@ -237,15 +240,15 @@ def test_failing_batches_open_the_circuit_before_a_retry_storm_burns_the_attempt
         try:
             await until(lambda: dispatcher.breaker.state is CircuitState.OPEN)
             await asyncio.sleep(0.3)  # well within the probe interval
-            task = await db(lambda: queue.get(task_id))
+            task = await db(lambda: selectors.get_task(task_id))
             # Backoff is 0 and 10 attempts are allowed: without the breaker the task would
             # be claimed again and again until FAILED.
             assert (task["status"], task["attempts"]) == ("RETRY", 3)
             assert coordinator.batches == 3
             # The probe (a ping) succeeds, the circuit closes, and the storm is capped again.
             coordinator.broken = False
-            await until(lambda: queue.get(task_id)["status"] == "COMPLETED")
-            assert (await db(lambda: queue.get(task_id)))["attempts"] == 4
+            await until(lambda: selectors.get_task(task_id)["status"] == "COMPLETED")
+            assert (await db(lambda: selectors.get_task(task_id)))["attempts"] == 4
         finally:
             dispatcher.stop()
             await loop

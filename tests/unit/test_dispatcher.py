@@ -9,14 +9,15 @@ from datetime import UTC, datetime
 import pytest
 from django.db import connections
 
-from organism.dispatcher import (
-    COORDINATOR_UNAVAILABLE,
+from organism.dispatcher import COORDINATOR_UNAVAILABLE, Dispatcher, DispatcherConfig, QueueStore
+from organism.messages import (
     CoordinatorUnavailable,
-    Dispatcher,
-    DispatcherConfig,
-    QueueStore,
+    Outcome,
+    OutcomeStatus,
+    Routing,
+    TaskPayload,
 )
-from tasks import queue
+from tasks import queue, selectors
 from tasks.models import Dispatcher as Heartbeat
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -43,47 +44,23 @@ class FakeCoordinator:
         self.break_after = break_after
         self._cancel_events: dict[str, asyncio.Event] = {}
 
-    async def _one(self, task: dict) -> dict:
-        base = {"id": task["id"], "attempt": task["attempt"], "traceback": None}
-        routing = {"path": "fast", "organ_id": "fake", "agent_id": "fake-0", "duration_ms": 0}
-        if task["type"] == "fail":
-            permanent = bool(task["params"].get("permanent"))
-            return {
-                **base,
-                "ok": False,
-                "result": None,
-                "error": "boom",
-                "permanent": permanent,
-                "cancelled": False,
-                "max_attempts": task["params"].get("cap"),
-            }
-        if task["type"] == "slow":
-            cancel = self._cancel_events.setdefault(task["id"], asyncio.Event())
+    async def _one(self, task: TaskPayload) -> Outcome:
+        if task.type == "fail":
+            status = (
+                OutcomeStatus.PERMANENT if task.params.get("permanent") else OutcomeStatus.ERROR
+            )
+            return Outcome.failure(task, status, "boom", max_attempts=task.params.get("cap"))
+        if task.type == "slow":
+            cancel = self._cancel_events.setdefault(task.id, asyncio.Event())
             waiters = [asyncio.ensure_future(e.wait()) for e in (self.release, cancel)]
             await asyncio.wait(waiters, return_when="FIRST_COMPLETED")
             for waiter in waiters:
                 waiter.cancel()
             if cancel.is_set():
-                return {
-                    **base,
-                    "ok": False,
-                    "result": None,
-                    "error": "cancelled",
-                    "permanent": True,
-                    "cancelled": True,
-                    "max_attempts": None,
-                }
-        return {
-            **base,
-            "ok": True,
-            "result": {"output": task["params"], "routing": routing},
-            "error": None,
-            "permanent": False,
-            "cancelled": False,
-            "max_attempts": None,
-        }
+                return Outcome.failure(task, OutcomeStatus.CANCELLED, "cancelled")
+        return Outcome.success(task, task.params, Routing("fast", "fake", "fake-0", 0.0))
 
-    async def run_batch(self, tasks):
+    async def run_chunks(self, tasks: list[TaskPayload]):
         pending = {asyncio.ensure_future(self._one(task)) for task in tasks}
         sent = 0
         try:
@@ -92,7 +69,7 @@ class FakeCoordinator:
                 for finished in done:
                     if self.break_after is not None and sent >= self.break_after:
                         raise ConnectionError("actor died")
-                    yield finished.result()
+                    yield [finished.result()]
                     sent += 1
         finally:
             for task in pending:
@@ -151,7 +128,7 @@ async def run_until(dispatcher: Dispatcher, done, timeout: float = 10.0):
 
 
 def statuses(ids):
-    return [queue.get(task_id)["status"] for task_id in ids]
+    return [selectors.get_task(task_id)["status"] for task_id in ids]
 
 
 def test_echo_tasks_complete_with_output_and_heartbeat_then_forgotten():
@@ -164,7 +141,7 @@ def test_echo_tasks_complete_with_output_and_heartbeat_then_forgotten():
         return set(statuses(ids)) == {"COMPLETED"}
 
     asyncio.run(run_until(dispatcher, done))
-    task = queue.get(ids[3])
+    task = selectors.get_task(ids[3])
     assert task["result"]["output"] == {"n": 3}
     assert task["result"]["routing"]["path"] == "fast"
     assert task["locked_by"] == dispatcher.identity
@@ -178,10 +155,13 @@ def test_failures_retry_until_the_handler_cap_and_permanent_fails_at_once():
     permanent = queue.enqueue(type="fail", params={"permanent": True})["id"]
     dispatcher = make_dispatcher(FakeCoordinator())
     asyncio.run(run_until(dispatcher, lambda: statuses([retried, permanent]) == ["FAILED"] * 2))
-    assert queue.get(retried)["attempts"] == 2
-    assert [e["outcome"] for e in queue.get(retried)["error_history"]] == ["RETRY", "FAILED"]
-    assert queue.get(permanent)["attempts"] == 1
-    assert queue.get(permanent)["error"] == "boom"
+    assert selectors.get_task(retried)["attempts"] == 2
+    assert [e["outcome"] for e in selectors.get_task(retried)["error_history"]] == [
+        "RETRY",
+        "FAILED",
+    ]
+    assert selectors.get_task(permanent)["attempts"] == 1
+    assert selectors.get_task(permanent)["error"] == "boom"
 
 
 def test_each_outcome_is_written_without_waiting_for_the_slowest_of_its_batch():
@@ -213,7 +193,7 @@ def test_a_cancel_of_a_running_task_reaches_the_coordinator_and_ends_cancelled()
     dispatcher = make_dispatcher(coordinator, config=_with(lease_seconds=0.6))
 
     def done():
-        task = queue.get(task_id)
+        task = selectors.get_task(task_id)
         if task["status"] == "RUNNING" and not task["cancel_requested"]:
             queue.cancel(task_id)
         return task["status"] == "CANCELLED"
@@ -230,7 +210,7 @@ def test_a_dead_coordinator_sends_the_tasks_to_retry_and_the_loop_goes_on():
             dispatcher, lambda: "RUNNING" not in statuses(ids) and "QUEUED" not in statuses(ids)
         )
     )
-    rows = [queue.get(task_id) for task_id in ids]
+    rows = [selectors.get_task(task_id) for task_id in ids]
     assert sorted(r["status"] for r in rows) == ["COMPLETED", "RETRY", "RETRY"]
     assert {r["error"] for r in rows if r["status"] == "RETRY"} == {COORDINATOR_UNAVAILABLE}
     assert dispatcher.stats.coordinator_errors == 1
@@ -241,7 +221,7 @@ def test_a_missing_coordinator_claims_nothing_and_never_kills_the_loop():
     dispatcher = make_dispatcher(CoordinatorUnavailable("no actor"))
     started = time.monotonic()
     asyncio.run(run_until(dispatcher, lambda: time.monotonic() - started > 0.5))
-    assert queue.get(task_id)["status"] == "QUEUED"
+    assert selectors.get_task(task_id)["status"] == "QUEUED"
     assert dispatcher.stats.coordinator_errors >= 3
 
 
@@ -249,7 +229,7 @@ def test_a_graceful_stop_releases_what_did_not_finish_within_the_grace_period():
     task_id = queue.enqueue(type="slow")["id"]
     dispatcher = make_dispatcher(FakeCoordinator(), config=_with(grace_seconds=0.2))
     asyncio.run(run_until(dispatcher, lambda: statuses([task_id]) == ["RUNNING"]))
-    task = queue.get(task_id)
+    task = selectors.get_task(task_id)
     assert (task["status"], task["attempts"], task["locked_by"]) == ("QUEUED", 0, None)
     assert dispatcher.stats.released == 1
 
@@ -260,7 +240,7 @@ def test_a_task_reaped_meanwhile_is_dropped_and_its_late_outcome_is_stale():
     dispatcher = make_dispatcher(coordinator, config=_with(lease_seconds=0.6))
 
     def done():
-        task = queue.get(task_id)
+        task = selectors.get_task(task_id)
         if task["status"] == "RUNNING" and task["locked_by"] == dispatcher.identity:
             # Another dispatcher's reaper decides this one is dead.
             Heartbeat.objects.filter(name=dispatcher.identity).update(
@@ -270,7 +250,7 @@ def test_a_task_reaped_meanwhile_is_dropped_and_its_late_outcome_is_stale():
         return task_id in coordinator.cancelled
 
     asyncio.run(run_until(dispatcher, done))
-    assert queue.get(task_id)["status"] in ("RETRY", "QUEUED", "RUNNING")
+    assert selectors.get_task(task_id)["status"] in ("RETRY", "QUEUED", "RUNNING")
     assert dispatcher.stats.completed == 0
 
 
@@ -281,9 +261,9 @@ def _with(**changes) -> DispatcherConfig:
 class FlakyCoordinator(FakeCoordinator):
     """``flaky`` fails its first attempt and echoes from the second on."""
 
-    async def _one(self, task: dict) -> dict:
-        if task["type"] == "flaky":
-            task = {**task, "type": "fail" if task["attempt"] == 1 else "echo"}
+    async def _one(self, task: TaskPayload) -> Outcome:
+        if task.type == "flaky":
+            task = TaskPayload(task.id, "fail" if task.attempt == 1 else "echo", task.attempt, {})
         return await super()._one(task)
 
 
@@ -294,15 +274,13 @@ class WriteReturnsAfterTheRetryIsClaimed(QueueStore):
 
     dispatcher: Dispatcher
 
-    async def write(self, outcomes, attempts):
-        statuses = await super().write(outcomes, attempts)
-        retried = [
-            o["id"] for o, status in zip(outcomes, statuses, strict=True) if status == "RETRY"
-        ]
+    async def write(self, outcomes):
+        statuses = await super().write(outcomes)
+        retried = [o for o, status in zip(outcomes, statuses, strict=True) if status == "RETRY"]
         deadline = time.monotonic() + 5
         while retried and time.monotonic() < deadline:
             held = self.dispatcher._in_flight
-            if all(t in held and held[t].attempt > attempts[t] for t in retried):
+            if all(o.task_id in held and held[o.task_id].attempt > o.attempt for o in retried):
                 break
             await asyncio.sleep(0.01)
         return statuses
@@ -321,7 +299,7 @@ def test_a_retry_claimed_again_while_its_failure_is_written_still_completes():
 
     # Before the fix the write's return dropped attempt 2 from the in-flight set: its outcome
     # was never written and the task stayed RUNNING until its lease ran out.
-    asyncio.run(run_until(dispatcher, lambda: queue.get(task_id)["status"] == "COMPLETED"))
-    task = queue.get(task_id)
+    asyncio.run(run_until(dispatcher, lambda: selectors.get_task(task_id)["status"] == "COMPLETED"))
+    task = selectors.get_task(task_id)
     assert task["attempts"] == 2
     assert dispatcher.stats.retried == 1 and dispatcher.stats.completed == 1

@@ -14,6 +14,7 @@ from organism.agent import Agent, LocalAgentClient
 from organism.coordinator import Coordinator
 from organism.handlers import handler
 from organism.manager import OrganismManager
+from organism.messages import Outcome, OutcomeStatus, TaskPayload
 from organism.organ import Organ
 from organism.routing import OrganSpec
 
@@ -38,16 +39,16 @@ def make_manager(*, timeout: float = 5.0, organs=ORGANS) -> tuple[OrganismManage
     return manager, clients
 
 
-def task(type: str, params: dict | None = None, **extra) -> dict:
-    return {"id": str(uuid.uuid4()), "type": type, "params": params or {}, "attempts": 1, **extra}
+def task(type: str, params: dict | None = None, *, attempt: int = 1, **extra) -> TaskPayload:
+    return TaskPayload(str(uuid.uuid4()), type, attempt, params or {}, **extra)
 
 
 def run(coro):
     return asyncio.run(coro)
 
 
-async def collect(manager: OrganismManager, tasks: list[dict]) -> list[dict]:
-    return [result async for result in manager.run_batch(tasks)]
+async def collect(manager: OrganismManager, tasks: list[TaskPayload]) -> list[Outcome]:
+    return [outcome async for chunk in manager.run_chunks(tasks) for outcome in chunk]
 
 
 @pytest.fixture
@@ -60,45 +61,39 @@ def registry():
 
 def test_echo_outcome_has_output_and_routing():
     manager, _ = make_manager()
-    payload = task("echo", {"a": 1}, attempts=2)
+    payload = task("echo", {"a": 1}, attempt=2)
     out = run(manager.run(payload))
-    assert out["id"] == payload["id"] and out["attempt"] == 2 and out["ok"] is True
-    assert out["result"]["output"] == {"a": 1}
-    routing = out["result"]["routing"]
+    assert (out.task_id, out.attempt, out.status) == (payload.id, 2, OutcomeStatus.OK)
+    assert out.result["output"] == {"a": 1}
+    routing = out.result["routing"]
     assert routing["path"] == "fast" and routing["organ_id"] == "utility_organ_1"
     assert routing["agent_id"].startswith("utility_organ_1_agent_")
-    assert (out["error"], out["permanent"], out["cancelled"]) == (None, False, False)
+    assert (out.error, out.permanent, out.cancelled) == (None, False, False)
     assert manager.initialized is True  # created on the first task
-
-
-def test_the_attempt_key_of_a_dispatcher_payload_is_read_too():
-    manager, _ = make_manager()
-    out = run(manager.run({"id": "x", "type": "echo", "params": {}, "attempt": 4}))
-    assert out["attempt"] == 4
 
 
 def test_drift_escalates_to_the_cognitive_organ():
     manager, _ = make_manager()
     out = run(manager.run(task("echo", drift_score=0.7)))
-    assert out["result"]["routing"]["path"] == "escalated"
-    assert out["result"]["routing"]["organ_id"] == "cognitive_organ_1"
+    assert out.result["routing"]["path"] == "escalated"
+    assert out.result["routing"]["organ_id"] == "cognitive_organ_1"
 
 
 def test_unknown_type_fails_permanently_without_touching_an_agent():
     manager, clients = make_manager()
     out = run(manager.run(task("mystery")))
-    assert out["ok"] is False and out["permanent"] is True
-    assert out["error"] == "no handler registered for type 'mystery'"
+    assert out.status is OutcomeStatus.PERMANENT and out.result is None
+    assert out.error == "no handler registered for type 'mystery'"
     assert clients == []  # the organism was not even started
 
 
 def test_failures_carry_traceback_and_permanence():
     manager, _ = make_manager()
     plain, permanent = run(collect(manager, [task("fail"), task("fail", {"permanent": True})]))
-    by_permanence = {plain["permanent"]: plain, permanent["permanent"]: permanent}
-    assert "RuntimeError" in by_permanence[False]["error"]
-    assert "Traceback" in by_permanence[False]["traceback"]
-    assert by_permanence[True]["error"].startswith("PermanentError")
+    by_status = {plain.status: plain, permanent.status: permanent}
+    assert "RuntimeError" in by_status[OutcomeStatus.ERROR].error
+    assert "Traceback" in by_status[OutcomeStatus.ERROR].traceback
+    assert by_status[OutcomeStatus.PERMANENT].error.startswith("PermanentError")
 
 
 def test_batch_spreads_over_the_least_loaded_agents_and_streams_fast_ones_first():
@@ -108,12 +103,12 @@ def test_batch_spreads_over_the_least_loaded_agents_and_streams_fast_ones_first(
 
     async def scenario():
         arrivals = []
-        async for result in manager.run_batch([slow, *fast]):
-            arrivals.append(result["id"])
+        async for chunk in manager.run_chunks([slow, *fast]):
+            arrivals.extend(outcome.task_id for outcome in chunk)
         return arrivals
 
     arrivals = run(scenario())
-    assert arrivals[-1] == slow["id"] and len(arrivals) == 6
+    assert arrivals[-1] == slow.id and len(arrivals) == 6
     utility = [c.agent for c in clients if c.agent.organ_id == "utility_organ_1"]
     assert sorted(agent.tasks_processed for agent in utility) == [3, 3]
 
@@ -140,14 +135,14 @@ def test_handler_timeout_option_ends_the_attempt(registry):
     started = time.monotonic()
     out = run(manager.run(task("unit_stuck")))
     assert time.monotonic() - started < 2
-    assert out["ok"] is False and out["error"] == "timed out after 0.1 s"
-    assert out["permanent"] is False and out["max_attempts"] == 7
+    assert out.status is OutcomeStatus.TIMED_OUT and out.error == "timed out after 0.1 s"
+    assert out.max_attempts == 7
 
 
 def test_default_timeout_applies_without_a_handler_option():
     manager, _ = make_manager(timeout=0.2)
     out = run(manager.run(task("sleep", {"seconds": 10})))
-    assert out["error"] == "timed out after 0.2 s"
+    assert out.error == "timed out after 0.2 s"
 
 
 def test_cancel_stops_a_running_task_promptly():
@@ -157,30 +152,36 @@ def test_cancel_stops_a_running_task_promptly():
     async def scenario():
         job = asyncio.ensure_future(manager.run(payload))
         await asyncio.sleep(0.1)
-        assert await manager.cancel(payload["id"]) is True
+        assert await manager.cancel(payload.id) is True
         out = await asyncio.wait_for(job, 2)
-        assert await manager.cancel(payload["id"]) is False
+        assert await manager.cancel(payload.id) is False
         return out
 
     out = run(scenario())
-    assert out["ok"] is False and out["cancelled"] is True and out["error"] == "cancelled"
+    assert out.status is OutcomeStatus.CANCELLED and out.error == "cancelled"
 
 
 def test_control_types_status_summary_metrics():
     manager, _ = make_manager()
     run(manager.run(task("echo")))
     status = run(manager.run(task("get_organism_status")))
-    assert status["ok"] is True
-    organs = {organ["organ_id"]: organ for organ in status["result"]["output"]}
+    assert status.ok is True
+    assert status.result["routing"] == {
+        "path": "fast",
+        "organ_id": None,
+        "agent_id": None,
+        "duration_ms": status.result["routing"]["duration_ms"],
+    }
+    organs = {organ["organ_id"]: organ for organ in status.output}
     assert organs["utility_organ_1"]["agent_count"] == 2
     agent_states = organs["utility_organ_1"]["agents"]
     assert sum(agent["tasks_processed"] for agent in agent_states) == 1
     assert {"successes", "failures", "capability", "load", "last_task_at"} <= set(agent_states[0])
 
-    summary = run(manager.run(task("get_organism_summary")))["result"]["output"]
+    summary = run(manager.run(task("get_organism_summary"))).output
     assert summary["initialized"] is True
     assert (summary["organ_count"], summary["total_agent_count"]) == (2, 3)
-    metrics = run(manager.run(task("get_metrics")))["result"]["output"]
+    metrics = run(manager.run(task("get_metrics"))).output
     assert metrics["tasks_processed"] == 1 and metrics["paths"] == {"fast": 1}
 
 
@@ -201,11 +202,11 @@ def test_execute_on_organ_and_random_organ():
     out = run(
         manager.run(task("execute_on_organ", {"organ_id": "cognitive_organ_1", "task": inner}))
     )
-    assert out["ok"] is True
-    assert out["result"]["output"]["output"] == {"z": 1}
-    assert out["result"]["output"]["routing"]["organ_id"] == "cognitive_organ_1"
+    assert out.ok is True
+    assert out.output["output"] == {"z": 1}
+    assert out.output["routing"]["organ_id"] == "cognitive_organ_1"
     out = run(manager.run(task("execute_on_random_organ", {"task": inner})))
-    assert out["result"]["output"]["output"] == {"z": 1}
+    assert out.output["output"] == {"z": 1}
 
     for params, message in [
         ({"organ_id": "nope", "task": inner}, "no organ 'nope'"),
@@ -214,25 +215,24 @@ def test_execute_on_organ_and_random_organ():
         ({"organ_id": "utility_organ_1", "task": {"type": "get_metrics"}}, "control type"),
     ]:
         bad = run(manager.run(task("execute_on_organ", params)))
-        assert bad["ok"] is False and bad["permanent"] is True and message in bad["error"]
+        assert bad.status is OutcomeStatus.PERMANENT and message in bad.error
     failed = run(manager.run(task("execute_on_random_organ", {"task": {"type": "fail"}})))
-    assert failed["ok"] is False and failed["permanent"] is False
+    assert failed.status is OutcomeStatus.ERROR
 
 
 def test_shutdown_stops_agents_and_initialize_brings_them_back():
     manager, clients = make_manager()
     run(manager.initialize())
     down = run(manager.run(task("shutdown_organism")))
-    assert down["result"]["output"] == {"shutdown": True, "organs_stopped": 2, "agents_stopped": 3}
+    assert down.output == {"shutdown": True, "organs_stopped": 2, "agents_stopped": 3}
     assert all(client.alive is False for client in clients)
     refused = run(manager.run(task("echo")))
-    assert refused["ok"] is False and refused["permanent"] is False
-    assert "shut down" in refused["error"]
+    assert refused.status is OutcomeStatus.UNAVAILABLE and "shut down" in refused.error
 
     up = run(manager.run(task("initialize_organism")))
-    assert up["ok"] is True and up["result"]["output"]["total_agent_count"] == 3
+    assert up.ok is True and up.output["total_agent_count"] == 3
     assert len(clients) == 6  # fresh agents
-    assert run(manager.run(task("echo", {"ok": 1})))["result"]["output"] == {"ok": 1}
+    assert run(manager.run(task("echo", {"ok": 1}))).output == {"ok": 1}
 
 
 def test_a_dead_agent_fails_its_tasks_for_retry():
@@ -240,31 +240,31 @@ def test_a_dead_agent_fails_its_tasks_for_retry():
     run(manager.initialize())
     run(clients[0].kill())
     results = run(collect(manager, [task("echo"), task("echo")]))
-    assert [r["ok"] for r in results] == [False, False]
-    assert all("agent solo_agent_0 failed" in r["error"] and not r["permanent"] for r in results)
+    assert [r.status for r in results] == [OutcomeStatus.UNAVAILABLE] * 2
+    assert all("agent solo_agent_0 failed: ActorUnavailable" in r.error for r in results)
     assert manager._load == {} and manager._in_flight == {}  # bookkeeping released
     # The next task finds the dead agent replaced by a new one.
     out = run(manager.run(task("echo", {"again": True})))
-    assert out["ok"] is True and out["result"]["routing"]["agent_id"] == "solo_agent_0"
+    assert out.ok is True and out.result["routing"]["agent_id"] == "solo_agent_0"
     assert len(clients) == 2 and clients[1].alive
 
 
 def test_coordinator_turns_a_crash_into_outcomes():
     class Broken:
         async def run_chunks(self, tasks):
-            yield [{"id": tasks[0]["id"], "ok": True}]
+            yield [Outcome.success(tasks[0], "done", None)]
             raise RuntimeError("bug")
 
     coordinator = Coordinator(Broken())
     tasks = [task("echo"), task("echo")]
 
     async def scenario():
-        return [out async for out in coordinator.handle_batch(tasks)]
+        return [chunk async for chunk in coordinator.run_chunks(tasks)]
 
-    first, second = run(scenario())
-    assert first["ok"] is True
-    assert second["id"] == tasks[1]["id"] and second["ok"] is False
-    assert second["error"] == "coordinator error: RuntimeError: bug"
+    [first], [second] = run(scenario())
+    assert first.ok is True
+    assert second.task_id == tasks[1].id and second.status is OutcomeStatus.CRASHED
+    assert second.error == "coordinator error: RuntimeError: bug"
     assert coordinator.ping() == "pong"
 
 
@@ -278,6 +278,25 @@ def test_sync_handlers_run_side_by_side_in_threads(registry):
     run(manager.initialize())
     started = time.monotonic()
     results = run(collect(manager, [task("unit_blocking", {"i": i}) for i in range(20)]))
-    assert sorted(r["result"]["output"] for r in results) == list(range(20))
+    assert sorted(r.output for r in results) == list(range(20))
     # 20 × 0.3 s on one agent: together, not a few at a time (the default pool has cores + 4).
     assert time.monotonic() - started < 0.9
+
+
+def test_cancel_stops_a_control_task_running_on_the_coordinator(registry):
+    @handler("unit_control_wait", control=True)
+    async def wait(params, ctx):
+        await asyncio.sleep(30)
+
+    manager, _ = make_manager()
+    payload = task("unit_control_wait")
+
+    async def scenario():
+        job = asyncio.ensure_future(manager.run(payload))
+        await asyncio.sleep(0.05)
+        assert await manager.cancel(payload.id) is True
+        return await asyncio.wait_for(job, 2)
+
+    out = run(scenario())
+    assert out.status is OutcomeStatus.CANCELLED and out.error == "cancelled"
+    assert manager._controls == {} and manager._cancelled == set()

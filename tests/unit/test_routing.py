@@ -14,8 +14,9 @@ from organism.routing import (
     OrganSpec,
     Route,
     choose_organ,
+    configured_organs,
     least_loaded,
-    organs_from_env,
+    organs_from_text,
     parse_organs,
 )
 
@@ -101,8 +102,8 @@ def test_parse_organs_defaults_and_validation():
             parse_organs(bad)
 
 
-def test_organs_from_env_default_is_three_organs_of_two_agents():
-    specs = organs_from_env({})
+def test_blank_text_is_the_default_three_organs():
+    specs = organs_from_text("")
     assert [(s.id, s.kind, s.agents) for s in specs] == [
         ("cognitive_organ_1", "cognitive", 2),
         ("actuator_organ_1", "actuator", 2),
@@ -110,15 +111,33 @@ def test_organs_from_env_default_is_three_organs_of_two_agents():
     ]
     assert len(DEFAULT_ORGANS) == 3
     assert all(s.types and s.domains for s in specs)
-    assert {s.agents for s in organs_from_env({"SEEDCORE_AGENTS_PER_ORGAN": "1"})} == {1}
+    assert {s.agents for s in organs_from_text(" ", default_agents=1)} == {1}
 
 
-def test_organs_from_env_reads_json_and_names_the_variable_when_bad():
-    raw = json.dumps([{"id": "only", "kind": "cognitive", "agents": 1, "types": ["test"]}])
-    assert organs_from_env({"SEEDCORE_ORGANS": raw}) == (
-        OrganSpec("only", "cognitive", 1, ("test",), ()),
-    )
+def test_configured_organs_reads_the_settings_and_names_the_variable_when_bad(settings):
+    settings.SEEDCORE_ORGANS = json.dumps([{"id": "only", "kind": "cognitive", "types": ["test"]}])
+    settings.SEEDCORE_AGENTS_PER_ORGAN = 3
+    assert configured_organs() == (OrganSpec("only", "cognitive", 3, ("test",), ()),)
+    settings.SEEDCORE_ORGANS = "not json"
     with pytest.raises(ImproperlyConfigured, match="SEEDCORE_ORGANS is invalid"):
-        organs_from_env({"SEEDCORE_ORGANS": "not json"})
+        configured_organs()
+    settings.SEEDCORE_ORGANS = '[{"id": "x"}]'
     with pytest.raises(ImproperlyConfigured, match="SEEDCORE_ORGANS is invalid: organ 0"):
-        organs_from_env({"SEEDCORE_ORGANS": '[{"id": "x"}]'})
+        configured_organs()
+
+
+def test_manage_py_check_reports_a_bad_seedcore_organs(settings):
+    from django.core.management import call_command
+    from django.core.management.base import SystemCheckError
+
+    settings.SEEDCORE_ORGANS = '[{"id": "x"}]'
+    with pytest.raises(SystemCheckError, match=r"organism\.E001.*SEEDCORE_ORGANS is invalid"):
+        call_command("check")
+
+
+def test_rundispatcher_refuses_a_bad_seedcore_organs_before_starting_anything(settings):
+    from organism.supervisor import SupervisorError, check_organs
+
+    settings.SEEDCORE_ORGANS = "[{"
+    with pytest.raises(SupervisorError, match="SEEDCORE_ORGANS is invalid"):
+        check_organs()

@@ -1,4 +1,4 @@
-"""Connecting a process (web, rundispatcher, tests) to Ray. Nothing here runs at import.
+"""Connecting a process (rundispatcher, tests) to Ray. Nothing here runs at import.
 
 The one entry point is :func:`ensure_connected`. RAY_ADDRESS (settings.RAY_ADDRESS) names a
 cluster; unset, a process finds the local cluster that ``rundispatcher`` started, and only

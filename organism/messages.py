@@ -1,0 +1,206 @@
+"""What travels between the dispatchers, the Coordinator and the agents, and how it fails.
+
+- :class:`TaskPayload`: one claimed attempt, dispatcher → Coordinator → agent.
+- :class:`Outcome`: how that attempt ended (an :class:`OutcomeStatus`), agent → Coordinator →
+  dispatcher. A successful outcome's :attr:`Outcome.result` is what the task's ``result``
+  column gets: ``{"output": …, "routing": {"path", "organ_id", "agent_id", "duration_ms"}}``.
+- The exceptions a caller sees when a message gets no answer: :class:`ActorUnavailable`
+  (:class:`ActorTimeout`, :class:`CoordinatorUnavailable`) and :class:`CallCancelled`.
+  ``organism.ray`` turns Ray's own exceptions into these, so the plain classes never see Ray's.
+
+Across Ray (and only there) a message travels as a tuple: :func:`pack_tasks` and
+:func:`pack_outcomes` make them, :func:`unpack_tasks` and :func:`unpack_outcomes` read them.
+Tuples of plain values pickle several times faster than dataclasses, which Ray's pickler
+reduces one by one in Python, and about half the size of dicts; everywhere else code uses the
+classes' attributes. Plain Python: no Ray, no Django.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+class OutcomeStatus(enum.Enum):
+    OK = "ok"  # the handler returned: its output becomes the task's result
+    ERROR = "error"  # the handler raised: retried until the last attempt
+    PERMANENT = "permanent"  # retrying cannot help (PermanentError, no handler): fails at once
+    CANCELLED = "cancelled"  # a cancel stopped it
+    TIMED_OUT = "timed_out"  # it ran past its timeout and was stopped: retried
+    # SeedCore failed it, not the handler; retried:
+    UNAVAILABLE = "unavailable"  # nothing could run it (shut down, an agent died, no answer)
+    CRASHED = "crashed"  # the Coordinator's own code failed
+
+
+_STATUSES = {status.value: status for status in OutcomeStatus}
+
+
+@dataclass(slots=True)
+class TaskPayload:
+    """One attempt of a task, as the dispatcher that claimed it sends it to be run."""
+
+    id: str
+    type: str
+    attempt: int  # the fencing token of the claim: the outcome carries it back
+    params: dict[str, Any]
+    drift_score: float = 0.0
+    domain: str | None = None
+
+    @classmethod
+    def from_claim(cls, row: Mapping[str, Any]) -> TaskPayload:
+        """The payload of a row ``tasks.queue.claim`` returned."""
+        return cls(
+            row["id"],
+            row["type"],
+            row["attempts"],
+            row["params"] or {},
+            row["drift_score"] or 0.0,
+            row["domain"],
+        )
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any], *, id: str, attempt: int) -> TaskPayload:
+        """A task given as a dict (``type``, ``params``, ``drift_score``, ``domain``), as the
+        ``execute_on_organ`` control types take it in their params."""
+        return cls(
+            id,
+            spec["type"],
+            attempt,
+            spec.get("params") or {},
+            spec.get("drift_score") or 0.0,
+            spec.get("domain"),
+        )
+
+
+@dataclass(slots=True)
+class Routing:
+    """Where a successful attempt ran. ``path`` (fast or escalated) is the manager's to set;
+    control types run on the Coordinator itself, on no organ and no agent."""
+
+    path: str | None
+    organ_id: str | None
+    agent_id: str | None
+    duration_ms: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "organ_id": self.organ_id,
+            "agent_id": self.agent_id,
+            "duration_ms": self.duration_ms,
+        }
+
+
+@dataclass(slots=True)
+class Outcome:
+    """How one attempt ended; made with :meth:`success` or :meth:`failure`."""
+
+    task_id: str
+    attempt: int
+    status: OutcomeStatus
+    output: Any = None
+    routing: Routing | None = None
+    error: str | None = None
+    traceback: str | None = None
+    max_attempts: int | None = None  # the handler's cap on attempts, if it sets one
+
+    @classmethod
+    def success(cls, task: TaskPayload, output: Any, routing: Routing) -> Outcome:
+        return cls(task.id, task.attempt, OutcomeStatus.OK, output, routing)
+
+    @classmethod
+    def failure(
+        cls,
+        task: TaskPayload,
+        status: OutcomeStatus,
+        error: str,
+        *,
+        traceback: str | None = None,
+        max_attempts: int | None = None,
+    ) -> Outcome:
+        return cls(task.id, task.attempt, status, None, None, error, traceback, max_attempts)
+
+    @property
+    def ok(self) -> bool:
+        return self.status is OutcomeStatus.OK
+
+    @property
+    def permanent(self) -> bool:
+        return self.status is OutcomeStatus.PERMANENT
+
+    @property
+    def cancelled(self) -> bool:
+        return self.status is OutcomeStatus.CANCELLED
+
+    @property
+    def result(self) -> dict[str, Any] | None:
+        """The task's ``result`` column for a successful attempt; None otherwise."""
+        if not self.ok:
+            return None
+        return {"output": self.output, "routing": self.routing.as_dict() if self.routing else {}}
+
+
+# ---------------------------------------------------------------------------------------------
+# When a message gets no answer
+
+
+class ActorUnavailable(Exception):
+    """An actor did not answer: it is not running, or died while answering."""
+
+
+class ActorTimeout(ActorUnavailable):
+    """An actor did not answer in time; it may still be alive, just busy."""
+
+
+class CoordinatorUnavailable(ActorUnavailable):
+    """The Coordinator cannot be found or did not answer; the message says what to do."""
+
+
+class CallCancelled(Exception):
+    """The call was cancelled before it answered: a cancel of its task reached it first."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The wire: tuples, across Ray only
+
+
+def pack_tasks(tasks: Iterable[TaskPayload]) -> list[tuple]:
+    return [(t.id, t.type, t.attempt, t.params, t.drift_score, t.domain) for t in tasks]
+
+
+def unpack_tasks(wire: Iterable[tuple]) -> list[TaskPayload]:
+    return [TaskPayload(*fields) for fields in wire]
+
+
+def pack_outcomes(outcomes: Iterable[Outcome]) -> list[tuple]:
+    return [
+        (
+            o.task_id,
+            o.attempt,
+            o.status.value,
+            o.output,
+            None if (r := o.routing) is None else (r.path, r.organ_id, r.agent_id, r.duration_ms),
+            o.error,
+            o.traceback,
+            o.max_attempts,
+        )
+        for o in outcomes
+    ]
+
+
+def unpack_outcomes(wire: Iterable[tuple]) -> list[Outcome]:
+    return [
+        Outcome(
+            task_id,
+            attempt,
+            _STATUSES[status],
+            output,
+            None if routing is None else Routing(*routing),
+            error,
+            traceback,
+            max_attempts,
+        )
+        for task_id, attempt, status, output, routing, error, traceback, max_attempts in wire
+    ]

@@ -1,0 +1,380 @@
+"""The actor shells over the plain classes, and how each actor is created and found.
+
+Each shell is a plain class, made a Ray actor class only when first created (:func:`_remote`),
+whose methods unpack what arrives, call the plain object and pack what goes back
+(:mod:`organism.messages`). Actors live in SeedCore's namespace under stable names, detached,
+so a restarted Coordinator reuses (or replaces) its predecessor's organs and agents:
+
+    seedcore_coordinator          CoordinatorActor  over organism.coordinator.Coordinator
+    seedcore_organ_<organ id>     OrganActor        over organism.organ.Organ
+    seedcore_<agent id>           AgentActor        over organism.agent.Agent
+                                  (agent id: <organ id>_agent_<i>)
+    seedcore_dispatcher_<i>       DispatcherActor   over organism.dispatcher.Dispatcher
+
+Each actor that uses Django sets it up from its runtime environment (DJANGO_SETTINGS_MODULE,
+DATABASE_URL; see :func:`organism.ray.connect.actor_env_vars`) with :func:`ensure_django`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import uuid
+from functools import cache
+from typing import Any
+
+import ray
+
+from organism.agent import Agent
+from organism.coordinator import Coordinator
+from organism.dispatcher import Dispatcher, DispatcherConfig, NotifyWaker, QueueStore
+from organism.manager import OrganismManager
+from organism.messages import CoordinatorUnavailable, pack_outcomes, unpack_tasks
+from organism.organ import Organ
+from organism.ray.clients import RayAgentClient, RayCoordinatorClient, RayOrganClient
+from organism.routing import OrganSpec, configured_organs, parse_organs
+
+logger = logging.getLogger("seedcore.dispatcher")
+
+COORDINATOR_NAME = "seedcore_coordinator"
+DISPATCHER_PREFIX = "seedcore_dispatcher_"
+COORDINATOR_MAX_CONCURRENCY = 4000
+COORDINATOR_PING_TIMEOUT = 5.0
+AGENT_MAX_CONCURRENCY = 2000
+# Organs and agents spread over the Ray nodes, so adding nodes adds capacity and losing one
+# loses only its share of the organism (the manager heals the rest). Ray's default packs
+# small actors onto one node.
+ORGANISM_OPTIONS = {"num_cpus": 0.05, "scheduling_strategy": "SPREAD"}
+START_HINT = "start it with `python manage.py rundispatcher`"
+
+
+def organ_actor_name(organ_id: str) -> str:
+    return f"seedcore_organ_{organ_id}"
+
+
+def agent_actor_name(agent_id: str) -> str:
+    return f"seedcore_{agent_id}"
+
+
+def dispatcher_name(index: int) -> str:
+    return f"{DISPATCHER_PREFIX}{index}"
+
+
+def ensure_django() -> None:
+    """Set Django up in an actor process (once)."""
+    from django.apps import apps
+
+    if apps.ready:
+        return
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "seedcore_site.settings")
+    import django
+
+    django.setup()
+
+
+# ---------------------------------------------------------------------------------------------
+# The shells
+
+
+class CoordinatorActor:
+    def __init__(self, organs: list[dict[str, Any]] | None, namespace: str, task_timeout: float):
+        ensure_django()
+        from django.conf import settings
+
+        from organism.handlers import autodiscover
+
+        autodiscover()
+        specs = parse_organs(organs) if organs else configured_organs()
+
+        async def organ_factory(spec: OrganSpec) -> RayOrganClient:
+            return await create_organ(spec, namespace=namespace, default_timeout=task_timeout)
+
+        manager = OrganismManager(
+            specs,
+            organ_factory,
+            drift_threshold=settings.SEEDCORE_DRIFT_THRESHOLD,
+            default_timeout=task_timeout,
+        )
+        self.coordinator = Coordinator(manager)
+
+    async def run(self, tasks: list[tuple]) -> list[tuple]:
+        """One task (a list of one, packed), to its outcome."""
+        return pack_outcomes([await self.coordinator.run(unpack_tasks(tasks)[0])])
+
+    async def run_chunks(self, tasks: list[tuple]):
+        async for chunk in self.coordinator.run_chunks(unpack_tasks(tasks)):
+            yield pack_outcomes(chunk)
+
+    async def cancel(self, task_id: str) -> bool:
+        return await self.coordinator.cancel(task_id)
+
+    async def initialize(self) -> bool:
+        await self.coordinator.initialize()
+        return True
+
+    async def summary(self) -> dict[str, Any]:
+        return await self.coordinator.summary()
+
+    async def shutdown(self) -> dict[str, Any]:
+        return await self.coordinator.shutdown()
+
+    async def ping(self) -> str:
+        return self.coordinator.ping()
+
+
+class OrganActor:
+    def __init__(self, spec: dict[str, Any], namespace: str, default_timeout: float):
+        async def agent_factory(spec: OrganSpec, agent_id: str) -> RayAgentClient:
+            return await create_agent(
+                spec, agent_id, namespace=namespace, default_timeout=default_timeout
+            )
+
+        self.organ = Organ(parse_organs([spec])[0], agent_factory)
+
+    async def start(self) -> list[RayAgentClient]:
+        return await self.organ.start()
+
+    async def status(self) -> dict[str, Any]:
+        return await self.organ.status()
+
+    async def shutdown(self) -> int:
+        return await self.organ.shutdown()
+
+    async def ping(self) -> str:
+        return "pong"
+
+
+class AgentActor:
+    def __init__(self, agent_id: str, organ_id: str, default_timeout: float):
+        ensure_django()
+        from organism.handlers import autodiscover
+
+        autodiscover()
+        self.agent = Agent(agent_id, organ_id, default_timeout=default_timeout)
+
+    async def run(self, tasks: list[tuple]) -> list[tuple]:
+        """One task (a list of one, packed), to its outcome."""
+        return pack_outcomes([await self.agent.run(unpack_tasks(tasks)[0])])
+
+    async def run_batch(self, tasks: list[tuple]):
+        async for chunk in self.agent.run_batch(unpack_tasks(tasks)):
+            yield pack_outcomes(chunk)
+
+    async def cancel(self, task_id: str) -> bool:
+        return self.agent.cancel(task_id)
+
+    async def state(self) -> dict[str, Any]:
+        return self.agent.state()
+
+    async def ping(self) -> str:
+        return "pong"
+
+
+class DispatcherActor:
+    """One dispatcher: ``start`` (idempotent) runs the loop, ``stop`` ends it gracefully.
+
+    Every start gets a fresh identity ``seedcore_dispatcher_<i>/<8 hex>``, which is what the
+    queue stores in ``locked_by``: a restarted dispatcher never passes its predecessor's fence.
+    """
+
+    def __init__(self, index: int, config: dict[str, Any]):
+        ensure_django()
+        self.index = index
+        self.name = dispatcher_name(index)
+        self.config = DispatcherConfig(**config)
+        self._dispatcher: Dispatcher | None = None
+        self._loop_task: asyncio.Task | None = None
+        self._waker: NotifyWaker | None = None
+        self._store: QueueStore | None = None
+
+    async def start(self, config: dict[str, Any] | None = None) -> dict[str, Any]:
+        if self._loop_task is not None and not self._loop_task.done():
+            return self.status()
+        if config:
+            self.config = DispatcherConfig(**config)
+        identity = f"{self.name}/{uuid.uuid4().hex[:8]}"
+        self._store = QueueStore(identity, self.config)
+        self._waker = NotifyWaker()
+        self._dispatcher = Dispatcher(
+            identity,
+            store=self._store,
+            coordinator=find_coordinator,
+            waker=self._waker,
+            config=self.config,
+        )
+        self._loop_task = asyncio.create_task(self._dispatcher.run())
+        self._loop_task.add_done_callback(self._loop_ended)
+        return self.status()
+
+    def _loop_ended(self, task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("%s: loop ended", self.name, exc_info=task.exception())
+
+    async def stop(self) -> dict[str, Any]:
+        if self._dispatcher is not None and self._loop_task is not None:
+            self._dispatcher.stop()
+            await asyncio.gather(self._loop_task, return_exceptions=True)
+            if self._waker is not None:
+                self._waker.close()
+            if self._store is not None:
+                await asyncio.to_thread(self._store.close)
+        return self.status()
+
+    def status(self) -> dict[str, Any]:
+        running = self._loop_task is not None and not self._loop_task.done()
+        base = {"name": self.name, "node": os.uname().nodename, "pid": os.getpid()}
+        if self._dispatcher is None:
+            return {**base, "identity": None, "running": False, "in_flight": 0, "processed": 0}
+        return {**base, **self._dispatcher.status(), "running": running}
+
+    def ping(self) -> str:
+        return "pong"
+
+
+# ---------------------------------------------------------------------------------------------
+# Creating actors: every .options() is here
+
+
+@cache
+def _remote(shell: type) -> Any:
+    """``shell`` as a Ray actor class, built once per process on first use."""
+    return ray.remote(shell)
+
+
+def _get_or_create(shell: type, name: str, namespace: str, *args: Any, **options: Any) -> Any:
+    """The detached actor ``name``: the running one, or a new ``shell(*args)``. Two creators
+    racing get the same actor (``get_if_exists``)."""
+    return (
+        _remote(shell)
+        .options(name=name, namespace=namespace, lifetime="detached", get_if_exists=True, **options)
+        .remote(*args)
+    )
+
+
+def get_or_create_coordinator(
+    *,
+    namespace: str | None = None,
+    organs: list[dict[str, Any]] | None = None,
+    task_timeout: float | None = None,
+) -> Any:
+    """The Coordinator's handle, creating the detached actor if it is absent.
+
+    ``organs`` (plain dicts as in SEEDCORE_ORGANS) and ``task_timeout`` override the settings
+    for a newly created Coordinator only.
+    """
+    from django.conf import settings
+
+    namespace = namespace or settings.RAY_NAMESPACE
+    try:
+        return get_coordinator(namespace)
+    except CoordinatorUnavailable:
+        pass
+    # A bad spec fails here, in the caller, not inside the actor.
+    if organs is None:
+        configured_organs()
+    else:
+        parse_organs(organs)
+    timeout = task_timeout or settings.SEEDCORE_TASK_TIMEOUT
+    return _get_or_create(
+        CoordinatorActor,
+        COORDINATOR_NAME,
+        namespace,
+        organs,
+        namespace,
+        timeout,
+        num_cpus=0.1,
+        max_concurrency=COORDINATOR_MAX_CONCURRENCY,
+    )
+
+
+async def create_organ(spec: OrganSpec, *, namespace: str, default_timeout: float):
+    name = organ_actor_name(spec.id)
+    handle = await asyncio.to_thread(
+        _get_or_create,
+        OrganActor,
+        name,
+        namespace,
+        spec.as_dict(),
+        namespace,
+        default_timeout,
+        **ORGANISM_OPTIONS,
+    )
+    return RayOrganClient(spec, handle, name, namespace)
+
+
+async def create_agent(spec: OrganSpec, agent_id: str, *, namespace: str, default_timeout: float):
+    name = agent_actor_name(agent_id)
+    handle = await asyncio.to_thread(
+        _get_or_create,
+        AgentActor,
+        name,
+        namespace,
+        agent_id,
+        spec.id,
+        default_timeout,
+        max_concurrency=AGENT_MAX_CONCURRENCY,
+        **ORGANISM_OPTIONS,
+    )
+    await handle.state.remote()  # wait until it is up, so the first task is not slowed
+    return RayAgentClient(agent_id, handle, name, namespace)
+
+
+def get_or_create_dispatcher(index: int, config: DispatcherConfig, namespace: str) -> Any:
+    """The detached actor ``seedcore_dispatcher_<index>``: the running one, or a new one."""
+    return _get_or_create(
+        DispatcherActor,
+        dispatcher_name(index),
+        namespace,
+        index,
+        config.as_dict(),
+        num_cpus=0,
+        max_restarts=0,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding actors
+
+
+def get_coordinator(namespace: str | None = None) -> Any:
+    """The running Coordinator's handle; CoordinatorUnavailable if there is none."""
+    from django.conf import settings
+
+    namespace = namespace or settings.RAY_NAMESPACE
+    try:
+        return ray.get_actor(COORDINATOR_NAME, namespace=namespace)
+    except ValueError:
+        raise CoordinatorUnavailable(
+            f"no Coordinator ({COORDINATOR_NAME}) in Ray namespace {namespace!r}; {START_HINT}"
+        ) from None
+
+
+async def find_coordinator() -> RayCoordinatorClient:
+    """Look the Coordinator up and make sure it answers; CoordinatorUnavailable otherwise."""
+    try:
+        handle = await asyncio.to_thread(get_coordinator)
+        await asyncio.wait_for(handle.ping.remote(), COORDINATOR_PING_TIMEOUT)
+    except CoordinatorUnavailable:
+        raise
+    except Exception as exc:
+        raise CoordinatorUnavailable(f"coordinator unavailable: {exc}") from exc
+    return RayCoordinatorClient(handle)
+
+
+def existing_dispatchers(namespace: str) -> dict[int, Any]:
+    """Index → handle of every live named dispatcher actor in ``namespace``."""
+    from ray.util import list_named_actors
+
+    found = {}
+    for entry in list_named_actors(all_namespaces=True):
+        name = entry["name"]
+        if entry["namespace"] != namespace or not name.startswith(DISPATCHER_PREFIX):
+            continue
+        suffix = name[len(DISPATCHER_PREFIX) :]
+        if suffix.isdigit():
+            try:
+                found[int(suffix)] = ray.get_actor(name, namespace=namespace)
+            except ValueError:
+                continue
+    return found
