@@ -6,9 +6,13 @@
   ``FLUSH_INTERVAL`` whatever the churn. Each page then gets these frames through its own
   :class:`dashboard.flow.Outbox` (flow control). If the LISTEN connection drops, the relay
   reconnects with backoff and tells the pages to reload, since NOTIFYs sent meanwhile are lost.
-- The **monitor** asks the Coordinator for ping and the organism summary and reads the
-  dispatcher heartbeats every ``MONITOR_INTERVAL`` seconds, and broadcasts ``health.changed``
-  when something changed. It keeps the latest frame, so a new or re-shown page gets it at once.
+- The **monitor** reads what ``rundispatcher`` publishes of the Coordinator (ping, organism
+  summary: ``organism.status``) and the dispatcher heartbeats, every ``MONITOR_INTERVAL``
+  seconds and at once on a NOTIFY ``seedcore_health``, and broadcasts ``health.changed`` when
+  something changed. It keeps the latest frame, so a new or re-shown page gets it at once.
+  Nothing here talks to Ray: the dashboard reads PostgreSQL only.
+- Both feed only this process's websockets (the channel layer is in-process), so each change
+  reaches each socket once however many web replicas run: every replica LISTENs for itself.
 
 Both start lazily, on the first websocket connection (:func:`ensure_started`), in the
 process's own event loop; nothing runs at import.
@@ -17,12 +21,12 @@ process's own event loop; nothing runs at import.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -30,6 +34,7 @@ from channels.layers import get_channel_layer
 from django.template.loader import render_to_string
 from django.utils.html import escape
 
+from organism import status as published
 from tasks import queue, selectors
 from tasks.sql import listen_forever
 
@@ -40,9 +45,6 @@ HEALTH_GROUP = "dashboard.health"
 FLUSH_INTERVAL = 0.3
 MAX_IDS_PER_FRAME = 200
 MONITOR_INTERVAL = 2.0
-SNAPSHOT_TIMEOUT = 3.0
-# A dispatcher whose last heartbeat is older than this is shown as not alive.
-DISPATCHER_ALIVE_SECONDS = 15.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -191,39 +193,15 @@ class TaskRelay:
 # The monitor
 
 
-async def coordinator_snapshot(timeout: float = SNAPSHOT_TIMEOUT) -> dict[str, Any]:
-    """Ping and organism summary from the Coordinator, as plain data; never raises.
-
-    Bounded by ``timeout`` as a whole: an unreachable Ray can keep a first connection
-    attempt waiting far longer, and the badge must turn unhealthy within seconds.
-    """
-    from organism import client
-
-    try:
-        ping_ms = round(await asyncio.wait_for(client.ping(), timeout), 1)
-    except TimeoutError:
-        error = f"no answer within {timeout:g} s"
-        return {"healthy": False, "ping_ms": None, "error": error, "summary": None}
-    except Exception as exc:  # unavailable, or Ray not reachable at all
-        error = str(exc) or type(exc).__name__
-        return {"healthy": False, "ping_ms": None, "error": error, "summary": None}
-    try:
-        summary = await client.call("get_organism_summary", timeout=timeout)
-    except Exception as exc:
-        error = f"summary failed: {exc}"
-        return {"healthy": True, "ping_ms": ping_ms, "error": error, "summary": None}
-    return {"healthy": True, "ping_ms": ping_ms, "error": None, "summary": summary}
+async def coordinator_snapshot() -> dict[str, Any]:
+    """The Coordinator as ``rundispatcher`` last published it (organism.status): healthy or
+    why not, ping and organism summary, as plain data. Reads PostgreSQL, never Ray."""
+    return published.coordinator_view(await published.aread())
 
 
-def dispatcher_rows(now: datetime | None = None) -> list[dict[str, Any]]:
-    """Dispatcher heartbeats with ``alive`` and ``beat_age`` (seconds) added."""
-    now = now or datetime.now(UTC)
-    rows = selectors.list_dispatchers()
-    for row in rows:
-        age = (now - row["last_beat_at"]).total_seconds()
-        row["beat_age"] = max(0.0, round(age, 1))
-        row["alive"] = age <= DISPATCHER_ALIVE_SECONDS
-    return rows
+def dispatcher_rows() -> list[dict[str, Any]]:
+    """Dispatcher heartbeats with ``alive`` and ``beat_age`` (seconds), by the selector's rule."""
+    return selectors.list_dispatchers()
 
 
 class Monitor:
@@ -240,14 +218,27 @@ class Monitor:
         return {"coordinator": coordinator, "dispatchers": dispatchers}
 
     async def run(self) -> None:
-        while True:
-            try:
-                await self.tick()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a failed step must not end the monitor
-                log.exception("dashboard monitor step failed")
-            await asyncio.sleep(MONITOR_INTERVAL)
+        """Tick every ``MONITOR_INTERVAL`` (heartbeats age, publications go stale), and at once
+        when ``rundispatcher`` announces news (NOTIFY seedcore_health)."""
+        news = asyncio.Event()
+        listener = asyncio.ensure_future(
+            listen_forever(
+                published.HEALTH_CHANNEL, on_listen=news.set, on_notify=lambda _: news.set()
+            )
+        )
+        try:
+            while True:
+                news.clear()
+                try:
+                    await self.tick()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # a failed step must not end the monitor
+                    log.exception("dashboard monitor step failed")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(news.wait(), MONITOR_INTERVAL)
+        finally:
+            listener.cancel()
 
     async def tick(self) -> bool:
         """Sample once; broadcast and return True if anything shown changed."""
@@ -275,6 +266,7 @@ class Monitor:
 def _meaning(snapshot: dict[str, Any]) -> Any:
     coordinator = dict(snapshot["coordinator"])
     ping = coordinator.pop("ping_ms", None)
+    coordinator.pop("age", None)  # the report's age ticks; turning stale changes "healthy"
     dispatchers = [
         {k: v for k, v in row.items() if k not in ("last_beat_at", "beat_age")}
         for row in snapshot["dispatchers"]

@@ -1,5 +1,5 @@
 """The operator pages. Thin: they parse the request, call selectors, the queue engine or the
-Coordinator client, and render a page, or just its live partial when htmx asks for it."""
+published Coordinator status, and render a page, or just its live partial when htmx asks for it."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import json
 from typing import Any
 from urllib.parse import urlencode
 
-from asgiref.sync import async_to_sync
 from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.http import Http404, HttpRequest, HttpResponse
@@ -17,9 +16,11 @@ from django.views.decorators.http import require_GET, require_POST
 
 from dashboard import actions, live, metrics
 from dashboard.timeline import attempts_of, routing_of, timeline_of
+from organism import control
+from organism import status as published
 from tasks import queue, selectors
 from tasks.ids import InvalidTaskId, TaskIdError
-from tasks.models import Status
+from tasks.models import STATUS_ORDER, Status, can_cancel, can_run_now
 
 PAGE_SIZE = 50
 
@@ -60,10 +61,10 @@ COUNT_CAP = 10_000
 
 
 def _counts() -> list[dict[str, Any]]:
-    counts = queue.count_by_status(cap=COUNT_CAP)
+    counts = selectors.count_by_status(cap=COUNT_CAP)
     return [
         {"status": status, "count": counts[status].count, "exact": counts[status].exact}
-        for status in Status.values
+        for status in STATUS_ORDER
         if status in counts
     ]
 
@@ -113,7 +114,7 @@ def task_list(request: HttpRequest) -> HttpResponse:
         "rows": [_row_labels(row) for row in page.items],
         "filter": raw,
         "filter_error": error,
-        "statuses": Status.values,
+        "statuses": STATUS_ORDER,
         "cursor": cursor or "",
         "filter_query": urlencode(query),
         "next_query": urlencode({**query, "cursor": page.next_cursor}) if page.next_cursor else "",
@@ -191,7 +192,7 @@ def task_retry_failed(request: HttpRequest) -> HttpResponse:
 
 def _get_task(task_id: str) -> dict[str, Any]:
     try:
-        return queue.get(queue.resolve_id(task_id))
+        return selectors.get_task(selectors.resolve_id(task_id))
     except TaskIdError as exc:
         raise Http404(str(exc)) from None
 
@@ -211,9 +212,8 @@ def task_detail(request: HttpRequest, task_id: str) -> HttpResponse:
         "result_json": None
         if task["result"] is None
         else json.dumps(task["result"], indent=2, sort_keys=True),
-        "can_run": task["status"] in queue.RUNNABLE_NOW,
-        "can_cancel": task["status"] in (Status.QUEUED, Status.RETRY, Status.RUNNING)
-        and not task["cancel_requested"],
+        "can_run": can_run_now(task["status"]),
+        "can_cancel": can_cancel(task["status"], cancel_requested=task["cancel_requested"]),
         **_health_context(),
     }
     if _partial(request, "task"):
@@ -241,14 +241,13 @@ def task_action(request: HttpRequest, task_id: str) -> HttpResponse:
 
 
 # ---------------------------------------------------------------------------------------------
-# Organism: sync views like the rest (the template reads the session user); the Coordinator
-# client is async, so it is awaited through async_to_sync.
+# Organism: as rundispatcher published it; control goes through the queue (organism.control).
 
 
 @staff_member_required
 @require_GET
 def organism(request: HttpRequest) -> HttpResponse:
-    snapshot = async_to_sync(live.coordinator_snapshot)()
+    snapshot = published.coordinator_view(published.read())
     return render(
         request,
         "dashboard/organism.html",
@@ -259,16 +258,14 @@ def organism(request: HttpRequest) -> HttpResponse:
 @staff_member_required
 @require_POST
 def organism_action(request: HttpRequest) -> HttpResponse:
-    from organism import client
-
     action = request.POST.get("action")
     calls = {"initialize": "initialize_organism", "shutdown": "shutdown_organism"}
     if action not in calls:
         messages.error(request, "action must be 'initialize' or 'shutdown'")
         return redirect("dashboard:organism")
     try:
-        async_to_sync(client.call)(calls[action])
-    except (client.CoordinatorUnavailable, client.CoordinatorError) as exc:
+        control.run_control(calls[action])
+    except (control.ControlUnavailable, control.ControlTimeout, control.ControlFailed) as exc:
         messages.error(request, f"{action} failed: {exc}")
     else:
         messages.success(request, f"Organism {action} done.")

@@ -1,48 +1,38 @@
-"""The organism endpoints (proxies to the Coordinator) and the health probes.
+"""The organism endpoints and the health probes: PostgreSQL only, never Ray.
 
-Every call goes through ``organism.client``: awaited, bounded by a timeout, and turned into
-a 503 naming ``rundispatcher`` when Ray or the Coordinator is out of reach. The probes
+What they show of the Coordinator is what ``rundispatcher`` publishes (``organism.status``);
+organism control travels through the queue as control tasks (``organism.control``). So the web
+process keeps answering when Ray restarts, and its replicas cost Ray nothing. The probes
 (/healthz, /readyz, /coordinator/health) are public and reveal status only.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Literal
 
-from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
-from django.db.migrations.executor import MigrationExecutor
 from django.http import HttpRequest
-from django.utils import timezone
 from ninja import Field, Router, Schema, Status
-from pydantic import ConfigDict, field_validator
+from ninja.errors import HttpError
 
-from organism import client
-from organism.client import CoordinatorUnavailable
-from tasks.api import (
-    AUTH_ERRORS,
-    MAX_DESCRIPTION_LENGTH,
-    MAX_DOMAIN_LENGTH,
-    MAX_PARAMS_BYTES,
-    MAX_TYPE_LENGTH,
-    NO_NUL,
-    Message,
-    check_params,
-)
-from tasks.selectors import list_dispatchers
+from organism import status
+from organism.control import run_control
+from organism.handlers import get_handler
+from tasks.api import AUTH_ERRORS, Message
+from tasks.selectors import list_dispatchers, pending_migrations
+from tasks.validation import TaskFields
 
 logger = logging.getLogger("seedcore.api")
-
-# A dispatcher beats every few seconds; one silent for longer than this is taken for dead.
-DISPATCHER_ALIVE_SECONDS = 15.0
 
 router = Router(tags=["organism"])
 probes = Router(tags=["health"])
 
-# A handler's refusal (400) or failure (502), Ray or the Coordinator out of reach (503), or
-# no answer in time (504); and the errors every authenticated endpoint may give.
+# A refused request (400), a control task that failed (502), no dispatcher took it or nothing
+# published (503), or no answer in time (504); and the errors every authenticated endpoint may
+# give.
 COORDINATOR_ERRORS = {**AUTH_ERRORS, 400: Message, 502: Message, 503: Message, 504: Message}
 
 
@@ -60,6 +50,9 @@ class DispatcherHealth(Schema):
 class CoordinatorHealth(Schema):
     status: Literal["healthy", "degraded", "unhealthy"]
     ping_ms: float | None
+    reported_seconds_ago: float | None = Field(
+        description="How long ago rundispatcher last reported the Coordinator; null if never."
+    )
     dispatchers: list[DispatcherHealth]
     message: str
 
@@ -74,76 +67,65 @@ class Liveness(Schema):
     status: Literal["ok"]
 
 
-class TaskSpec(Schema):
+class TaskSpec(TaskFields):
     """A task to run at once on an organ, outside the queue. Unknown fields are refused."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    type: str = Field(min_length=1, max_length=MAX_TYPE_LENGTH, pattern=NO_NUL, strict=True)
-    params: dict[str, Any] = Field(
-        default_factory=dict, description=f"A JSON object, at most {MAX_PARAMS_BYTES} bytes."
-    )
-    description: str | None = Field(
-        None, max_length=MAX_DESCRIPTION_LENGTH, pattern=NO_NUL, strict=True
-    )
-    domain: str | None = Field(None, max_length=MAX_DOMAIN_LENGTH, pattern=NO_NUL, strict=True)
-    drift_score: float = Field(0.0, ge=0.0, le=1.0, allow_inf_nan=False, strict=True)
-
-    @field_validator("params")
-    @classmethod
-    def params_fit(cls, params: dict[str, Any]) -> dict[str, Any]:
-        return check_params(params)
 
 
 # ---------------------------------------------------------------------------------------------
 # Probes
 
 
-def _dispatcher_health(now: datetime) -> list[dict[str, Any]]:
-    horizon = now - timedelta(seconds=DISPATCHER_ALIVE_SECONDS)
-    return [{**row, "alive": row["last_beat_at"] >= horizon} for row in list_dispatchers()]
+def judge_health(coordinator: dict[str, Any], dispatchers: list[dict[str, Any]]) -> tuple:
+    """(HTTP status, body) of /coordinator/health for a coordinator view (organism.status)
+    and the dispatchers' heartbeats."""
+    body = {
+        "ping_ms": coordinator["ping_ms"],
+        "reported_seconds_ago": coordinator["age"],
+        "dispatchers": dispatchers,
+    }
+    if not coordinator["healthy"]:
+        return 503, {**body, "status": "unhealthy", "message": coordinator["error"]}
+    alive = sum(1 for d in dispatchers if d["alive"])
+    if alive == 0:
+        message = (
+            "the Coordinator answers but no dispatcher has beaten in "
+            f"{settings.SEEDCORE_HEARTBEAT_TIMEOUT:g} s; start one with "
+            "`python manage.py rundispatcher`"
+        )
+        return 200, {**body, "status": "degraded", "message": message}
+    if alive < len(dispatchers):
+        message = f"{len(dispatchers) - alive} of {len(dispatchers)} dispatchers are silent"
+        return 200, {**body, "status": "degraded", "message": message}
+    message = f"the Coordinator answers; {alive} dispatcher(s) alive"
+    return 200, {**body, "status": "healthy", "message": message}
+
+
+def _coordinator_health() -> tuple:
+    coordinator = status.coordinator_view(status.read())
+    return judge_health(coordinator, list_dispatchers())
 
 
 @probes.get(
     "/coordinator/health",
     auth=None,
     response={200: CoordinatorHealth, 503: CoordinatorHealth},
-    summary="The Coordinator's ping and the dispatchers' heartbeats",
+    summary="The Coordinator as rundispatcher last reported it, and the dispatchers' heartbeats",
 )
-async def coordinator_health(request: HttpRequest):
+def coordinator_health(request: HttpRequest):
     try:
-        dispatchers = await sync_to_async(_dispatcher_health)(timezone.now())
+        code, body = _coordinator_health()
     except DatabaseError:
-        logger.exception("coordinator health: cannot read the dispatchers' heartbeats")
-        message = "the database does not answer, so the dispatchers' heartbeats are unknown"
-        body = {"status": "unhealthy", "ping_ms": None, "dispatchers": [], "message": message}
-        return Status(503, body)
-    alive = sum(1 for d in dispatchers if d["alive"])
-    try:
-        ping_ms = await client.ping()
-    except CoordinatorUnavailable as exc:
-        body = {"status": "unhealthy", "ping_ms": None, "dispatchers": dispatchers}
-        return Status(503, {**body, "message": str(exc)})
-    if alive == 0:
-        status = "degraded"
-        message = (
-            f"the Coordinator answers but no dispatcher has beaten in {DISPATCHER_ALIVE_SECONDS:g}"
-            " s; start one with `python manage.py rundispatcher`"
-        )
-    elif alive < len(dispatchers):
-        status = "degraded"
-        message = f"{len(dispatchers) - alive} of {len(dispatchers)} dispatchers are silent"
-    else:
-        status, message = "healthy", f"the Coordinator answers; {alive} dispatcher(s) alive"
-    return Status(
-        200,
-        {
-            "status": status,
-            "ping_ms": round(ping_ms, 3),
-            "dispatchers": dispatchers,
+        logger.exception("coordinator health: cannot read the database")
+        message = "the database does not answer, so the Coordinator's health is unknown"
+        body = {
+            "status": "unhealthy",
+            "ping_ms": None,
+            "reported_seconds_ago": None,
+            "dispatchers": [],
             "message": message,
-        },
-    )
+        }
+        return Status(503, body)
+    return Status(code, body)
 
 
 def _check_database() -> list[tuple[str, str]]:
@@ -156,15 +138,14 @@ def _check_database() -> list[tuple[str, str]]:
         logger.exception("readyz: the database does not answer")
         return [("database", "the database does not answer"), ("migrations", "not checked")]
     try:
-        executor = MigrationExecutor(connection)
-        pending = executor.migration_plan(executor.loader.graph.leaf_nodes())
+        pending = pending_migrations()
     except Exception:
         logger.exception("readyz: cannot read the migration state")
         return [("database", "ok"), ("migrations", "cannot read the migration state")]
     if pending:
         return [
             ("database", "ok"),
-            ("migrations", f"{len(pending)} pending; run `python manage.py migrate`"),
+            ("migrations", f"{pending} pending; run `python manage.py migrate`"),
         ]
     return [("database", "ok"), ("migrations", "ok")]
 
@@ -173,25 +154,15 @@ def _check_database() -> list[tuple[str, str]]:
     "/readyz",
     auth=None,
     response={200: Readiness, 503: Readiness},
-    summary="Ready to serve: database, migrations, Ray and the Coordinator",
+    summary="Ready to serve: database, migrations and the Coordinator (as last reported)",
 )
-async def readyz(request: HttpRequest):
-    checks = dict(await sync_to_async(_check_database)())
-    try:
-        await client.connect()
-        checks["ray"] = "ok"
-    except CoordinatorUnavailable:
-        checks["ray"] = "Ray cannot be reached; start it with `python manage.py rundispatcher`"
-        checks["coordinator"] = "not checked"
+def readyz(request: HttpRequest):
+    checks = dict(_check_database())
+    if checks["database"] == "ok":
+        coordinator = status.coordinator_view(status.read())
+        checks["coordinator"] = "ok" if coordinator["healthy"] else coordinator["error"]
     else:
-        try:
-            await client.ping()
-            checks["coordinator"] = "ok"
-        except CoordinatorUnavailable:
-            checks["coordinator"] = (
-                "the Coordinator does not answer ping; "
-                "start it with `python manage.py rundispatcher`"
-            )
+        checks["coordinator"] = "not checked"
     failed = [name for name, result in checks.items() if result != "ok"]
     if failed:
         detail = "not ready: " + "; ".join(f"{name}: {checks[name]}" for name in failed)
@@ -205,14 +176,36 @@ def healthz(request: HttpRequest):
 
 
 # ---------------------------------------------------------------------------------------------
-# Organism control, through the Coordinator
+# The organism: read as published, controlled through the queue
+
+
+def published_summary() -> dict[str, Any]:
+    """The organism summary rundispatcher last published; 503 when there is none to trust."""
+    coordinator = status.coordinator_view(status.read())
+    if not coordinator["healthy"] or coordinator["summary"] is None:
+        reason = coordinator["error"] or "the organism has not been reported yet"
+        raise HttpError(503, reason)
+    return coordinator["summary"]
+
+
+def _known_organ(organ_id: str) -> None:
+    organs = [organ["organ_id"] for organ in published_summary().get("organs", [])]
+    if organ_id not in organs:
+        raise HttpError(400, f"no organ {organ_id!r}; the organs are {', '.join(organs)}")
+
+
+def _runs_on_an_organ(task: TaskSpec) -> dict[str, Any]:
+    spec = get_handler(task.type)
+    if spec is not None and spec.control:
+        raise HttpError(400, f"control type '{task.type}' cannot run on an organ")
+    return task.model_dump()
 
 
 @router.get(
     "/organism/status", response={200: Any, **COORDINATOR_ERRORS}, summary="Each organ's status"
 )
-async def organism_status(request: HttpRequest):
-    return await client.call("get_organism_status")
+def organism_status(request: HttpRequest):
+    return published_summary().get("organs", [])
 
 
 @router.get(
@@ -220,8 +213,8 @@ async def organism_status(request: HttpRequest):
     response={200: Any, **COORDINATOR_ERRORS},
     summary="Organs, agents and load",
 )
-async def organism_summary(request: HttpRequest):
-    return await client.call("get_organism_summary")
+def organism_summary(request: HttpRequest):
+    return published_summary()
 
 
 @router.post(
@@ -229,9 +222,9 @@ async def organism_summary(request: HttpRequest):
     response={200: Any, **COORDINATOR_ERRORS},
     summary="Run a task at once on one organ",
 )
-async def execute_on_organ(request: HttpRequest, organ_id: str, task: TaskSpec):
-    params = {"organ_id": organ_id, "task": task.dict()}
-    return await client.call("execute_on_organ", params)
+def execute_on_organ(request: HttpRequest, organ_id: str, task: TaskSpec):
+    _known_organ(organ_id)
+    return run_control("execute_on_organ", {"organ_id": organ_id, "task": _runs_on_an_organ(task)})
 
 
 @router.post(
@@ -239,8 +232,8 @@ async def execute_on_organ(request: HttpRequest, organ_id: str, task: TaskSpec):
     response={200: Any, **COORDINATOR_ERRORS},
     summary="Run a task at once on a random organ",
 )
-async def execute_on_random_organ(request: HttpRequest, task: TaskSpec):
-    return await client.call("execute_on_random_organ", {"task": task.dict()})
+def execute_on_random_organ(request: HttpRequest, task: TaskSpec):
+    return run_control("execute_on_random_organ", {"task": _runs_on_an_organ(task)})
 
 
 @router.post(
@@ -248,8 +241,8 @@ async def execute_on_random_organ(request: HttpRequest, task: TaskSpec):
     response={200: Any, **COORDINATOR_ERRORS},
     summary="Bring the organism up",
 )
-async def initialize_organism(request: HttpRequest):
-    return await client.call("initialize_organism")
+def initialize_organism(request: HttpRequest):
+    return run_control("initialize_organism")
 
 
 @router.post(
@@ -257,5 +250,5 @@ async def initialize_organism(request: HttpRequest):
     response={200: Any, **COORDINATOR_ERRORS},
     summary="Stop organs and agents",
 )
-async def shutdown_organism(request: HttpRequest):
-    return await client.call("shutdown_organism")
+def shutdown_organism(request: HttpRequest):
+    return run_control("shutdown_organism")

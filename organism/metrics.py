@@ -9,9 +9,7 @@ adds what it reaped, so totals only go backwards if those tables are wiped.
 
 from __future__ import annotations
 
-import asyncio
 import bisect
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -42,7 +40,6 @@ COUNTERS = {
     "circuit_opened": "Times a dispatcher's circuit breaker opened",
     "reaped": "RUNNING tasks the supervisor's reaper sent back (lease or heartbeat lost)",
 }
-METRICS_PING_TIMEOUT = 2.0
 
 
 @dataclass
@@ -86,36 +83,33 @@ class Snapshot:
     dispatchers: list[dict[str, Any]]
     totals: dict[str, dict[str, Any]]
     ping_ms: float | None
-    now: float = field(default_factory=time.time)
 
 
-def read_database() -> tuple[dict[str, int], dict[str, Any]]:
-    """The cheap per-status counts and the stats rows (sync ORM: call from a thread)."""
-    from tasks import queue
+def read_database() -> Snapshot:
+    """Counts, stats rows and the Coordinator's published ping (sync ORM: call from a thread).
 
-    counts = {status: c.count for status, c in queue.count_by_status().items()}
-    return counts, queue.metric_sources()
+    The ping is what rundispatcher last reported (organism.status), None when it is down or
+    its report is stale: /metrics, like every web page, never asks Ray itself.
+    """
+    from organism import status
+    from tasks import selectors
 
-
-async def collect() -> Snapshot:
-    """Read the database in a thread and ping the Coordinator (bounded; down is a value)."""
-    from asgiref.sync import sync_to_async
-
-    from organism import client
-
-    counts, sources = await sync_to_async(read_database)()
-    try:
-        # Bounded as a whole: a first connection to Ray may take longer than the ping.
-        ping_ms: float | None = await asyncio.wait_for(
-            client.ping(timeout=METRICS_PING_TIMEOUT), METRICS_PING_TIMEOUT * 2
-        )
-    except Exception:  # not running, Ray unreachable, timed out: all mean "down" here
-        ping_ms = None
+    counts = {name: c.count for name, c in selectors.count_by_status().items()}
+    sources = selectors.metric_sources()
+    coordinator = status.coordinator_view(status.read())
+    ping_ms = coordinator["ping_ms"] if coordinator["healthy"] else None
     return Snapshot(counts, sources["dispatchers"], sources["totals"], ping_ms)
 
 
+async def collect() -> Snapshot:
+    """:func:`read_database`, in a thread."""
+    from asgiref.sync import sync_to_async
+
+    return await sync_to_async(read_database)()
+
+
 def summed_stats(snapshot: Snapshot) -> dict[str, Any]:
-    from tasks.queue import merge_stats
+    from tasks.heartbeats import merge_stats
 
     total: dict[str, Any] = {}
     for stats in [*snapshot.totals.values(), *(d["stats"] for d in snapshot.dispatchers)]:
@@ -123,19 +117,18 @@ def summed_stats(snapshot: Snapshot) -> dict[str, Any]:
     return total
 
 
-def render(snapshot: Snapshot, *, alive_seconds: float) -> bytes:
+def render(snapshot: Snapshot) -> bytes:
     """The Prometheus text format of ``snapshot``."""
     from prometheus_client import CollectorRegistry, generate_latest
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_SnapshotCollector(snapshot, alive_seconds))
+    registry.register(_SnapshotCollector(snapshot))
     return generate_latest(registry)
 
 
 class _SnapshotCollector:
-    def __init__(self, snapshot: Snapshot, alive_seconds: float):
+    def __init__(self, snapshot: Snapshot):
         self.snapshot = snapshot
-        self.alive_seconds = alive_seconds
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import (
@@ -180,6 +173,7 @@ class _SnapshotCollector:
             )
 
     def _dispatchers(self) -> Iterable[Any]:
+        from django.conf import settings
         from prometheus_client.core import GaugeMetricFamily
 
         snap = self.snapshot
@@ -195,14 +189,15 @@ class _SnapshotCollector:
         )
         alive = 0
         for row in snap.dispatchers:
-            seconds = max(snap.now - row["last_beat_at"].timestamp(), 0.0)
-            alive += seconds <= self.alive_seconds
-            age.add_metric([row["name"]], seconds)
+            # Liveness and age as tasks.selectors.list_dispatchers gives them (one rule).
+            alive += row["alive"]
+            age.add_metric([row["name"]], row["beat_age"])
             state = row["stats"].get("circuit", "closed")
             circuit.add_metric([row["name"], state], 0 if state == "closed" else 1)
         yield GaugeMetricFamily(
             "seedcore_dispatchers_alive",
-            f"Dispatchers whose last heartbeat is at most {self.alive_seconds:g} s old",
+            "Dispatchers whose last heartbeat is at most SEEDCORE_HEARTBEAT_TIMEOUT "
+            f"({settings.SEEDCORE_HEARTBEAT_TIMEOUT:g} s) old",
             alive,
         )
         yield age

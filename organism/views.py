@@ -1,8 +1,8 @@
 """``/metrics``: the Prometheus text exposition (see :mod:`organism.metrics`).
 
 Open when SEEDCORE_METRICS_PUBLIC is set; otherwise it takes the API's credentials, a bearer
-token or a logged-in staff session. Async, so a slow Coordinator ping never holds a worker
-thread; the database is read in a thread.
+token or a logged-in staff session. It reads the database only (the Coordinator's ping as
+rundispatcher last published it), in a thread.
 """
 
 from __future__ import annotations
@@ -35,8 +35,6 @@ def _authorised(request: HttpRequest) -> bool:
 
 @require_GET
 async def prometheus_metrics(request: HttpRequest) -> HttpResponse:
-    from organism.api import DISPATCHER_ALIVE_SECONDS
-
     if not await sync_to_async(_authorised)(request):
         response = HttpResponse(
             "metrics need a bearer token (python manage.py createapitoken USERNAME) or a staff "
@@ -53,5 +51,5 @@ async def prometheus_metrics(request: HttpRequest) -> HttpResponse:
         return HttpResponse(
             "the database does not answer\n", status=503, content_type="text/plain; charset=utf-8"
         )
-    body = metrics.render(snapshot, alive_seconds=DISPATCHER_ALIVE_SECONDS)
+    body = metrics.render(snapshot)
     return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)

@@ -19,7 +19,7 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from organism.api import probes
 from organism.api import router as organism_router
-from organism.client import CoordinatorError, CoordinatorTimeout, CoordinatorUnavailable
+from organism.control import ControlFailed, ControlTimeout, ControlUnavailable
 from tasks.api import router as tasks_router
 from tasks.auth import CsrfRequired, InvalidToken, api_auth
 from tasks.ids import AmbiguousTaskId, InvalidTaskId, TaskNotFound
@@ -128,21 +128,19 @@ def transition_not_allowed(request: HttpRequest, exc: TransitionNotAllowed) -> H
     return _error(request, 409, str(exc), status=exc.status)
 
 
-@api.exception_handler(CoordinatorTimeout)
-def coordinator_timeout(request: HttpRequest, exc: CoordinatorTimeout) -> HttpResponse:
+@api.exception_handler(ControlTimeout)
+def control_timeout(request: HttpRequest, exc: ControlTimeout) -> HttpResponse:
     return _error(request, 504, str(exc))
 
 
-@api.exception_handler(CoordinatorUnavailable)
-def coordinator_unavailable(request: HttpRequest, exc: CoordinatorUnavailable) -> HttpResponse:
+@api.exception_handler(ControlUnavailable)
+def control_unavailable(request: HttpRequest, exc: ControlUnavailable) -> HttpResponse:
     return _error(request, 503, str(exc))
 
 
-@api.exception_handler(CoordinatorError)
-def coordinator_error(request: HttpRequest, exc: CoordinatorError) -> HttpResponse:
-    # A permanent error is the handler refusing its input (an unknown organ, say).
-    status = 400 if exc.permanent else 502
-    return _error(request, status, f"the Coordinator reported: {exc}")
+@api.exception_handler(ControlFailed)
+def control_failed(request: HttpRequest, exc: ControlFailed) -> HttpResponse:
+    return _error(request, 502, f"the Coordinator reported: {exc}")
 
 
 @api.exception_handler(HttpError)

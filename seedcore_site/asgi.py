@@ -1,10 +1,11 @@
 """ASGI entry point: Django for HTTP, the dashboard's websocket through Channels.
 
 Development: ``manage.py runserver`` (daphne). Production: ``daphne -b 0.0.0.0 -p 8000
-seedcore_site.asgi:application`` behind a proxy that forwards websocket upgrades, with
-REDIS_URL set when several web processes run. The dashboard's few static files (htmx, one
-script, one stylesheet) are served by this application itself, so no CDN, build step or
-separate file server is needed; a proxy may serve ``collectstatic``'s STATIC_ROOT instead.
+seedcore_site.asgi:application`` behind a proxy that forwards websocket upgrades; run as many
+replicas as you like (each feeds its own websockets from PostgreSQL). The dashboard's few
+static files (htmx, one script, one stylesheet) are served by this application itself, so no
+CDN, build step or separate file server is needed; a proxy may serve ``collectstatic``'s
+STATIC_ROOT instead.
 """
 
 import os

@@ -60,3 +60,57 @@ def ray_cluster(test_database_url):
         yield {"namespace": namespace, "env_vars": env_vars}
     finally:
         ray.shutdown()
+
+
+# Quick rounds and retries, so a test sees the supervisor and the reaper act within seconds.
+SUPERVISED_BACKOFF = 0.5
+
+
+@pytest.fixture
+def supervised(ray_cluster, transactional_db, settings):
+    """What ``rundispatcher`` runs: a real Supervisor (Coordinator, 2 dispatcher actors,
+    reaper, status publication) ticking every 0.5 s in a background thread of the test
+    process; stopped, with its dispatchers, before the test database is flushed."""
+    import threading
+
+    from django.db import connections
+
+    from organism.dispatcher import DispatcherConfig
+    from organism.supervisor import Supervisor, SupervisorOptions
+
+    settings.SEEDCORE_BACKOFF_SECONDS = SUPERVISED_BACKOFF  # the reaper's policy
+    config = DispatcherConfig(
+        claim_batch=20,
+        max_in_flight=100,
+        lease_seconds=3.0,
+        heartbeat_seconds=0.5,
+        poll_seconds=0.2,
+        grace_seconds=2.0,
+        max_attempts=3,
+        backoff_seconds=SUPERVISED_BACKOFF,
+        backoff_max_steps=10,
+    )
+    options = SupervisorOptions(
+        dispatchers=2,
+        address="",
+        namespace=ray_cluster["namespace"],
+        interval=0.5,
+        heartbeat_timeout=3.0,
+        config=config,
+    )
+    boss = Supervisor(options, out=lambda line: None)
+    boss.bootstrap()
+    stop = threading.Event()
+
+    def supervise():
+        try:
+            boss.supervise(stop)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=supervise, daemon=True)
+    thread.start()
+    yield boss
+    stop.set()
+    thread.join(timeout=30)
+    boss.stop_dispatchers()

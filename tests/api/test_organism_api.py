@@ -1,5 +1,9 @@
-"""The organism endpoints and the probes: against a real Coordinator on the session's Ray,
-with the Coordinator absent, and (over a live server) with Ray out of reach."""
+"""The organism endpoints and the probes: with a real supervisor (Coordinator, dispatchers,
+status publication) on the session's Ray, with nothing reporting, and over a live server.
+
+The web side never calls Ray: it reads what the supervisor publishes, and its organism
+actions are control tasks that the dispatchers run.
+"""
 
 from __future__ import annotations
 
@@ -17,109 +21,56 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from tasks import queue
+from tasks import heartbeats, selectors
 from tasks.models import Dispatcher
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-# One small organism: 1 Coordinator + 2 organs + 2 agents.
-API_TEST_ORGANS = [
-    {"id": "cognitive_organ_1", "kind": "cognitive", "agents": 1, "types": ["test"]},
-    {"id": "utility_organ_1", "kind": "utility", "agents": 1, "types": ["echo", "fail"]},
-]
 
 
 def post_json(client, path: str, body=None):
     return client.post(path, json.dumps(body or {}), content_type="application/json")
 
 
+def wait_for(check, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.1)
+    return value
+
+
 # ---------------------------------------------------------------------------------------------
-# A real Coordinator
-
-
-@pytest.fixture(scope="module")
-def coordinator(ray_cluster):
-    """A Coordinator in a namespace of its own, which the web side's settings then name."""
-    import ray
-    from django.conf import settings
-
-    from organism import actors
-
-    namespace = f"{ray_cluster['namespace']}-api"
-    handle = actors.get_or_create_coordinator(
-        namespace=namespace, organs=API_TEST_ORGANS, task_timeout=20.0
-    )
-    assert ray.get(handle.ping.remote(), timeout=60) == "pong"
-    # Starting the organs' and agents' processes can take a while on a busy machine; do it
-    # here, so the endpoints' own timeouts measure the calls, not process start-up.
-    assert ray.get(handle.initialize.remote(), timeout=180) is True
-    saved = settings.RAY_NAMESPACE, settings.SEEDCORE_COORDINATOR_TIMEOUT
-    settings.RAY_NAMESPACE, settings.SEEDCORE_COORDINATOR_TIMEOUT = namespace, 120.0
-    try:
-        yield handle
-    finally:
-        settings.RAY_NAMESPACE, settings.SEEDCORE_COORDINATOR_TIMEOUT = saved
-        try:
-            cleanup = {"id": "cleanup", "type": "shutdown_organism"}
-            ray.get(handle.handle.remote(cleanup), timeout=60)
-        finally:
-            ray.kill(handle)
+# A real supervisor
 
 
 @pytest.mark.ray
-@pytest.mark.django_db
-def test_probes_with_the_coordinator_up(client, coordinator):
+def test_probes_with_the_supervisor_reporting(client, supervised):
     ready = client.get("/readyz")
     assert ready.status_code == 200, ready.content
-    assert ready.json()["checks"] == {
-        "database": "ok",
-        "migrations": "ok",
-        "ray": "ok",
-        "coordinator": "ok",
-    }
+    assert ready.json()["checks"] == {"database": "ok", "migrations": "ok", "coordinator": "ok"}
 
-    # No dispatcher has beaten: the Coordinator answers, but nothing takes tasks.
-    health = client.get("/coordinator/health")
-    assert health.status_code == 200
-    body = health.json()
-    assert body["status"] == "degraded" and body["ping_ms"] > 0
-    assert body["dispatchers"] == [] and "rundispatcher" in body["message"]
+    body = wait_for(
+        lambda: (b := client.get("/coordinator/health").json())["status"] == "healthy" and b
+    )
+    assert body["ping_ms"] > 0 and body["reported_seconds_ago"] < 5
+    assert sum(d["alive"] for d in body["dispatchers"]) == 2
 
-    queue.beat(name="dispatcher-a", node="n1", pid=1, in_flight=2, processed=10)
-    body = client.get("/coordinator/health").json()
-    assert body["status"] == "healthy"
-    [dispatcher] = body["dispatchers"]
-    assert dispatcher["name"] == "dispatcher-a" and dispatcher["alive"] is True
-    assert dispatcher["in_flight"] == 2 and dispatcher["processed"] == 10
-    assert dispatcher["last_beat_at"]
-
-    queue.beat(name="dispatcher-b", node="n1", pid=2, in_flight=0, processed=0)
+    heartbeats.beat(name="dispatcher-b", node="n1", pid=2, in_flight=0, processed=0)
     Dispatcher.objects.filter(name="dispatcher-b").update(
         last_beat_at=timezone.now() - timedelta(minutes=5)
     )
     body = client.get("/coordinator/health").json()
-    assert body["status"] == "degraded" and "1 of 2 dispatchers are silent" in body["message"]
-    alive = {d["name"]: d["alive"] for d in body["dispatchers"]}
-    assert alive == {"dispatcher-a": True, "dispatcher-b": False}
+    assert body["status"] == "degraded" and "1 of 3 dispatchers are silent" in body["message"]
+    assert {d["name"]: d["alive"] for d in body["dispatchers"]}["dispatcher-b"] is False
 
 
 @pytest.mark.ray
-@pytest.mark.django_db
-def test_organism_control_through_the_coordinator(api, coordinator):
-    initialized = api.post("/organism/initialize")
-    assert initialized.status_code == 200, initialized.content
-    assert initialized.json()["initialized"] is True
-    assert initialized.json()["organ_count"] == 2
-
+def test_organism_control_goes_through_the_queue(api, supervised):
+    summary = wait_for(lambda: (r := api.get("/organism/summary")).status_code == 200 and r.json())
+    organs = {organ["organ_id"] for organ in summary["organs"]}
+    assert "utility_organ_1" in organs and summary["initialized"] is True
     status = api.get("/organism/status")
-    assert status.status_code == 200
-    assert {organ["organ_id"] for organ in status.json()} == {
-        "cognitive_organ_1",
-        "utility_organ_1",
-    }
-
-    summary = api.get("/organism/summary").json()
-    assert summary["organ_count"] == 2 and summary["total_agent_count"] == 2
+    assert {organ["organ_id"] for organ in status.json()} == organs
 
     ran = post_json(
         api, "/organism/organs/utility_organ_1/execute", {"type": "echo", "params": {"x": 1}}
@@ -127,11 +78,15 @@ def test_organism_control_through_the_coordinator(api, coordinator):
     assert ran.status_code == 200, ran.content
     assert ran.json()["output"] == {"x": 1}
     assert ran.json()["routing"]["organ_id"] == "utility_organ_1"
+    # It was a task like any other: in the list, COMPLETED, at the top priority.
+    [control] = selectors.list_tasks(selectors.TaskFilter(type="execute_on_organ")).items
+    assert control["status"] == "COMPLETED"
 
     anywhere = post_json(api, "/organism/execute-random", {"type": "echo", "params": {"y": 2}})
     assert anywhere.status_code == 200, anywhere.content
-    assert anywhere.json()["output"] == {"y": 2}
-    assert anywhere.json()["routing"]["organ_id"] in {"cognitive_organ_1", "utility_organ_1"}
+    assert (
+        anywhere.json()["output"] == {"y": 2} and anywhere.json()["routing"]["organ_id"] in organs
+    )
 
     unknown = post_json(api, "/organism/organs/no_such_organ/execute", {"type": "echo"})
     assert unknown.status_code == 400
@@ -152,25 +107,34 @@ def test_organism_control_through_the_coordinator(api, coordinator):
 
     stopped = api.post("/organism/shutdown")
     assert stopped.status_code == 200, stopped.content
-    assert stopped.json()["shutdown"] is True and stopped.json()["organs_stopped"] == 2
+    assert stopped.json()["shutdown"] is True and stopped.json()["organs_stopped"] == len(organs)
+    started = api.post("/organism/initialize")
+    assert started.status_code == 200, started.content
 
 
-@pytest.mark.ray
-@pytest.mark.django_db
-def test_a_missing_coordinator_is_503_saying_how_to_start_it(client, api, ray_cluster, settings):
+# ---------------------------------------------------------------------------------------------
+# Nothing reporting: no rundispatcher on this database
+
+
+@pytest.mark.django_db(transaction=True)
+def test_without_rundispatcher_everything_says_how_to_start_it(client, api, settings):
     settings.RAY_NAMESPACE = f"seedcore-test-absent-{uuid.uuid4().hex[:8]}"
+    settings.SEEDCORE_COORDINATOR_TIMEOUT = 0.5
 
-    for response in (api.get("/organism/status"), api.post("/organism/initialize")):
-        assert response.status_code == 503
-        detail = response.json()["detail"]
-        assert "rundispatcher" in detail and settings.RAY_NAMESPACE in detail
+    assert api.get("/organism/status").status_code == 503
+    assert "rundispatcher" in api.get("/organism/summary").json()["detail"]
+
+    asked = api.post("/organism/initialize")
+    assert asked.status_code == 503
+    assert "no dispatcher took the initialize_organism task" in asked.json()["detail"]
+    # ...and that control task will never run late: it was cancelled.
+    [control] = selectors.list_tasks(selectors.TaskFilter(type="initialize_organism")).items
+    assert control["status"] == "CANCELLED"
 
     ready = client.get("/readyz")
     assert ready.status_code == 503
     body = ready.json()
-    assert body["checks"]["ray"] == "ok" and body["checks"]["database"] == "ok"
-    assert "rundispatcher" in body["checks"]["coordinator"]
-    assert "coordinator" in body["detail"]
+    assert body["checks"]["database"] == "ok" and "rundispatcher" in body["checks"]["coordinator"]
 
     health = client.get("/coordinator/health")
     assert health.status_code == 503
@@ -178,7 +142,7 @@ def test_a_missing_coordinator_is_503_saying_how_to_start_it(client, api, ray_cl
 
 
 # ---------------------------------------------------------------------------------------------
-# A live server whose Ray is out of reach
+# A live server with no Ray anywhere
 
 
 def free_port() -> int:
@@ -204,14 +168,15 @@ def fetch(url: str, *, method: str = "GET", token: str | None = None, body=None)
 
 @pytest.fixture
 def server_without_ray(test_database_url):
-    """``manage.py runserver`` on the test database with RAY_ADDRESS naming a closed port."""
+    """``manage.py runserver`` on the test database, with RAY_ADDRESS naming a closed port
+    (the web never connects to Ray, so it must not matter)."""
     port = free_port()
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "seedcore_site.test_settings",
         "DATABASE_URL": test_database_url,
         "RAY_ADDRESS": f"127.0.0.1:{free_port()}",
-        "SEEDCORE_RAY_CONNECT_TIMEOUT": "1",
+        "SEEDCORE_COORDINATOR_TIMEOUT": "1",
     }
     process = subprocess.Popen(
         [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
@@ -251,8 +216,7 @@ def test_live_server_without_ray_answers_503_and_still_queues(server_without_ray
     status, body = fetch(f"{url}/readyz")
     assert status == 503
     assert body["checks"]["database"] == "ok" and body["checks"]["migrations"] == "ok"
-    assert "rundispatcher" in body["checks"]["ray"]
-    assert body["checks"]["coordinator"] == "not checked"
+    assert "rundispatcher" in body["checks"]["coordinator"]
 
     status, body = fetch(f"{url}/coordinator/health")
     assert status == 503

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tasks import queue
+from tasks import heartbeats, queue, selectors
 from tests.browser.conftest import ARTIFACTS, in_thread, log_in
 from tests.dashboard.conftest import completed_task, failed_task
 
@@ -40,7 +40,7 @@ def _seed() -> dict:
         error="ValueError: width out of range",
     )
     queue.enqueue_many([{"type": "echo", "domain": "utility"} for _ in range(5)])
-    queue.beat(name="dispatcher-0", node="node-a", pid=4242, in_flight=1, processed=12)
+    heartbeats.beat(name="dispatcher-0", node="node-a", pid=4242, in_flight=1, processed=12)
     return {"done": done, "failed": failed}
 
 
@@ -145,7 +145,7 @@ def test_row_selection_survives_live_refresh_and_bulk_retry_works(live_url, page
     assert page.is_checked(f"#task-{failed['id']} input[name=ids]")
     page.click("button[value=retry]")
     page.wait_for_selector("text=Queued 1 task(s)")
-    assert in_thread(queue.get, failed["id"])["status"] == "QUEUED"
+    assert in_thread(selectors.get_task, failed["id"])["status"] == "QUEUED"
 
 
 def test_anonymous_websocket_is_refused(live_url, page):

@@ -6,8 +6,14 @@ import pytest
 from django.urls import reverse
 
 from dashboard import views
-from tasks import queue
+from tasks import heartbeats, queue, selectors
 from tasks.models import Task
+from tasks.validation import (
+    MAX_DOMAIN_LENGTH,
+    MAX_PARAMS_BYTES,
+    MAX_PARAMS_DEPTH,
+    MAX_TYPE_LENGTH,
+)
 from tests.dashboard.conftest import completed_task, failed_task
 
 pytestmark = pytest.mark.django_db
@@ -17,15 +23,14 @@ HTMX = {"HTTP_HX_REQUEST": "true"}
 
 
 @pytest.fixture
-def coordinator_down(monkeypatch):
-    """The Coordinator out of reach, as organism.client reports it (no Ray in these tests)."""
-    from organism import client
+def coordinator_down():
+    """rundispatcher reported the Coordinator out of reach (organism.status; no Ray here)."""
+    from django.conf import settings
 
-    async def unavailable(*args, **kwargs):
-        raise client.CoordinatorUnavailable("the Coordinator is not running; start it")
+    from organism import status
 
-    monkeypatch.setattr(client, "ping", unavailable)
-    monkeypatch.setattr(client, "call", unavailable)
+    error = "the Coordinator is not running; start it"
+    status.publish(namespace=settings.RAY_NAMESPACE, ping_ms=None, error=error, summary=None)
 
 
 @pytest.mark.parametrize("name", PAGES)
@@ -45,7 +50,7 @@ def test_pages_need_a_staff_user(client, django_user_model):
         ).status_code
         == 302
     )
-    assert queue.get(task["id"])["status"] == "QUEUED"
+    assert selectors.get_task(task["id"])["status"] == "QUEUED"
 
 
 def test_root_redirects_to_the_dashboard(staff_client):
@@ -58,7 +63,7 @@ def test_overview_shows_counts_and_last_hour(staff_client, coordinator_down):
     queue.enqueue(type="echo")
     completed_task()
     failed_task()
-    queue.beat(name="disp-1", node="node-a", pid=1, in_flight=2, processed=7)
+    heartbeats.beat(name="disp-1", node="node-a", pid=1, in_flight=2, processed=7)
     response = staff_client.get(reverse("dashboard:overview"))
     assert response.status_code == 200
     counts = {c["status"]: c["count"] for c in response.context["counts"]}
@@ -135,12 +140,12 @@ def test_bulk_retry_and_cancel_go_through_the_engine(staff_client):
     response = staff_client.post(
         url, {"action": "retry", "ids": [failed["id"], done["id"]]}, follow=True
     )
-    assert queue.get(failed["id"])["status"] == "QUEUED"
-    assert queue.get(done["id"])["status"] == "COMPLETED"
+    assert selectors.get_task(failed["id"])["status"] == "QUEUED"
+    assert selectors.get_task(done["id"])["status"] == "COMPLETED"
     text = response.content.decode()
     assert "Queued 1 task(s)" in text and "cannot run task" in text
     staff_client.post(url, {"action": "cancel", "ids": [queued["id"]]})
-    assert queue.get(queued["id"])["status"] == "CANCELLED"
+    assert selectors.get_task(queued["id"])["status"] == "CANCELLED"
 
 
 def test_retry_all_failed_matching_the_filter(staff_client):
@@ -148,7 +153,11 @@ def test_retry_all_failed_matching_the_filter(staff_client):
     b = failed_task("beta")
     response = staff_client.post(reverse("dashboard:task_retry_failed"), {"type": "alpha"})
     assert response.status_code == 302 and "type=alpha" in response["Location"]
-    assert [queue.get(t["id"])["status"] for t in (a1, a2, b)] == ["QUEUED", "QUEUED", "FAILED"]
+    assert [selectors.get_task(t["id"])["status"] for t in (a1, a2, b)] == [
+        "QUEUED",
+        "QUEUED",
+        "FAILED",
+    ]
 
 
 def test_task_detail_shows_history_routing_and_json(staff_client):
@@ -178,15 +187,15 @@ def test_task_actions_run_now_and_cancel(staff_client):
     failed = failed_task()
     url = reverse("dashboard:task_action", args=[failed["id"]])
     staff_client.post(url, {"action": "run"})
-    assert queue.get(failed["id"])["status"] == "QUEUED"
+    assert selectors.get_task(failed["id"])["status"] == "QUEUED"
     staff_client.post(url, {"action": "cancel"})
-    assert queue.get(failed["id"])["status"] == "CANCELLED"
+    assert selectors.get_task(failed["id"])["status"] == "CANCELLED"
     done = completed_task()
     response = staff_client.post(
         reverse("dashboard:task_action", args=[done["id"]]), {"action": "cancel"}, follow=True
     )
     assert "cannot cancel task" in response.content.decode()
-    assert queue.get(done["id"])["status"] == "COMPLETED"
+    assert selectors.get_task(done["id"])["status"] == "COMPLETED"
 
 
 def test_organism_page_says_when_the_coordinator_is_down(staff_client, coordinator_down):
@@ -237,11 +246,11 @@ def test_admin_actions_use_the_engine(admin_client, admin_url):
     )
     text = response.content.decode()
     assert "Queued 1 task(s)" in text and "Refused" in text
-    assert queue.get(failed["id"])["status"] == "QUEUED"
+    assert selectors.get_task(failed["id"])["status"] == "QUEUED"
     admin_client.post(
         admin_url("changelist"), {"action": "cancel_action", "_selected_action": [failed["id"]]}
     )
-    assert queue.get(failed["id"])["status"] == "CANCELLED"
+    assert selectors.get_task(failed["id"])["status"] == "CANCELLED"
 
 
 def _change_form(task: dict, **changes) -> dict:
@@ -267,7 +276,7 @@ def test_admin_status_edit_failed_to_queued_runs_now(admin_client, admin_url):
         admin_url("change", failed["id"]), _change_form(failed, status="QUEUED")
     )
     assert response.status_code == 302, response.context["adminform"].form.errors
-    task = queue.get(failed["id"])
+    task = selectors.get_task(failed["id"])
     # run_now's transition: a fresh set of attempts, the error cleared, its history kept.
     assert (task["status"], task["attempts"], task["error"]) == ("QUEUED", 0, None)
     assert len(task["error_history"]) == 1
@@ -285,25 +294,62 @@ def test_admin_status_edit_refuses_other_transitions(admin_client, admin_url):
         admin_url("change", done["id"]), _change_form(done, status="RUNNING")
     )
     assert "can only be set to QUEUED" in str(response.context["adminform"].form.errors)
-    assert queue.get(done["id"])["status"] == "COMPLETED"
+    assert selectors.get_task(done["id"])["status"] == "COMPLETED"
+
+
+def _add_form(**changes) -> dict:
+    data = {
+        "type": "echo",
+        "description": "",
+        "domain": "",
+        "drift_score": 0.7,
+        "priority": 0,
+        "max_attempts": "",
+        "run_after_0": "",
+        "run_after_1": "",
+        "params": '{"x": 1}',
+    }
+    return {**data, **changes}
 
 
 def test_admin_add_enqueues(admin_client, admin_url):
-    response = admin_client.post(
-        admin_url("add"),
-        {
-            "type": "echo",
-            "description": "",
-            "domain": "",
-            "drift_score": 0.7,
-            "priority": 0,
-            "max_attempts": "",
-            "run_after_0": "",
-            "run_after_1": "",
-            "params": '{"x": 1}',
-        },
-    )
+    response = admin_client.post(admin_url("add"), _add_form())
     assert response.status_code == 302
     (task,) = Task.objects.all()
     assert (task.type, task.status, task.params) == ("echo", "QUEUED", {"x": 1})
     assert task.drift_score == 0.7  # an admin can submit a task for the escalated path
+
+
+@pytest.mark.parametrize(
+    "params, why",
+    [
+        ('{"text": "nul \\u0000 here"}', "must not hold NUL characters"),
+        ('{"deep": ' + "[" * MAX_PARAMS_DEPTH + "]" * MAX_PARAMS_DEPTH + "}", "levels deep"),
+        ('{"big": "' + "x" * MAX_PARAMS_BYTES + '"}', f"larger than {MAX_PARAMS_BYTES} bytes"),
+        ('{"nan": NaN}', "NaN or Infinity"),
+        ("[1, 2]", "valid dictionary"),
+    ],
+)
+def test_admin_add_refuses_params_the_api_refuses(admin_client, admin_url, params, why):
+    response = admin_client.post(admin_url("add"), _add_form(params=params))
+    assert response.status_code == 200
+    assert why in str(response.context["adminform"].form.errors["params"])
+    assert not Task.objects.exists()
+
+
+def test_admin_add_applies_the_api_limits_to_every_field(admin_client, admin_url):
+    form = _add_form(type="t" * (MAX_TYPE_LENGTH + 1), drift_score=1.5, priority=5000)
+    errors = admin_client.post(admin_url("add"), form).context["adminform"].form.errors
+    assert set(errors) == {"type", "drift_score", "priority"}
+    assert not Task.objects.exists()
+
+
+def test_admin_edit_checks_only_the_fields_it_changes(admin_client, admin_url):
+    task = queue.enqueue(type="echo")
+    Task.objects.filter(id=task["id"]).update(domain="d" * (MAX_DOMAIN_LENGTH + 1))
+    form = _change_form(task, domain="d" * (MAX_DOMAIN_LENGTH + 1), params='{"ok": "\\u0000"}')
+    response = admin_client.post(admin_url("change", task["id"]), form)
+    assert set(response.context["adminform"].form.errors) == {"params"}
+    form = _change_form(task, domain="d" * (MAX_DOMAIN_LENGTH + 1), priority=7)
+    assert admin_client.post(admin_url("change", task["id"]), form).status_code == 302
+    assert selectors.get_task(task["id"])["priority"] == 7

@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from django.conf import settings
 from django.db import connections
 from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
 
-from organism import client as coordinator_client
+from organism import status
 from organism.dispatcher import Dispatcher, DispatcherConfig, QueueStore
+from organism.messages import Outcome, Routing
 from organism.metrics import HistogramSet
-from tasks import queue
+from tasks import heartbeats, queue
 from tasks.auth import create_token
 from tasks.models import Dispatcher as Heartbeat
 
@@ -20,19 +22,14 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def coordinator_down(monkeypatch):
-    async def ping(timeout: float = 1.0) -> float:
-        raise coordinator_client.CoordinatorUnavailable("not running")
-
-    monkeypatch.setattr(coordinator_client, "ping", ping)
+def coordinator_down():
+    """rundispatcher reported the Coordinator unreachable (organism.status)."""
+    status.publish(namespace=settings.RAY_NAMESPACE, ping_ms=None, error="down", summary=None)
 
 
 @pytest.fixture
-def coordinator_up(monkeypatch):
-    async def ping(timeout: float = 1.0) -> float:
-        return 2.5
-
-    monkeypatch.setattr(coordinator_client, "ping", ping)
+def coordinator_up():
+    status.publish(namespace=settings.RAY_NAMESPACE, ping_ms=2.5, error=None, summary={})
 
 
 @pytest.fixture
@@ -67,7 +64,7 @@ def stats(counters: dict[str, int], run: list[float] = (), circuit: str = "close
 
 
 def beat(name: str, document: dict) -> None:
-    queue.beat(name=name, node="n", pid=1, in_flight=0, processed=0, stats=document)
+    heartbeats.beat(name=name, node="n", pid=1, in_flight=0, processed=0, stats=document)
 
 
 def heartbeat_stats(name: str) -> dict:
@@ -137,10 +134,10 @@ def test_forgotten_dispatchers_and_reaped_tasks_keep_the_totals_from_going_back(
 ):
     beat("a/1", stats({"claimed": 5, "completed": 5}, run=[0.1]))
     beat("b/1", stats({"claimed": 2, "completed": 1}))
-    queue.forget_dispatcher("a/1")  # a clean stop
+    heartbeats.forget_dispatcher("a/1")  # a clean stop
     Heartbeat.objects.filter(name="b/1").update(last_beat_at="2000-01-01T00:00:00Z")
-    assert queue.forget_dead_dispatchers(silent_for=60) == 1  # a killed one, long silent
-    queue.add_to_totals(queue.SUPERVISOR_TOTALS, {"counters": {"reaped": 4}})
+    assert heartbeats.forget_dead_dispatchers(silent_for=60) == 1  # a killed one, long silent
+    heartbeats.add_to_totals(heartbeats.SUPERVISOR_TOTALS, {"counters": {"reaped": 4}})
     beat("a/2", stats({"claimed": 1}))
     samples = scrape()
     assert samples["seedcore_tasks_claimed_total"][()] == 8
@@ -155,9 +152,11 @@ def test_a_real_dispatcher_persists_what_it_counts(scrape, coordinator_down):
     queue.enqueue_many([{"type": "echo"} for _ in range(4)])
 
     class Coordinator:
-        async def run_batch(self, tasks):
-            for task in tasks:
-                yield {"id": task["id"], "ok": True, "result": {"echo": 1}}
+        async def run_chunks(self, tasks):
+            yield [
+                Outcome.success(task, {"echo": 1}, Routing("fast", None, None, 0.0))
+                for task in tasks
+            ]
 
         async def cancel(self, task_id):
             return False

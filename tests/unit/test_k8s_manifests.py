@@ -264,7 +264,7 @@ def test_config_and_secret_references_exist():
 def test_settings_come_from_a_configmap_and_a_secret():
     config = one("ConfigMap", "seedcore-config")["data"]
     secret = one("Secret", "seedcore-secrets")["stringData"]
-    assert {"RAY_ADDRESS", "RAY_NAMESPACE", "REDIS_URL", "ALLOWED_HOSTS"} <= set(config)
+    assert {"RAY_ADDRESS", "RAY_NAMESPACE", "ALLOWED_HOSTS"} <= set(config)
     assert {"DATABASE_URL", "SECRET_KEY"} <= set(secret)
     assert not set(config) & set(secret)
     # Clients outside the Ray pods reach the head Service KubeRay names <cluster>-head-svc.
@@ -277,9 +277,11 @@ def test_ray_pods_and_ray_clients_share_the_token():
     assert config["RAY_AUTH_MODE"] == "token"
     token_ref = {"name": "seedcore-ray-auth", "key": "auth_token"}
     for name, template in pod_templates().items():
-        if name == "Job/seedcore-migrate":
-            continue  # migrations never touch Ray
         env = env_of(template)
+        if name in ("Job/seedcore-migrate", "Deployment/seedcore-web"):
+            # Migrations and the web app never touch Ray, so they never hold its token.
+            assert "RAY_AUTH_TOKEN" not in env, name
+            continue
         assert env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"] == token_ref, name
         if name.startswith("RayCluster/"):
             assert env["RAY_AUTH_MODE"]["value"] == "token", name
