@@ -114,13 +114,17 @@ class Supervisor:
     def bootstrap(self) -> dict[str, Any]:
         """Coordinator answering, N dispatchers running; returns the first status."""
         deadline = time.monotonic() + COORDINATOR_READY_TIMEOUT
-        while self.ensure_coordinator() is None:
+        while (ping_ms := self.ensure_coordinator()) is None:
             if time.monotonic() > deadline:
                 raise SupervisorError(
                     "the Coordinator did not answer ping within "
                     f"{COORDINATOR_READY_TIMEOUT:.0f} s; see the Ray logs"
                 )
             time.sleep(0.5)
+        # The web learns at once that the Coordinator is back; asking for the summary now
+        # would wait for the organism to start.
+        with contextlib.suppress(Exception):
+            self.publish(ping_ms, with_summary=False)
         self._warm_up_organism()
         # A dispatcher found dead (a name not yet freed after a kill) is recreated on the
         # next round; wait a little for all N rather than report a half-started tree.
@@ -166,13 +170,14 @@ class Supervisor:
         self.coordinator_error = None
         return ping_ms
 
-    def publish(self, ping_ms: float | None) -> bool:
-        """Tell the web what this round saw of the Coordinator (organism.status)."""
+    def publish(self, ping_ms: float | None, *, with_summary: bool = True) -> bool:
+        """Tell the web what this round saw of the Coordinator (organism.status); without a
+        new summary, the last one published stands."""
         from organism import status
         from organism.ray import driver
 
         summary = None
-        if ping_ms is not None:
+        if ping_ms is not None and with_summary:
             try:
                 summary = driver.organism_summary(self.coordinator, SUMMARY_TIMEOUT)
             except Exception as exc:  # the last summary stands; the ping says it is alive
