@@ -3,11 +3,9 @@ this module ever being imported, so importing it leaves a marker file behind."""
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
+from tests.taskapp import NOT_A_TASK_MARKER
 
-MARKER = Path(tempfile.gettempdir()) / "seedcore-test-not-a-task-imported"
-MARKER.write_text("imported")
+NOT_A_TASK_MARKER.write_text("imported")
 
 
 def plain_function() -> str:
