@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 from collections.abc import Mapping
-from inspect import iscoroutinefunction
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS
@@ -36,7 +36,8 @@ try:  # Django 6.0+
     from django.tasks import DEFAULT_TASK_QUEUE_NAME, TaskContext, TaskResult, TaskResultStatus
     from django.tasks.backends.base import BaseTaskBackend
     from django.tasks.base import Task, TaskError
-    from django.tasks.exceptions import InvalidTaskError, TaskResultDoesNotExist
+    from django.tasks.exceptions import InvalidTask as InvalidTaskError
+    from django.tasks.exceptions import TaskResultDoesNotExist
     from django.tasks.signals import task_enqueued
     from django.utils.json import normalize_json
 except ImportError:  # Django 5.2 and the django-tasks backport
@@ -259,7 +260,7 @@ def register(task: Task) -> None:
 def _runner(task: Task):
     """A handler ``(params, ctx)`` that calls ``task``'s function: async functions on the
     agent's loop, sync ones in its threads, as any handler."""
-    if iscoroutinefunction(task.func):
+    if inspect.iscoroutinefunction(task.func):
 
         async def run_async_task(params: dict, ctx) -> Any:
             args, kwargs = _call_arguments(task, params, ctx)
@@ -275,12 +276,23 @@ def _runner(task: Task):
 
 
 def _call_arguments(task: Task, params: dict, ctx) -> tuple[list, dict]:
-    args = list(params.get("args") or [])
-    kwargs = dict(params.get("kwargs") or {})
+    """The call's arguments from the row's params; PermanentError (FAILED, not retried) when
+    they are not ``{"args": [...], "kwargs": {...}}`` or do not fit the function."""
+    from organism.handlers import PermanentError
+
+    args, kwargs = params.get("args", []), params.get("kwargs", {})
+    if set(params) - {"args", "kwargs"} or not isinstance(args, list):
+        raise PermanentError('a @task\'s params must be {"args": [...], "kwargs": {...}}')
+    if not isinstance(kwargs, dict):
+        raise PermanentError('a @task\'s params must be {"args": [...], "kwargs": {...}}')
+    args = list(args)
     if task.takes_context:
-        args.insert(
-            0, running_context(task, args, kwargs, task_id=ctx.task_id, attempt=ctx.attempt)
-        )
+        context = running_context(task, args, kwargs, task_id=ctx.task_id, attempt=ctx.attempt)
+        args.insert(0, context)
+    try:
+        inspect.signature(task.func).bind(*args, **kwargs)
+    except TypeError as exc:
+        raise PermanentError(f"arguments do not fit {task.module_path}: {exc}") from None
     return args, kwargs
 
 

@@ -210,3 +210,19 @@ def test_the_api_and_the_dashboard_show_such_tasks_typed_by_their_path(django_us
     assert page.status_code == 200 and path in page.content.decode()
     detail = staff.get(f"/dashboard/tasks/{result.id}/")
     assert detail.status_code == 200 and path in detail.content.decode()
+
+
+@pytest.mark.parametrize(
+    ("params", "error"),
+    [
+        ({"x": 1}, 'a @task\'s params must be {"args": [...], "kwargs": {...}}'),
+        ({"args": {}}, 'a @task\'s params must be {"args": [...], "kwargs": {...}}'),
+        ({"args": [1]}, "arguments do not fit tests.taskapp.tasks.add: missing a required"),
+    ],
+)
+def test_a_row_whose_params_do_not_fit_the_function_fails_for_good(params, error):
+    # As the API or psql could write it: the row names a @task, with other params.
+    task_id = queue.enqueue(type="tests.taskapp.tasks.add", params=params)["id"]
+    outcome = _run_on_agent(task_id)
+    assert outcome.status is OutcomeStatus.PERMANENT
+    assert outcome.error.startswith(f"PermanentError: {error}")
