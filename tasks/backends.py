@@ -48,6 +48,7 @@ except ImportError:  # Django 5.2 and the django-tasks backport
     from django_tasks.signals import task_enqueued
     from django_tasks.utils import normalize_json
 
+from tasks import queue, selectors
 from tasks.ids import TaskIdError
 from tasks.models import Status
 from tasks.validation import MAX_TYPE_LENGTH, check_params
@@ -99,8 +100,6 @@ class SeedCoreBackend(BaseTaskBackend):
         register(task)
 
     def enqueue(self, task: Task, args: Any, kwargs: Any) -> TaskResult:
-        from tasks import queue
-
         self.validate_task(task)
         # TaskResult normalises the arguments as Django's own backends do, so what JSON
         # cannot hold is refused here, with Django's exception (TypeError, or ValueError for
@@ -121,13 +120,11 @@ class SeedCoreBackend(BaseTaskBackend):
             ],
             using=self.using,
         )
-        result = self.get_result(task_id)
+        result = result_from_row(selectors.get_task(task_id, using=self.using), task)
         task_enqueued.send(type(self), task_result=result)
         return result
 
     def get_result(self, result_id: str) -> TaskResult:
-        from tasks import selectors
-
         try:
             row = selectors.get_task(result_id, using=self.using)
         except (TaskIdError, ValueError):

@@ -226,3 +226,10 @@ def test_a_row_whose_params_do_not_fit_the_function_fails_for_good(params, error
     outcome = _run_on_agent(task_id)
     assert outcome.status is OutcomeStatus.PERMANENT
     assert outcome.error.startswith(f"PermanentError: {error}")
+
+
+def test_enqueue_returns_the_task_it_was_given():
+    run_after = datetime.now(UTC) + timedelta(minutes=5)
+    deferred = app.add.using(priority=3, run_after=run_after)
+    result = deferred.enqueue(1, 2)
+    assert result.task == deferred and result.task.run_after == run_after
