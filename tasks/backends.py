@@ -278,9 +278,9 @@ def _call_arguments(task: Task, params: dict, ctx) -> tuple[list, dict]:
     from organism.handlers import PermanentError
 
     args, kwargs = params.get("args", []), params.get("kwargs", {})
-    if set(params) - {"args", "kwargs"} or not isinstance(args, list):
-        raise PermanentError('a @task\'s params must be {"args": [...], "kwargs": {...}}')
-    if not isinstance(kwargs, dict):
+    if set(params) - {"args", "kwargs"} or not (
+        isinstance(args, list) and isinstance(kwargs, dict)
+    ):
         raise PermanentError('a @task\'s params must be {"args": [...], "kwargs": {...}}')
     args = list(args)
     if task.takes_context:
