@@ -140,17 +140,28 @@ def missing_handler_message(type: str) -> str:
     return f"no handler registered for type '{type}'"
 
 
+# The modules of each installed app that autodiscover imports: ``handlers`` (@handler
+# functions) and ``tasks`` (Django's @task functions bound to tasks.backends.SeedCoreBackend,
+# which register themselves as the handlers of their import paths).
+DISCOVERED_MODULES = ("handlers", "tasks")
+
+
 def autodiscover() -> None:
-    """Import ``<app>.handlers`` for every installed app that has one."""
+    """Import ``<app>.handlers`` and ``<app>.tasks`` for every installed app that has them.
+
+    These are the only modules imported to find handlers: a task's ``type`` is looked up in
+    the registry, never imported, so a row naming any other function cannot make it run.
+    """
     from django.apps import apps
 
     for config in apps.get_app_configs():
-        name = f"{config.name}.handlers"
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:  # the module exists but one of its imports is missing
-                raise
+        for module in DISCOVERED_MODULES:
+            name = f"{config.name}.{module}"
+            try:
+                importlib.import_module(name)
+            except ModuleNotFoundError as exc:
+                if exc.name != name:  # the module exists but one of its imports is missing
+                    raise
 
 
 def _qualname(fn: Callable) -> str:

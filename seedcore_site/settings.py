@@ -37,6 +37,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_htmx",
     "channels",
+    "django_tasks",
     "tasks",
     "organism",
     "dashboard",
@@ -97,6 +98,10 @@ LOGIN_URL = "admin:login"
 # own websockets (dashboard/live.py), so every change reaches every socket once, however many
 # replicas run, and no broker is needed.
 CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# Django's Tasks framework (django.tasks; the django-tasks backport on Django 5.2): @task
+# functions run on the Ray cluster as SeedCore tasks (tasks/backends.py, README.md).
+TASKS = {"default": {"BACKEND": "tasks.backends.SeedCoreBackend"}}
 
 # Ray: RAY_ADDRESS unset means "start a local Ray" (the embedded mode).
 RAY_ADDRESS = os.environ.get("RAY_ADDRESS", "").strip()

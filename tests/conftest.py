@@ -7,9 +7,11 @@ process must see (Ray actors, servers) use ``@pytest.mark.django_db(transaction=
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -71,6 +73,15 @@ def supervised(ray_cluster, transactional_db, settings):
     """What ``rundispatcher`` runs: a real Supervisor (Coordinator, 2 dispatcher actors,
     reaper, status publication) ticking every 0.5 s in a background thread of the test
     process; stopped, with its dispatchers, before the test database is flushed."""
+    settings.SEEDCORE_BACKOFF_SECONDS = SUPERVISED_BACKOFF  # the reaper's policy
+    with supervisor_running(ray_cluster["namespace"]) as boss:
+        yield boss
+
+
+@contextlib.contextmanager
+def supervisor_running(namespace: str, *, dispatchers: int = 2, **config: Any):
+    """A Supervisor as in :func:`supervised`, for tests that start it themselves or tune
+    it: ``config`` overrides fields of its dispatchers' DispatcherConfig."""
     import threading
 
     from django.db import connections
@@ -78,22 +89,24 @@ def supervised(ray_cluster, transactional_db, settings):
     from organism.dispatcher import DispatcherConfig
     from organism.supervisor import Supervisor, SupervisorOptions
 
-    settings.SEEDCORE_BACKOFF_SECONDS = SUPERVISED_BACKOFF  # the reaper's policy
     config = DispatcherConfig(
-        claim_batch=20,
-        max_in_flight=100,
-        lease_seconds=3.0,
-        heartbeat_seconds=0.5,
-        poll_seconds=0.2,
-        grace_seconds=2.0,
-        max_attempts=3,
-        backoff_seconds=SUPERVISED_BACKOFF,
-        backoff_max_steps=10,
+        **{
+            "claim_batch": 20,
+            "max_in_flight": 100,
+            "lease_seconds": 3.0,
+            "heartbeat_seconds": 0.5,
+            "poll_seconds": 0.2,
+            "grace_seconds": 2.0,
+            "max_attempts": 3,
+            "backoff_seconds": SUPERVISED_BACKOFF,
+            "backoff_max_steps": 10,
+            **config,
+        }
     )
     options = SupervisorOptions(
-        dispatchers=2,
+        dispatchers=dispatchers,
         address="",
-        namespace=ray_cluster["namespace"],
+        namespace=namespace,
         interval=0.5,
         heartbeat_timeout=3.0,
         config=config,
@@ -110,7 +123,9 @@ def supervised(ray_cluster, transactional_db, settings):
 
     thread = threading.Thread(target=supervise, daemon=True)
     thread.start()
-    yield boss
-    stop.set()
-    thread.join(timeout=30)
-    boss.stop_dispatchers()
+    try:
+        yield boss
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+        boss.stop_dispatchers()
