@@ -131,6 +131,11 @@ def test_manage_py_runs_on_the_embedded_defaults_with_nothing_set(tmp_path):
         )
 
     try:
+        # Before any migration: a clear error saying what to run, not a traceback.
+        early = manage("tasks", "list")
+        assert early.returncode != 0
+        assert "run `python manage.py migrate`" in early.stderr
+        assert "Traceback" not in early.stderr
         migrated = manage("migrate", "--noinput", "-v", "0")
         assert migrated.returncode == 0, migrated.stderr
         submitted = manage("tasks", "submit", "echo", "--params", '{"hello": "world"}', "--json")

@@ -11,6 +11,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.core.serializers.json import DjangoJSONEncoder
+from django.db import OperationalError, ProgrammingError
 
 from tasks import queue, selectors
 from tasks.ids import TaskIdError
@@ -63,6 +64,19 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
         except selectors.InvalidCursor as exc:
             raise CommandError(str(exc)) from None
+        except OperationalError as exc:
+            raise CommandError(
+                f"cannot reach the database ({str(exc).strip()}); check DATABASE_URL and "
+                "that the database server is running"
+            ) from None
+        except ProgrammingError:
+            missing = selectors.pending_migrations()
+            if not missing:
+                raise
+            raise CommandError(
+                f"the database lacks {missing} migration(s): run `python manage.py migrate` "
+                "(`python dev.py` does it)"
+            ) from None
 
     # -- actions ---------------------------------------------------------------------------
 
