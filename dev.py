@@ -111,16 +111,21 @@ def faults(url: str) -> int:
 
 
 def serve(extra: list[str]) -> int:
-    """``manage.py up``: Ctrl-C reaches it from the terminal; this process only waits for it
-    (its own interrupt would kill the child before the dispatcher had stopped)."""
+    """``manage.py up``: Ctrl-C reaches it from the terminal, and SIGTERM (a process manager)
+    is passed on to it; this process only waits for it to stop its dispatcher and exit, then
+    stops the embedded server it started."""
     env = {**os.environ, "DEBUG": os.environ.get("DEBUG", "1")}
     with embedded_server_left_as_found():
         child = subprocess.Popen([str(PYTHON), "manage.py", "up", *extra], cwd=ROOT, env=env)
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        previous = {
+            signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN),
+            signal.SIGTERM: signal.signal(signal.SIGTERM, lambda *_: child.terminate()),
+        }
         try:
             return child.wait()
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
 
 
 def check() -> int:

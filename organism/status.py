@@ -63,6 +63,8 @@ def publish(
         previous = rows.filter(namespace=namespace).first()
         if summary is None and previous is not None and error is None:
             summary = previous.summary
+        if ping_ms is not None:
+            ping_ms = round(ping_ms, 3)  # microseconds: finer is noise
         values = {"ping_ms": ping_ms, "error": error, "summary": summary, "published_at": Now()}
         CoordinatorStatus.objects.using(using).update_or_create(
             namespace=namespace, defaults=values
