@@ -8,6 +8,7 @@ from pathlib import Path
 
 from seedcore_site.database import database_settings
 from seedcore_site.env import (
+    check_production_secrets,
     development_secret_key,
     env_bool,
     env_float,
@@ -24,6 +25,7 @@ VAR_DIR = Path(os.environ.get("SEEDCORE_VAR_DIR", BASE_DIR / "var"))
 _database_url = os.environ.get("DATABASE_URL", "")
 DEBUG = env_bool("DEBUG", not _database_url.strip())
 SECRET_KEY = os.environ.get("SECRET_KEY", "") or development_secret_key(DEBUG, VAR_DIR)
+check_production_secrets(DEBUG)  # no placeholder or short SECRET_KEY / RAY_AUTH_TOKEN in production
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 

@@ -177,3 +177,33 @@ def test_the_development_key_is_never_used_with_debug_off(tmp_path):
     development_secret_key(True, tmp_path)
     with pytest.raises(ImproperlyConfigured, match="SECRET_KEY is not set"):
         development_secret_key(False, tmp_path)
+
+
+GOOD_KEY = "k" * 50
+
+
+@pytest.mark.parametrize(
+    ("environ", "says"),
+    [
+        ({"SECRET_KEY": "change-me-to-a-long-random-string" + "x" * 40}, "SECRET_KEY is still"),
+        ({"SECRET_KEY": "k" * 49}, "SECRET_KEY is 49 characters"),
+        ({"SECRET_KEY": GOOD_KEY, "RAY_AUTH_TOKEN": "change-me-to-a-random-token"}, "RAY_AUTH"),
+        ({"SECRET_KEY": GOOD_KEY, "RAY_AUTH_TOKEN": "t" * 31}, "RAY_AUTH_TOKEN is 31"),
+    ],
+)
+def test_settings_refuse_a_placeholder_or_short_secret_when_debug_is_off(environ, says, tmp_path):
+    done = _settings_in_subprocess(DEBUG="0", SEEDCORE_VAR_DIR=str(tmp_path), **environ)
+    assert done.returncode != 0
+    assert "ImproperlyConfigured" in done.stderr and says in done.stderr
+    assert "change-me-to" not in done.stderr.split("ImproperlyConfigured")[-1]  # value not echoed
+
+
+def test_settings_take_long_random_secrets_with_debug_off_and_anything_with_debug_on(tmp_path):
+    strong = _settings_in_subprocess(
+        DEBUG="0", SEEDCORE_VAR_DIR=str(tmp_path), SECRET_KEY=GOOD_KEY, RAY_AUTH_TOKEN="t" * 64
+    )
+    assert strong.returncode == 0, strong.stderr
+    weak = _settings_in_subprocess(
+        DEBUG="1", SEEDCORE_VAR_DIR=str(tmp_path), SECRET_KEY="change-me", RAY_AUTH_TOKEN="x"
+    )
+    assert weak.returncode == 0, weak.stderr
