@@ -29,6 +29,32 @@ check_production_secrets(DEBUG)  # no placeholder or short SECRET_KEY / RAY_AUTH
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
+# HTTPS behind a TLS-terminating proxy: SEEDCORE_HTTPS=1 turns on every setting below; each
+# also reads its own Django name from the environment, which wins (README, Configuration).
+SEEDCORE_HTTPS = env_bool("SEEDCORE_HTTPS", False)
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", SEEDCORE_HTTPS)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", SEEDCORE_HTTPS)
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", SEEDCORE_HTTPS)
+# The kubelet's probes speak plain HTTP to the pod.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+# The proxy says which scheme the client used; only trust it behind a proxy that sets it.
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_X_FORWARDED_PROTO", "https")
+    if env_bool("SECURE_PROXY_SSL_HEADER", SEEDCORE_HTTPS)
+    else None
+)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000 if SEEDCORE_HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", SEEDCORE_HTTPS)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", SEEDCORE_HTTPS)
+# Sent on every response (seedcore_site/middleware.py): only same-origin scripts, styles and
+# connections (websockets included), no framing, no plugins. Blank turns it off.
+SEEDCORE_CSP = os.environ.get(
+    "SEEDCORE_CSP",
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'self'; "
+    "form-action 'self'; frame-ancestors 'none'",
+).strip()
+
 INSTALLED_APPS = [
     "daphne",
     "django.contrib.admin",
@@ -47,6 +73,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "seedcore_site.middleware.ContentSecurityPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
