@@ -64,6 +64,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_htmx",
+    "ninja",  # its templates and static files: /api/docs is served from here, not a CDN
     "channels",
     "django_tasks",
     "tasks",
