@@ -4,6 +4,7 @@ See README.md ("Configuration") for the variables and their defaults.
 """
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 from seedcore_site.database import database_settings
@@ -70,6 +71,7 @@ INSTALLED_APPS = [
     "tasks",
     "organism",
     "dashboard",
+    "axes",
 ]
 
 MIDDLEWARE = [
@@ -82,7 +84,22 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into a 429.
+    "axes.middleware.AxesMiddleware",
 ]
+
+# Login throttling (django-axes): after SEEDCORE_LOGIN_FAILURE_LIMIT failed logins for one
+# username from one address, that pair is refused (429) for SEEDCORE_LOGIN_COOLOFF_MINUTES.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("SEEDCORE_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(
+    minutes=env_float("SEEDCORE_LOGIN_COOLOFF_MINUTES", 15.0, minimum=0.1)
+)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
 
 ROOT_URLCONF = "seedcore_site.urls"
 WSGI_APPLICATION = "seedcore_site.wsgi.application"
@@ -123,6 +140,8 @@ STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = VAR_DIR / "static"
 LOGIN_URL = "admin:login"
+# Where a login goes when its `next` is missing or refused (Django's default is a 404).
+LOGIN_REDIRECT_URL = "dashboard:overview"
 
 # Channels: in-process, on purpose. Each web process LISTENs on PostgreSQL and feeds only its
 # own websockets (dashboard/live.py), so every change reaches every socket once, however many
