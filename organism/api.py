@@ -3,7 +3,8 @@
 What they show of the Coordinator is what ``rundispatcher`` publishes (``organism.status``);
 organism control travels through the queue as control tasks (``organism.control``). So the web
 process keeps answering when Ray restarts, and its replicas cost Ray nothing. The probes
-(/healthz, /readyz, /coordinator/health) are public and reveal status only.
+(/healthz, /readyz, /coordinator/health) are public; /coordinator/health tells strangers its
+status only, and staff (a staff session or an API token) the details.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from django.http import HttpRequest
 from ninja import Field, Router, Schema, Status
 from ninja.errors import HttpError
+from pydantic import ConfigDict, ValidationError
 
 from organism import status
 from organism.control import run_control
 from organism.handlers import get_handler
 from tasks.api import AUTH_ERRORS, Message
+from tasks.auth import user_for_token
 from tasks.selectors import list_dispatchers, pending_migrations
 from tasks.validation import TaskFields
 
@@ -42,13 +45,25 @@ class DispatcherHealth(Schema):
     alive: bool
     in_flight: int
     processed: int
-    circuit: Literal["closed", "open", "half_open"] = Field(
+    circuit: Literal["closed", "open", "half_open", "unknown"] = Field(
         "closed", description="The dispatcher's circuit breaker; not closed = claiming nothing"
     )
 
 
+HealthStatus = Literal["healthy", "degraded", "unhealthy"]
+CIRCUITS = ("closed", "open", "half_open")
+
+
+class PublicHealth(Schema):
+    """What /coordinator/health tells a caller without credentials."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: HealthStatus
+
+
 class CoordinatorHealth(Schema):
-    status: Literal["healthy", "degraded", "unhealthy"]
+    status: HealthStatus
     ping_ms: float | None
     reported_seconds_ago: float | None = Field(
         description="How long ago rundispatcher last reported the Coordinator; null if never."
@@ -102,29 +117,63 @@ def judge_health(coordinator: dict[str, Any], dispatchers: list[dict[str, Any]])
 
 def _coordinator_health() -> tuple:
     coordinator = status.coordinator_view(status.read())
-    return judge_health(coordinator, list_dispatchers())
+    dispatchers = list_dispatchers()
+    for row in dispatchers:
+        # A heartbeat row is written by any process with database access: a circuit value
+        # this version does not know is shown as such, never a 500.
+        if row.get("circuit") not in CIRCUITS:
+            row["circuit"] = "unknown"
+    return judge_health(coordinator, dispatchers)
+
+
+def sees_details(request: HttpRequest) -> bool:
+    """A logged-in staff session, or a live API token: they see the details."""
+    user = getattr(request, "user", None)
+    if user is not None and user.is_authenticated and user.is_active and user.is_staff:
+        return True
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or "\x00" in token:
+        return False
+    try:
+        return user_for_token(token) is not None
+    except DatabaseError:
+        logger.exception("coordinator health: cannot check the API token")
+        return False
+
+
+UNKNOWN_HEALTH = {
+    "status": "unhealthy",
+    "ping_ms": None,
+    "reported_seconds_ago": None,
+    "dispatchers": [],
+    "message": "the database does not answer, so the Coordinator's health is unknown",
+}
 
 
 @probes.get(
     "/coordinator/health",
     auth=None,
-    response={200: CoordinatorHealth, 503: CoordinatorHealth},
+    response={
+        200: CoordinatorHealth | PublicHealth,
+        503: CoordinatorHealth | PublicHealth,
+    },
     summary="The Coordinator as rundispatcher last reported it, and the dispatchers' heartbeats",
+    description="Without credentials: the status only. A staff session or an API token also "
+    "gets the ping, the report's age, the dispatchers and the message.",
 )
 def coordinator_health(request: HttpRequest):
     try:
         code, body = _coordinator_health()
+        body = CoordinatorHealth.model_validate(body).model_dump()
     except DatabaseError:
         logger.exception("coordinator health: cannot read the database")
-        message = "the database does not answer, so the Coordinator's health is unknown"
-        body = {
-            "status": "unhealthy",
-            "ping_ms": None,
-            "reported_seconds_ago": None,
-            "dispatchers": [],
-            "message": message,
-        }
-        return Status(503, body)
+        code, body = 503, UNKNOWN_HEALTH
+    except ValidationError:
+        logger.exception("coordinator health: a published value does not fit the schema")
+        code, body = 503, {**UNKNOWN_HEALTH, "message": "the published health is malformed"}
+    if not sees_details(request):
+        body = {"status": body["status"]}
     return Status(code, body)
 
 

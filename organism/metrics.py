@@ -28,6 +28,30 @@ HISTOGRAMS = {
         "Time from a claimed task's dispatch to its outcome, by task type",
     ),
 }
+# The histograms' `type` label: a registered handler's type, else this one. A task's type is
+# whatever its client chose, so labelling by it unchecked lets any client grow every heartbeat
+# and /metrics without bound (one series per type, kept for good in metric_totals).
+OTHER_TYPE = "other"
+
+
+def type_label(task_type: str) -> str:
+    """``task_type`` if a handler is registered for it, else :data:`OTHER_TYPE`."""
+    from organism.handlers import get_handler
+
+    return task_type if get_handler(task_type) is not None else OTHER_TYPE
+
+
+def bounded_by_type(by_label: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """One metric's histograms with every unregistered type folded into ``other`` (rows an
+    older dispatcher wrote may hold any label)."""
+    from tasks.heartbeats import merge_stats
+
+    folded: dict[str, Any] = {}
+    for label, hist in by_label.items():
+        merge_stats(folded, {"histograms": {"m": {type_label(label): hist}}})
+    return folded.get("histograms", {}).get("m", {})
+
+
 COUNTERS = {
     "claimed": "Tasks claimed by dispatchers",
     "completed": "Attempts written COMPLETED",
@@ -44,11 +68,12 @@ COUNTERS = {
 
 @dataclass
 class HistogramSet:
-    """Non-cumulative bucket counts per (metric, label); the last bucket is +Inf."""
+    """Non-cumulative bucket counts per (metric, type label); the last bucket is +Inf."""
 
     data: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
-    def observe(self, metric: str, label: str, value: float) -> None:
+    def observe(self, metric: str, task_type: str, value: float) -> None:
+        label = type_label(task_type)
         bounds = HISTOGRAMS[metric][0]
         hist = self.data.setdefault(metric, {}).get(label)
         if hist is None:
@@ -154,7 +179,8 @@ class _SnapshotCollector:
 
         for metric, (bounds, help_text) in HISTOGRAMS.items():
             family = HistogramMetricFamily(f"seedcore_task_{metric}", help_text, labels=["type"])
-            for label, hist in sorted(stats.get("histograms", {}).get(metric, {}).items()):
+            by_label = bounded_by_type(stats.get("histograms", {}).get(metric, {}))
+            for label, hist in sorted(by_label.items()):
                 if len(hist["buckets"]) != len(bounds) + 1:
                     continue  # written with other bounds by an older dispatcher
                 family.add_metric([label], _cumulative(bounds, hist["buckets"]), hist["sum"])

@@ -110,3 +110,35 @@ def development_secret_key(debug: bool, var_dir: Path) -> str:
     with os.fdopen(descriptor, "w") as handle:
         handle.write(key)
     return key
+
+
+# Placeholders shipped in examples: a deployment that kept one runs with a secret everyone knows.
+PLACEHOLDER_PREFIX = "change-me"
+SECRET_KEY_MIN_LENGTH = 50
+RAY_TOKEN_MIN_LENGTH = 32
+
+
+def refuse_weak_secret(name: str, value: str, minimum: int) -> None:
+    """With ``DEBUG`` off, a secret shorter than ``minimum`` or still a ``change-me``
+    placeholder stops start-up (ImproperlyConfigured naming the variable, never the value)."""
+    if value.strip().lower().startswith(PLACEHOLDER_PREFIX):
+        raise ImproperlyConfigured(
+            f"{name} is still the placeholder; set it to a long random string "
+            "(e.g. `openssl rand -hex 32`)"
+        )
+    if len(value) < minimum:
+        raise ImproperlyConfigured(
+            f"{name} is {len(value)} characters; with DEBUG off it must be at least {minimum} "
+            "(e.g. `openssl rand -hex 32`)"
+        )
+
+
+def check_production_secrets(debug: bool, environ: Mapping[str, str] = os.environ) -> None:
+    """``SECRET_KEY`` and, when set, the Ray token (``RAY_AUTH_TOKEN``): refused when weak,
+    unless ``DEBUG`` is on."""
+    if debug:
+        return
+    refuse_weak_secret("SECRET_KEY", environ.get("SECRET_KEY", ""), SECRET_KEY_MIN_LENGTH)
+    token = environ.get("RAY_AUTH_TOKEN")
+    if token is not None:
+        refuse_weak_secret("RAY_AUTH_TOKEN", token, RAY_TOKEN_MIN_LENGTH)

@@ -4,10 +4,12 @@ See README.md ("Configuration") for the variables and their defaults.
 """
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 from seedcore_site.database import database_settings
 from seedcore_site.env import (
+    check_production_secrets,
     development_secret_key,
     env_bool,
     env_float,
@@ -24,8 +26,35 @@ VAR_DIR = Path(os.environ.get("SEEDCORE_VAR_DIR", BASE_DIR / "var"))
 _database_url = os.environ.get("DATABASE_URL", "")
 DEBUG = env_bool("DEBUG", not _database_url.strip())
 SECRET_KEY = os.environ.get("SECRET_KEY", "") or development_secret_key(DEBUG, VAR_DIR)
+check_production_secrets(DEBUG)  # no placeholder or short SECRET_KEY / RAY_AUTH_TOKEN in production
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+# HTTPS behind a TLS-terminating proxy: SEEDCORE_HTTPS=1 turns on every setting below; each
+# also reads its own Django name from the environment, which wins (README, Configuration).
+SEEDCORE_HTTPS = env_bool("SEEDCORE_HTTPS", False)
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", SEEDCORE_HTTPS)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", SEEDCORE_HTTPS)
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", SEEDCORE_HTTPS)
+# The kubelet's probes speak plain HTTP to the pod.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+# The proxy says which scheme the client used; only trust it behind a proxy that sets it.
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_X_FORWARDED_PROTO", "https")
+    if env_bool("SECURE_PROXY_SSL_HEADER", SEEDCORE_HTTPS)
+    else None
+)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000 if SEEDCORE_HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", SEEDCORE_HTTPS)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", SEEDCORE_HTTPS)
+# Sent on every response (seedcore_site/middleware.py): only same-origin scripts, styles and
+# connections (websockets included), no framing, no plugins. Blank turns it off.
+SEEDCORE_CSP = os.environ.get(
+    "SEEDCORE_CSP",
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'self'; "
+    "form-action 'self'; frame-ancestors 'none'",
+).strip()
 
 INSTALLED_APPS = [
     "daphne",
@@ -36,15 +65,18 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_htmx",
+    "ninja",  # its templates and static files: /api/docs is served from here, not a CDN
     "channels",
     "django_tasks",
     "tasks",
     "organism",
     "dashboard",
+    "axes",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "seedcore_site.middleware.ContentSecurityPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -52,7 +84,22 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into a 429.
+    "axes.middleware.AxesMiddleware",
 ]
+
+# Login throttling (django-axes): after SEEDCORE_LOGIN_FAILURE_LIMIT failed logins for one
+# username from one address, that pair is refused (429) for SEEDCORE_LOGIN_COOLOFF_MINUTES.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("SEEDCORE_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(
+    minutes=env_float("SEEDCORE_LOGIN_COOLOFF_MINUTES", 15.0, minimum=0.1)
+)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
 
 ROOT_URLCONF = "seedcore_site.urls"
 WSGI_APPLICATION = "seedcore_site.wsgi.application"
@@ -93,6 +140,8 @@ STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = VAR_DIR / "static"
 LOGIN_URL = "admin:login"
+# Where a login goes when its `next` is missing or refused (Django's default is a 404).
+LOGIN_REDIRECT_URL = "dashboard:overview"
 
 # Channels: in-process, on purpose. Each web process LISTENs on PostgreSQL and feeds only its
 # own websockets (dashboard/live.py), so every change reaches every socket once, however many

@@ -113,6 +113,10 @@ class TaskAdminForm(forms.ModelForm):
 @admin.register(Task)
 class TaskAdmin(admin.ModelAdmin):
     form = TaskAdminForm
+
+    class Media:
+        css = {"all": ["tasks/admin.css"]}
+
     list_display = ("short_id", "type", "domain", "status", "attempts", "run_after", "updated_at")
     list_display_links = ("short_id",)
     list_filter = ("status", "created_at", "updated_at")
@@ -148,7 +152,7 @@ class TaskAdmin(admin.ModelAdmin):
         if value in (None, "", [], {}):
             return "—"
         text = value if isinstance(value, str) else json.dumps(value, indent=2, sort_keys=True)
-        return format_html('<pre style="white-space: pre-wrap; margin: 0">{}</pre>', text)
+        return format_html('<pre class="seedcore-pre">{}</pre>', text)
 
     @admin.display(description="Params (readable)")
     def params_pretty(self, obj: Task) -> str:
@@ -169,8 +173,8 @@ class TaskAdmin(admin.ModelAdmin):
             return "—"
         return format_html_join(
             "",
-            '<p style="margin: 0 0 .2em"><b>Attempt {}</b> · {} · {} · {}</p>'
-            '<pre style="white-space: pre-wrap; margin: 0 0 1em">{}\n\n{}</pre>',
+            '<p class="seedcore-attempt"><b>Attempt {}</b> · {} · {} · {}</p>'
+            '<pre class="seedcore-pre">{}\n\n{}</pre>',
             (
                 (
                     entry.get("attempt", "?"),

@@ -1,5 +1,5 @@
-"""Pure queue policies, with no database in sight: what a failed attempt leads to (retry), and
-how long finished tasks are kept (retention)."""
+"""Pure queue policies, with no database in sight: what a failed attempt leads to (retry), how
+long finished tasks are kept (retention), and how much of a failure is kept (caps)."""
 
 from __future__ import annotations
 
@@ -78,3 +78,17 @@ class RetentionPolicy(_FromSettings):
             (others, timedelta(days=self.finished_days)),
             ((Status.FAILED.value,), timedelta(days=self.failed_days)),
         ]
+
+
+# How much of a failure a task keeps: a handler's error text and traceback are cut to these
+# lengths, and error_history (which grows with every run-now) keeps only its newest entries.
+ERROR_MAX_CHARS = 10_000
+TRACEBACK_MAX_CHARS = 50_000
+ERROR_HISTORY_MAX_ENTRIES = 50
+
+
+def cap_text(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, saying how much was cut."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… [cut: {len(text) - limit:,} more characters]"

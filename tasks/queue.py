@@ -46,7 +46,14 @@ from tasks.models import (
     RUNNABLE_NOW_STATUSES,
     Status,
 )
-from tasks.policy import RetentionPolicy, RetryPolicy
+from tasks.policy import (
+    ERROR_HISTORY_MAX_ENTRIES,
+    ERROR_MAX_CHARS,
+    TRACEBACK_MAX_CHARS,
+    RetentionPolicy,
+    RetryPolicy,
+    cap_text,
+)
 from tasks.selectors import DISPATCHER_ALIVE_SQL, TASK_COLUMNS, get_task
 from tasks.selectors import heartbeat_timeout as heartbeat_timeout_setting
 from tasks.sql import Jsonb, execute, fetch, task_uuid
@@ -408,8 +415,12 @@ def _end_failed_attempt(
     ``task`` holds the row's id, attempts, max_attempts, locked_by and cancel_requested, read
     under the caller's row lock. The task goes to RETRY after the policy's backoff, FAILED at
     the last attempt or when ``permanent``, CANCELLED if a cancel was requested; the error
-    joins its error history. ``unlock`` also clears ``locked_by``.
+    joins its error history, which keeps its newest ``ERROR_HISTORY_MAX_ENTRIES``; error and
+    traceback are cut to ``ERROR_MAX_CHARS`` and ``TRACEBACK_MAX_CHARS``. ``unlock`` also
+    clears ``locked_by``.
     """
+    error = cap_text(error, ERROR_MAX_CHARS)
+    traceback = cap_text(traceback, TRACEBACK_MAX_CHARS)
     status, delay = policy.after_failure(
         attempts=task["attempts"], task_max_attempts=task["max_attempts"], permanent=permanent
     )
@@ -426,18 +437,31 @@ def _end_failed_attempt(
     locked_by = None if unlock else task["locked_by"]
     execute(
         _FAILED_ATTEMPT_SQL,
-        [status, error, delay, locked_by, Jsonb(entry), task["id"], task["attempts"]],
+        [
+            status,
+            error,
+            delay,
+            locked_by,
+            Jsonb(entry),
+            ERROR_HISTORY_MAX_ENTRIES,
+            task["id"],
+            task["attempts"],
+        ],
         using=using,
     )
     return status
 
 
-# A null delay (FAILED, CANCELLED) leaves run_after as it was.
+# A null delay (FAILED, CANCELLED) leaves run_after as it was. The history gets the new entry
+# and keeps its newest N (the entries say their attempt and time).
 _FAILED_ATTEMPT_SQL = (
     "UPDATE tasks SET status = %s, error = %s, "
     "run_after = coalesce(now() + %s::float8 * interval '1 second', run_after), "
     "lease_expires_at = NULL, locked_by = %s, "
-    "error_history = error_history || jsonb_build_array(%s::jsonb) "
+    "error_history = (SELECT coalesce(jsonb_agg(h.entry ORDER BY h.n), '[]'::jsonb) "
+    "FROM jsonb_array_elements(error_history || jsonb_build_array(%s::jsonb)) "
+    "WITH ORDINALITY AS h(entry, n) "
+    "WHERE h.n > jsonb_array_length(error_history) + 1 - %s) "
     "WHERE id = %s AND attempts = %s AND status = 'RUNNING'"
 )
 

@@ -44,13 +44,13 @@ def wait_for(check, timeout: float = 30.0):
 
 
 @pytest.mark.ray
-def test_probes_with_the_supervisor_reporting(client, supervised):
+def test_probes_with_the_supervisor_reporting(client, admin_client, supervised):
     ready = client.get("/readyz")
     assert ready.status_code == 200, ready.content
     assert ready.json()["checks"] == {"database": "ok", "migrations": "ok", "coordinator": "ok"}
 
     body = wait_for(
-        lambda: (b := client.get("/coordinator/health").json())["status"] == "healthy" and b
+        lambda: (b := admin_client.get("/coordinator/health").json())["status"] == "healthy" and b
     )
     assert body["ping_ms"] > 0 and body["reported_seconds_ago"] < 5
     assert sum(d["alive"] for d in body["dispatchers"]) == 2
@@ -59,7 +59,7 @@ def test_probes_with_the_supervisor_reporting(client, supervised):
     Dispatcher.objects.filter(name="dispatcher-b").update(
         last_beat_at=timezone.now() - timedelta(minutes=5)
     )
-    body = client.get("/coordinator/health").json()
+    body = admin_client.get("/coordinator/health").json()
     assert body["status"] == "degraded" and "1 of 3 dispatchers are silent" in body["message"]
     assert {d["name"]: d["alive"] for d in body["dispatchers"]}["dispatcher-b"] is False
 
@@ -136,9 +136,10 @@ def test_without_rundispatcher_everything_says_how_to_start_it(client, api, sett
     body = ready.json()
     assert body["checks"]["database"] == "ok" and "rundispatcher" in body["checks"]["coordinator"]
 
-    health = client.get("/coordinator/health")
+    health = api.get("/coordinator/health")
     assert health.status_code == 503
     assert health.json()["status"] == "unhealthy" and health.json()["ping_ms"] is None
+    assert client.get("/coordinator/health").json() == {"status": "unhealthy"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,6 +220,8 @@ def test_live_server_without_ray_answers_503_and_still_queues(server_without_ray
     assert "rundispatcher" in body["checks"]["coordinator"]
 
     status, body = fetch(f"{url}/coordinator/health")
+    assert status == 503 and body == {"status": "unhealthy"}
+    status, body = fetch(f"{url}/coordinator/health", token=api_token)
     assert status == 503
     assert body["status"] == "unhealthy" and "rundispatcher" in body["message"]
 

@@ -95,7 +95,10 @@ def test_verify_setup_against_a_running_server_and_dispatcher(running_site, api_
     # The probes come up once the dispatcher has started the Coordinator.
     wait_for(lambda: fetch(f"{url}/readyz")[0] == 200, timeout=240, what="/readyz 200")
     health = wait_for(
-        lambda: (body := fetch(f"{url}/coordinator/health")[1])["status"] == "healthy" and body,
+        lambda: (
+            (body := fetch(f"{url}/coordinator/health", token=api_token)[1])["status"] == "healthy"
+            and body
+        ),
         timeout=60,
         what="a healthy Coordinator with a live dispatcher",
     )

@@ -83,24 +83,63 @@ def test_only_news_is_announced(namespace):
     assert notifications_during(publish(1.0)) == [namespace]  # back
 
 
-def test_health_probe_and_readyz_judge_by_the_publication(client, settings, namespace):
+def test_health_probe_and_readyz_judge_by_the_publication(
+    client, admin_client, settings, namespace
+):
     assert client.get("/coordinator/health").status_code == 503
     ready = client.get("/readyz").json()
     assert "rundispatcher" in ready["checks"]["coordinator"]
 
     status.publish(namespace=namespace, ping_ms=1.0, error=None, summary=SUMMARY)
     heartbeats.beat(name="dispatcher-a", node="n1", pid=1, in_flight=0, processed=0)
-    health = client.get("/coordinator/health")
+    health = admin_client.get("/coordinator/health")
     assert health.status_code == 200, health.content
     body = health.json()
     assert body["status"] == "healthy" and body["reported_seconds_ago"] < 5
     assert client.get("/readyz").status_code == 200
 
     age(namespace, 120)  # rundispatcher was killed two minutes ago
-    health = client.get("/coordinator/health")
+    health = admin_client.get("/coordinator/health")
     assert health.status_code == 503
     assert "no word from rundispatcher for 120 s" in health.json()["message"]
     assert client.get("/readyz").status_code == 503
+
+
+def test_health_tells_strangers_the_status_only_and_staff_or_tokens_the_details(
+    client, admin_client, django_user_model, namespace
+):
+    from tasks.auth import create_token
+
+    error = "ConnectionError: ray://10.0.3.7:10001 refused; InvalidAuthToken"
+    status.publish(namespace=namespace, ping_ms=None, error=error, summary=None)
+    heartbeats.beat(name="dispatcher-secret-name", node="n1", pid=1, in_flight=0, processed=0)
+    anonymous = client.get("/coordinator/health")
+    assert anonymous.status_code == 503 and anonymous.json() == {"status": "unhealthy"}
+    wrong = client.get("/coordinator/health", HTTP_AUTHORIZATION="Bearer not-a-token\x00")
+    assert wrong.json() == {"status": "unhealthy"}
+    staff = admin_client.get("/coordinator/health").json()
+    assert staff["message"] == error and staff["dispatchers"][0]["name"] == "dispatcher-secret-name"
+    user = django_user_model.objects.create_user("robot", password="x")
+    _, token = create_token(user)
+    with_token = client.get("/coordinator/health", HTTP_AUTHORIZATION=f"Bearer {token}").json()
+    assert with_token["message"] == error
+
+
+@pytest.mark.parametrize(
+    "circuit", ["melted", "", None, 7, {"a": 1}, pytest.param("x" * 10_000, id="long")]
+)
+def test_health_survives_an_unexpected_circuit_value(client, admin_client, namespace, circuit):
+    status.publish(namespace=namespace, ping_ms=1.0, error=None, summary=SUMMARY)
+    heartbeats.beat(name="dispatcher-a", node="n1", pid=1, in_flight=0, processed=0)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE dispatchers SET stats = jsonb_set(coalesce(stats, '{}'), '{circuit}', %s)",
+            [json.dumps(circuit)],
+        )
+    assert client.get("/coordinator/health").json() == {"status": "healthy"}
+    body = admin_client.get("/coordinator/health").json()
+    assert body["status"] == "healthy"
+    assert body["dispatchers"][0]["circuit"] in ("unknown", "closed")
 
 
 def test_organism_reads_come_from_the_publication(admin_client, namespace):

@@ -194,14 +194,14 @@ def test_a_real_dispatcher_persists_what_it_counts(scrape, coordinator_down):
     assert samples["seedcore_task_run_seconds_count"][(("type", "echo"),)] == 4
 
 
-def test_an_open_circuit_shows_in_health_and_on_the_dashboard(client, coordinator_down):
+def test_an_open_circuit_shows_in_health_and_on_the_dashboard(admin_client, coordinator_down):
     from django.template.loader import render_to_string
 
     from dashboard.live import dispatcher_rows
 
     beat("a/1", stats({}, circuit="open"))
     beat("b/1", stats({}))
-    health = client.get("/coordinator/health").json()
+    health = admin_client.get("/coordinator/health").json()
     assert {d["name"]: d["circuit"] for d in health["dispatchers"]} == {
         "a/1": "open",
         "b/1": "closed",
@@ -210,3 +210,36 @@ def test_an_open_circuit_shows_in_health_and_on_the_dashboard(client, coordinato
         "dashboard/partials/dispatchers.html", {"dispatchers": dispatcher_rows()}
     )
     assert html.count("circuit open") == 1
+
+
+def test_labels_are_only_registered_types_so_random_types_keep_metrics_small(
+    coordinator_down, django_user_model
+):
+    import random
+    import string
+
+    from organism.handlers import registered_types
+    from organism.metrics import OTHER_TYPE
+
+    rng = random.Random(15)
+    types = ["".join(rng.choices(string.ascii_letters, k=24)) for _ in range(20_000)]
+    # A dispatcher labels only registered types...
+    histograms = HistogramSet()
+    for task_type in [*types, "echo"]:
+        histograms.observe("run_seconds", task_type, 0.1)
+    assert set(histograms.data["run_seconds"]) == {"echo", OTHER_TYPE}
+    assert histograms.data["run_seconds"][OTHER_TYPE]["count"] == 20_000
+    beat("new/1", {"counters": {}, "histograms": histograms.data})
+    # ...and /metrics folds what an older dispatcher wrote, and the totals kept, into `other`.
+    unbounded = {t: {"buckets": [1] + [0] * 13, "sum": 0.001, "count": 1} for t in types}
+    beat("old/1", {"counters": {}, "histograms": {"run_seconds": unbounded}})
+    heartbeats.add_to_totals("old-totals", {"histograms": {"run_seconds": unbounded}})
+    staff = django_user_model.objects.create_user("op", password="pw", is_staff=True)
+    web = Client()
+    web.force_login(staff)
+    body = web.get("/metrics").content
+    assert len(body) < 200_000, len(body)
+    samples = parse(body.decode())
+    counts = samples["seedcore_task_run_seconds_count"]
+    assert {dict(labels)["type"] for labels in counts} <= {*registered_types(), OTHER_TYPE}
+    assert counts[(("type", OTHER_TYPE),)] == 60_000

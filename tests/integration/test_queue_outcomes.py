@@ -284,3 +284,32 @@ def test_run_now_matching_queues_only_the_tasks_that_allow_it():
     failed = _in_status("FAILED")
     completed = _in_status("COMPLETED")
     assert queue.run_now_matching([failed["id"], completed["id"]]) == [failed["id"]]
+
+
+def test_error_and_traceback_are_cut_saying_how_much():
+    from tasks.policy import ERROR_MAX_CHARS, TRACEBACK_MAX_CHARS
+
+    task = _claimed()
+    error, trace = "e" * (ERROR_MAX_CHARS + 12_345), "t" * (TRACEBACK_MAX_CHARS + 7)
+    queue.fail(task_id=task["id"], dispatcher="d1", attempt=1, error=error, traceback=trace)
+    stored = selectors.get_task(task["id"])
+    assert stored["error"] == "e" * ERROR_MAX_CHARS + "… [cut: 12,345 more characters]"
+    (entry,) = stored["error_history"]
+    assert entry["error"] == stored["error"]
+    assert entry["traceback"] == "t" * TRACEBACK_MAX_CHARS + "… [cut: 7 more characters]"
+
+
+def test_error_history_keeps_only_its_newest_entries_through_run_now():
+    from tasks.policy import ERROR_HISTORY_MAX_ENTRIES
+
+    task = _claimed()
+    for round_ in range(ERROR_HISTORY_MAX_ENTRIES + 5):
+        if round_:
+            queue.run_now(task["id"])
+            queue.claim(dispatcher="d1", batch=1)
+        queue.fail(task_id=task["id"], dispatcher="d1", attempt=1, error=f"boom {round_}")
+    history = selectors.get_task(task["id"])["error_history"]
+    assert len(history) == ERROR_HISTORY_MAX_ENTRIES
+    assert [entry["error"] for entry in history] == [
+        f"boom {n}" for n in range(5, ERROR_HISTORY_MAX_ENTRIES + 5)
+    ]

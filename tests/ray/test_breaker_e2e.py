@@ -62,7 +62,9 @@ def circuits() -> set[str]:
     return {row["circuit"] for row in list_dispatchers()}
 
 
-def test_a_dead_coordinator_opens_the_circuit_and_a_live_one_closes_it(booted, client, settings):
+def test_a_dead_coordinator_opens_the_circuit_and_a_live_one_closes_it(
+    booted, client, admin_client, settings
+):
     import ray
 
     from organism.ray import actors
@@ -79,7 +81,7 @@ def test_a_dead_coordinator_opens_the_circuit_and_a_live_one_closes_it(booted, c
         ("QUEUED", 0)
     }
 
-    health = client.get("/coordinator/health")
+    health = admin_client.get("/coordinator/health")
     assert health.status_code == 503
     assert {d["circuit"] for d in health.json()["dispatchers"]} <= {"open", "half_open"}
     settings.SEEDCORE_METRICS_PUBLIC = True

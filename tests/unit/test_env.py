@@ -177,3 +177,75 @@ def test_the_development_key_is_never_used_with_debug_off(tmp_path):
     development_secret_key(True, tmp_path)
     with pytest.raises(ImproperlyConfigured, match="SECRET_KEY is not set"):
         development_secret_key(False, tmp_path)
+
+
+GOOD_KEY = "k" * 50
+
+
+@pytest.mark.parametrize(
+    ("environ", "says"),
+    [
+        ({"SECRET_KEY": "change-me-to-a-long-random-string" + "x" * 40}, "SECRET_KEY is still"),
+        ({"SECRET_KEY": "k" * 49}, "SECRET_KEY is 49 characters"),
+        ({"SECRET_KEY": GOOD_KEY, "RAY_AUTH_TOKEN": "change-me-to-a-random-token"}, "RAY_AUTH"),
+        ({"SECRET_KEY": GOOD_KEY, "RAY_AUTH_TOKEN": "t" * 31}, "RAY_AUTH_TOKEN is 31"),
+    ],
+)
+def test_settings_refuse_a_placeholder_or_short_secret_when_debug_is_off(environ, says, tmp_path):
+    done = _settings_in_subprocess(DEBUG="0", SEEDCORE_VAR_DIR=str(tmp_path), **environ)
+    assert done.returncode != 0
+    assert "ImproperlyConfigured" in done.stderr and says in done.stderr
+    assert "change-me-to" not in done.stderr.split("ImproperlyConfigured")[-1]  # value not echoed
+
+
+def test_settings_take_long_random_secrets_with_debug_off_and_anything_with_debug_on(tmp_path):
+    strong = _settings_in_subprocess(
+        DEBUG="0", SEEDCORE_VAR_DIR=str(tmp_path), SECRET_KEY=GOOD_KEY, RAY_AUTH_TOKEN="t" * 64
+    )
+    assert strong.returncode == 0, strong.stderr
+    weak = _settings_in_subprocess(
+        DEBUG="1", SEEDCORE_VAR_DIR=str(tmp_path), SECRET_KEY="change-me", RAY_AUTH_TOKEN="x"
+    )
+    assert weak.returncode == 0, weak.stderr
+
+
+def test_check_deploy_is_clean_for_the_kubernetes_configuration(tmp_path):
+    """The production configuration docs/deployment.md applies: k8s/configmap.yaml plus the
+    Secrets its `kubectl create secret` commands make. `check --deploy` warns about nothing."""
+    import yaml
+
+    root = __import__("pathlib").Path(__file__).resolve().parents[2]
+    config = yaml.safe_load((root / "k8s" / "configmap.yaml").read_text())["data"]
+    done = _manage(
+        "check",
+        "--deploy",
+        "--fail-level",
+        "WARNING",
+        **config,
+        SEEDCORE_VAR_DIR=str(tmp_path),
+        DATABASE_URL="postgres://seedcore@127.0.0.1:1/seedcore",
+        SECRET_KEY=__import__("secrets").token_hex(32),
+        RAY_AUTH_TOKEN=__import__("secrets").token_hex(32),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "WARNING" not in done.stderr and "no issues" in done.stdout
+
+
+def test_seedcore_https_turns_on_the_https_settings_and_django_names_override(tmp_path):
+    code = (
+        "from django.conf import settings as s; print(s.SESSION_COOKIE_SECURE, "
+        "s.CSRF_COOKIE_SECURE, s.SECURE_SSL_REDIRECT, s.SECURE_PROXY_SSL_HEADER, "
+        "s.SECURE_HSTS_SECONDS)"
+    )
+    on = _manage(
+        "shell",
+        "-c",
+        code,
+        DEBUG="1",
+        SEEDCORE_VAR_DIR=str(tmp_path),
+        SEEDCORE_HTTPS="1",
+        SECURE_HSTS_SECONDS="600",
+    )
+    assert on.stdout.split("\n")[-2] == "True True True ('HTTP_X_FORWARDED_PROTO', 'https') 600"
+    off = _manage("shell", "-c", code, DEBUG="1", SEEDCORE_VAR_DIR=str(tmp_path))
+    assert off.stdout.split("\n")[-2] == "False False False None 0", off.stderr

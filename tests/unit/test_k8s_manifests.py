@@ -241,32 +241,47 @@ def test_every_pod_runs_the_one_seedcore_image():
     assert images.pop().split(":")[0] == "seedcore"
 
 
+# The Secrets the pods read, which k8s/ does not create: docs/deployment.md's `kubectl create
+# secret` commands make them, so no placeholder value is ever applied.
+EXTERNAL_SECRETS = {
+    "seedcore-secrets": {"DATABASE_URL", "SECRET_KEY"},
+    "seedcore-ray-auth": {"auth_token"},
+}
+
+
+def test_no_manifest_ships_a_secret():
+    assert not [doc_id(d) for d in DOCUMENTS if d["kind"] == "Secret"]
+    for path in manifest_files():
+        assert "change-me" not in path.read_text(), path
+
+
+def test_the_secrets_the_pods_read_are_created_by_the_documented_commands():
+    deployment = (ROOT / "docs" / "deployment.md").read_text()
+    commands = re.findall(r"create secret generic (\S+)((?:\\\n|[^\n])*)", deployment)
+    created = {name: set(re.findall(r"--from-literal=(\w+)=", rest)) for name, rest in commands}
+    assert created == EXTERNAL_SECRETS
+
+
 def test_config_and_secret_references_exist():
     names = {(d["kind"], d["metadata"]["name"]) for d in DOCUMENTS}
-    secrets_keys = {
-        d["metadata"]["name"]: set(d.get("stringData", {})) | set(d.get("data", {}))
-        for d in DOCUMENTS
-        if d["kind"] == "Secret"
-    }
     for name, template in pod_templates().items():
         (container,) = template["spec"]["containers"]
         for source in container.get("envFrom", []):
             if "configMapRef" in source:
                 assert ("ConfigMap", source["configMapRef"]["name"]) in names, name
             if "secretRef" in source:
-                assert ("Secret", source["secretRef"]["name"]) in names, name
+                assert source["secretRef"]["name"] in EXTERNAL_SECRETS, name
         for item in container.get("env", []):
             ref = item.get("valueFrom", {}).get("secretKeyRef")
             if ref:
-                assert ref["key"] in secrets_keys.get(ref["name"], set()), (name, ref)
+                assert ref["key"] in EXTERNAL_SECRETS.get(ref["name"], set()), (name, ref)
 
 
 def test_settings_come_from_a_configmap_and_a_secret():
     config = one("ConfigMap", "seedcore-config")["data"]
-    secret = one("Secret", "seedcore-secrets")["stringData"]
+    secret = EXTERNAL_SECRETS["seedcore-secrets"]
     assert {"RAY_ADDRESS", "RAY_NAMESPACE", "ALLOWED_HOSTS"} <= set(config)
-    assert {"DATABASE_URL", "SECRET_KEY"} <= set(secret)
-    assert not set(config) & set(secret)
+    assert not set(config) & secret
     # Clients outside the Ray pods reach the head Service KubeRay names <cluster>-head-svc.
     head_service = f"{raycluster()['metadata']['name']}-head-svc"
     assert re.fullmatch(rf"ray://{head_service}:10001", config["RAY_ADDRESS"])
@@ -299,6 +314,93 @@ def test_web_deployment_probes_and_service():
     service = one("Service", "seedcore-web")
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
     assert service["spec"]["ports"][0]["targetPort"] == container["ports"][0]["name"]
+
+
+# Pod security
+
+
+def test_every_pod_is_restricted_and_gets_no_service_account_token():
+    """The 'restricted' Pod Security Standard, plus no token mounted: non-root, no privilege
+    escalation, every capability dropped, the RuntimeDefault seccomp profile."""
+    for name, template in pod_templates().items():
+        spec = template["spec"]
+        assert spec["automountServiceAccountToken"] is False, name
+        pod = spec["securityContext"]
+        assert pod["runAsNonRoot"] is True and pod["runAsUser"] != 0, name
+        assert pod["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        for container in [*spec["containers"], *spec.get("initContainers", [])]:
+            context = container["securityContext"]
+            assert context["allowPrivilegeEscalation"] is False, name
+            assert context["capabilities"]["drop"] == ["ALL"], name
+            assert not context["capabilities"].get("add"), name
+            assert not context.get("privileged"), name
+            assert context.get("runAsUser", pod["runAsUser"]) != 0, name
+
+
+def test_seedcore_pods_have_a_read_only_root_and_writable_tmp_and_home():
+    """Every pod but Ray's (which writes session files all over) runs with a read-only root."""
+    for name, template in pod_templates().items():
+        if name.startswith("RayCluster/"):
+            continue
+        spec = template["spec"]
+        (container,) = spec["containers"]
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True, name
+        empty_dirs = {v["name"] for v in spec["volumes"] if "emptyDir" in v}
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        assert {"/tmp", "/home/ray"} <= set(mounts), name
+        assert {mounts["/tmp"], mounts["/home/ray"]} <= empty_dirs, name
+
+
+def _selects(selector: dict, labels: dict) -> bool:
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expression in selector.get("matchExpressions", []):
+        value, operator = labels.get(expression["key"]), expression["operator"]
+        if operator == "In" and value not in expression["values"]:
+            return False
+        if operator == "NotIn" and value in expression["values"]:
+            return False
+        if operator == "Exists" and value is None:
+            return False
+        if operator == "DoesNotExist" and value is not None:
+            return False
+    return True
+
+
+def pod_labels() -> dict[str, dict]:
+    """Each pod template's labels, with those KubeRay adds to the RayCluster's pods."""
+    cluster = raycluster()["metadata"]["name"]
+    labels = {}
+    for name, template in pod_templates().items():
+        labels[name] = dict(template["metadata"].get("labels", {}))
+        if name.startswith("RayCluster/"):
+            labels[name]["ray.io/cluster"] = cluster
+    return labels
+
+
+def test_only_ray_pods_and_seedcore_ray_clients_reach_rays_ports():
+    (policy,) = [d for d in DOCUMENTS if d["kind"] == "NetworkPolicy"]
+    spec = policy["spec"]
+    labels = pod_labels()
+    ray_pods = {name for name in labels if name.startswith("RayCluster/")}
+    protected = {name for name, pod in labels.items() if _selects(spec["podSelector"], pod)}
+    assert protected == ray_pods
+    assert spec["policyTypes"] == ["Ingress"]
+    # Who may reach them, and on which ports.
+    clients = {name for name, t in pod_templates().items() if "RAY_AUTH_TOKEN" in env_of(t)}
+    reaching: dict[str, set] = {}
+    for rule in spec["ingress"]:
+        for peer in rule["from"]:
+            assert set(peer) == {"podSelector"}, "no ipBlock or other namespace"
+            for name, pod in labels.items():
+                if _selects(peer["podSelector"], pod):
+                    ports = {p["port"] for p in rule.get("ports", [])} or {"all"}
+                    reaching.setdefault(name, set()).update(ports)
+    assert set(reaching) == clients  # the Ray pods and the bootstrap Job and supervisor
+    assert "Deployment/seedcore-web" not in reaching and "Job/seedcore-migrate" not in reaching
+    for name in clients - ray_pods:
+        assert reaching[name] == {10001}, name  # Ray Client only
+    assert "ray://" in one("ConfigMap", "seedcore-config")["data"]["RAY_ADDRESS"]
 
 
 @pytest.mark.parametrize(
