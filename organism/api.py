@@ -24,7 +24,7 @@ from organism import status
 from organism.control import run_control
 from organism.handlers import get_handler
 from tasks.api import AUTH_ERRORS, Message
-from tasks.auth import user_for_token
+from tasks.auth import admin_auth, token_scope
 from tasks.selectors import list_dispatchers, pending_migrations
 from tasks.validation import TaskFields
 
@@ -127,7 +127,7 @@ def _coordinator_health() -> tuple:
 
 
 def sees_details(request: HttpRequest) -> bool:
-    """A logged-in staff session, or a live API token: they see the details."""
+    """A logged-in staff session, or a live API token whose owner is still staff: details."""
     user = getattr(request, "user", None)
     if user is not None and user.is_authenticated and user.is_active and user.is_staff:
         return True
@@ -136,7 +136,7 @@ def sees_details(request: HttpRequest) -> bool:
     if scheme.lower() != "bearer" or not token or "\x00" in token:
         return False
     try:
-        return user_for_token(token) is not None
+        return token_scope(token) is not None
     except DatabaseError:
         logger.exception("coordinator health: cannot check the API token")
         return False
@@ -268,6 +268,7 @@ def organism_summary(request: HttpRequest):
 
 @router.post(
     "/organism/organs/{organ_id}/execute",
+    auth=admin_auth,
     response={200: Any, **COORDINATOR_ERRORS},
     summary="Run a task at once on one organ",
 )
@@ -278,6 +279,7 @@ def execute_on_organ(request: HttpRequest, organ_id: str, task: TaskSpec):
 
 @router.post(
     "/organism/execute-random",
+    auth=admin_auth,
     response={200: Any, **COORDINATOR_ERRORS},
     summary="Run a task at once on a random organ",
 )
@@ -287,6 +289,7 @@ def execute_on_random_organ(request: HttpRequest, task: TaskSpec):
 
 @router.post(
     "/organism/initialize",
+    auth=admin_auth,
     response={200: Any, **COORDINATOR_ERRORS},
     summary="Bring the organism up",
 )
@@ -296,6 +299,7 @@ def initialize_organism(request: HttpRequest):
 
 @router.post(
     "/organism/shutdown",
+    auth=admin_auth,
     response={200: Any, **COORDINATOR_ERRORS},
     summary="Stop organs and agents",
 )

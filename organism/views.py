@@ -22,13 +22,13 @@ logger = logging.getLogger("seedcore.metrics")
 
 
 def _authorised(request: HttpRequest) -> bool:
-    from tasks.auth import user_for_token
+    from tasks.auth import token_scope
 
     if settings.SEEDCORE_METRICS_PUBLIC:
         return True
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() == "bearer" and token.strip():
-        return user_for_token(token.strip()) is not None
+        return token_scope(token.strip()) is not None
     user = request.user
     return bool(user.is_authenticated and user.is_active and user.is_staff)
 

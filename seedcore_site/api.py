@@ -21,7 +21,7 @@ from organism.api import probes
 from organism.api import router as organism_router
 from organism.control import ControlFailed, ControlTimeout, ControlUnavailable
 from tasks.api import router as tasks_router
-from tasks.auth import CsrfRequired, InvalidToken, api_auth
+from tasks.auth import CsrfRequired, InvalidToken, ScopeTooNarrow, api_auth
 from tasks.ids import AmbiguousTaskId, InvalidTaskId, TaskNotFound
 from tasks.queue import TransitionNotAllowed
 from tasks.selectors import InvalidCursor
@@ -91,6 +91,11 @@ def invalid_token(request: HttpRequest, exc: InvalidToken) -> HttpResponse:
     response = _error(request, 401, str(exc))
     response["WWW-Authenticate"] = 'Bearer error="invalid_token"'
     return response
+
+
+@api.exception_handler(ScopeTooNarrow)
+def scope_too_narrow(request: HttpRequest, exc: ScopeTooNarrow) -> HttpResponse:
+    return _error(request, 403, str(exc))
 
 
 @api.exception_handler(CsrfRequired)

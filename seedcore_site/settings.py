@@ -169,6 +169,8 @@ SEEDCORE_HEARTBEAT_TIMEOUT = env_float("SEEDCORE_HEARTBEAT_TIMEOUT", 15.0, minim
 SEEDCORE_POLL_SECONDS = env_float("SEEDCORE_POLL_SECONDS", 1.0, minimum=0.01)
 SEEDCORE_GRACE_SECONDS = env_float("SEEDCORE_GRACE_SECONDS", 10.0)
 SEEDCORE_SUPERVISE_SECONDS = env_float("SEEDCORE_SUPERVISE_SECONDS", 3.0, minimum=0.1)
+# How often an open dashboard websocket re-reads its session and user (and closes if refused).
+SEEDCORE_SOCKET_RECHECK_SECONDS = env_float("SEEDCORE_SOCKET_RECHECK_SECONDS", 5.0, minimum=0.1)
 SEEDCORE_RETENTION_DAYS = env_float("SEEDCORE_RETENTION_DAYS", 7.0)
 SEEDCORE_FAILED_RETENTION_DAYS = env_float("SEEDCORE_FAILED_RETENTION_DAYS", 30.0)
 # The supervisor prunes at most this many batches of this size, at most this often.

@@ -8,11 +8,30 @@ from tasks.models import ApiToken
 class ApiTokenAdmin(admin.ModelAdmin):
     """Tokens are created with `manage.py createapitoken`; here they are listed and revoked."""
 
-    list_display = ("prefix", "name", "user", "created_at", "last_used_at", "revoked")
-    list_filter = ("revoked",)
+    list_display = (
+        "prefix",
+        "name",
+        "user",
+        "scope",
+        "created_at",
+        "expires_at",
+        "last_used_at",
+        "revoked",
+    )
+    list_filter = ("revoked", "scope")
     search_fields = ("prefix", "name", "user__username")
-    readonly_fields = ("prefix", "token_hash", "user", "created_at", "last_used_at")
-    fields = ("user", "name", "prefix", "token_hash", "created_at", "last_used_at", "revoked")
+    readonly_fields = ("prefix", "token_hash", "user", "scope", "created_at", "last_used_at")
+    fields = (
+        "user",
+        "name",
+        "prefix",
+        "token_hash",
+        "scope",
+        "created_at",
+        "expires_at",
+        "last_used_at",
+        "revoked",
+    )
     actions = ("revoke_tokens",)
 
     def has_add_permission(self, request) -> bool:

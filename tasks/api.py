@@ -15,7 +15,8 @@ from uuid import UUID
 from django.http import HttpRequest
 from ninja import Field, Query, Router, Schema, Status
 
-from tasks import models, queue, selectors
+from tasks import models, permissions, queue, selectors
+from tasks.auth import operate_auth, require_scope
 from tasks.ids import parse_id_prefix
 from tasks.validation import NO_NUL, IsoDatetime, NewTask
 
@@ -122,8 +123,14 @@ ID_ERRORS = {**AUTH_ERRORS, 400: Message, 404: Message, 409: AmbiguousId}
 ACTION_ERRORS = {**ID_ERRORS, 409: AmbiguousId | Conflict}
 
 
-@router.post("/tasks", response={201: TaskOut, 400: Message, **AUTH_ERRORS}, summary="Queue a task")
+@router.post(
+    "/tasks",
+    auth=operate_auth,
+    response={201: TaskOut, 400: Message, **AUTH_ERRORS},
+    summary="Queue a task (an organism control type needs the admin scope)",
+)
 def submit_task(request: HttpRequest, body: TaskIn):
+    require_scope(request, permissions.scope_to_submit(body.type))
     return Status(201, queue.enqueue(**body.model_dump()))
 
 
@@ -164,6 +171,7 @@ def get_task_status(request: HttpRequest, task_id: TaskIdText):
 
 @router.post(
     "/tasks/{task_id}/run",
+    auth=operate_auth,
     response={200: TaskOut, **ACTION_ERRORS},
     summary="Queue a FAILED, CANCELLED or RETRY task to run now",
 )
@@ -173,6 +181,7 @@ def run_task(request: HttpRequest, task_id: TaskIdText):
 
 @router.post(
     "/tasks/{task_id}/cancel",
+    auth=operate_auth,
     response={200: TaskOut, **ACTION_ERRORS},
     summary="Cancel a task (a RUNNING one ends CANCELLED when its attempt stops)",
 )

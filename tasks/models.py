@@ -184,6 +184,13 @@ class ApiToken(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked = models.BooleanField(default=False)
+    # What the token may do at most (tasks.permissions); its owner's current power caps it.
+    scope = models.CharField(
+        max_length=8,
+        choices=[("read", "read"), ("operate", "operate"), ("admin", "admin")],
+        default="read",
+    )
+    expires_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         db_table = "api_tokens"

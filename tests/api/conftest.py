@@ -8,14 +8,16 @@ from django.test import Client
 
 @pytest.fixture
 def api_user(django_user_model):
-    return django_user_model.objects.create_user("api-user", password="secret-password")
+    return django_user_model.objects.create_user(
+        "api-user", password="secret-password", is_staff=True
+    )
 
 
 @pytest.fixture
 def api_token(api_user) -> str:
     from tasks.auth import create_token
 
-    return create_token(api_user, name="tests")[1]
+    return create_token(api_user, name="tests", scope="admin")[1]
 
 
 @pytest.fixture

@@ -268,3 +268,93 @@ def test_the_monitor_broadcasts_only_what_changed():
         await layer.group_discard(live.HEALTH_GROUP, channel)
 
     run(scenario)
+
+
+async def _closed_within(communicator: WebsocketCommunicator, seconds: float) -> bool:
+    """Whether the server closes the socket within ``seconds`` (frames read meanwhile are
+    acknowledged, as pages do)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while loop.time() < deadline:
+        if communicator.output_queue.empty():  # a timed-out receive would stop the consumer
+            await asyncio.sleep(0.05)
+            continue
+        output = communicator.output_queue.get_nowait()
+        if output["type"] == "websocket.close":
+            return True
+        await communicator.send_to(text_data="ack")
+    return False
+
+
+def _logged_in(user) -> tuple[Client, tuple[bytes, bytes]]:
+    client = Client()
+    client.force_login(user)
+    return client, (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_socket_closes_soon_after_logout(django_user_model, settings, coordinator_down):
+    settings.SEEDCORE_SOCKET_RECHECK_SECONDS = 0.2
+    user = django_user_model.objects.create_user("staff", password="pw", is_staff=True)
+    client, cookie = _logged_in(user)
+
+    async def scenario():
+        communicator, connected = await _connect(ORIGIN, cookie)
+        assert connected
+        try:
+            # Still open across several re-checks while the session lives.
+            assert not await _closed_within(communicator, 1.0)
+            await database_sync_to_async(client.logout)()
+            assert await _closed_within(communicator, 3.0)
+        finally:
+            await communicator.disconnect()
+
+    run(scenario)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("demote", ["is_staff", "is_active"])
+def test_a_socket_closes_soon_after_its_user_is_demoted(
+    django_user_model, settings, coordinator_down, demote
+):
+    settings.SEEDCORE_SOCKET_RECHECK_SECONDS = 0.2
+    user = django_user_model.objects.create_user("staff", password="pw", is_staff=True)
+    _, cookie = _logged_in(user)
+
+    async def scenario():
+        communicator, connected = await _connect(ORIGIN, cookie)
+        assert connected
+        try:
+            assert not await _closed_within(communicator, 1.0)
+            await django_user_model.objects.filter(pk=user.pk).aupdate(**{demote: False})
+            assert await _closed_within(communicator, 3.0)
+        finally:
+            await communicator.disconnect()
+
+    run(scenario)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_socket_closes_soon_after_a_password_change(
+    django_user_model, settings, coordinator_down
+):
+    """Changing the password ends the user's other sessions (Django's session hash), and so
+    their sockets."""
+    settings.SEEDCORE_SOCKET_RECHECK_SECONDS = 0.2
+    user = django_user_model.objects.create_user("staff", password="pw", is_staff=True)
+    _, cookie = _logged_in(user)
+
+    def change_password():
+        user.set_password("another")
+        user.save()
+
+    async def scenario():
+        communicator, connected = await _connect(ORIGIN, cookie)
+        assert connected
+        try:
+            await database_sync_to_async(change_password)()
+            assert await _closed_within(communicator, 3.0)
+        finally:
+            await communicator.disconnect()
+
+    run(scenario)

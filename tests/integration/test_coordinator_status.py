@@ -119,7 +119,7 @@ def test_health_tells_strangers_the_status_only_and_staff_or_tokens_the_details(
     assert wrong.json() == {"status": "unhealthy"}
     staff = admin_client.get("/coordinator/health").json()
     assert staff["message"] == error and staff["dispatchers"][0]["name"] == "dispatcher-secret-name"
-    user = django_user_model.objects.create_user("robot", password="x")
+    user = django_user_model.objects.create_user("robot", password="x", is_staff=True)
     _, token = create_token(user)
     with_token = client.get("/coordinator/health", HTTP_AUTHORIZATION=f"Bearer {token}").json()
     assert with_token["message"] == error

@@ -34,7 +34,7 @@ def coordinator_up():
 
 @pytest.fixture
 def scrape(django_user_model):
-    user = django_user_model.objects.create_user("scraper")
+    user = django_user_model.objects.create_user("scraper", is_staff=True)
     token = create_token(user, name="prometheus")[1]
     web = Client(headers={"Authorization": f"Bearer {token}"})
 

@@ -1,9 +1,25 @@
-"""``manage.py createapitoken USERNAME``: make an API token and print it, once."""
+"""``manage.py createapitoken USERNAME [--scope read|operate|admin] [--expires 30d]``: make an
+API token and print it, once."""
+
+import re
+from datetime import timedelta
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
 
+from tasks import permissions
 from tasks.auth import create_token
+
+UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_duration(text: str) -> timedelta:
+    """``30d``, ``12h``, ``90m``, ``2w``."""
+    match = re.fullmatch(r"\s*(\d+)\s*([mhdw])\s*", text)
+    if not match or int(match.group(1)) == 0:
+        raise CommandError(f"--expires takes a duration like 30d, 12h, 90m or 2w, not {text!r}")
+    return timedelta(**{UNITS[match.group(2)]: int(match.group(1))})
 
 
 class Command(BaseCommand):
@@ -15,8 +31,16 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("username")
         parser.add_argument("--name", default="", help="a label to tell the token apart")
+        parser.add_argument(
+            "--scope",
+            choices=permissions.SCOPES,
+            default=permissions.READ,
+            help="read (default): reads and /metrics; operate: also submit, run now, cancel; "
+            "admin: also organism control. Never more than the user may do at the time.",
+        )
+        parser.add_argument("--expires", default=None, help="e.g. 30d, 12h: stop working after")
 
-    def handle(self, *args, username: str, name: str, **options):
+    def handle(self, *args, username: str, name: str, scope: str, expires: str | None, **options):
         user_model = get_user_model()
         try:
             user = user_model.objects.get(**{user_model.USERNAME_FIELD: username})
@@ -27,9 +51,15 @@ class Command(BaseCommand):
             ) from None
         if not user.is_active:
             raise CommandError(f"user {username!r} is inactive; activate it in the admin first")
-        row, token = create_token(user, name=name)
+        expires_at = timezone.now() + parse_duration(expires) if expires else None
+        row, token = create_token(user, name=name, scope=scope, expires_at=expires_at)
         self.stdout.write(token)
+        until = f", until {expires_at:%Y-%m-%d %H:%M} UTC" if expires_at else ""
         self.stderr.write(
-            f"Created token {row.prefix}… for {username}. Keep it now: it is not shown again. "
-            "Send it as `Authorization: Bearer <token>`."
+            f"Created a {scope} token {row.prefix}… for {username}{until}. Keep it now: it is "
+            "not shown again. Send it as `Authorization: Bearer <token>`."
         )
+        if permissions.user_scope(user) is None:
+            self.stderr.write(
+                f"Note: {username} is not active staff, so the token can do nothing until they are."
+            )
