@@ -21,7 +21,14 @@ from organism.handlers import (
     get_handler,
     missing_handler_message,
 )
-from organism.messages import ActorUnavailable, Outcome, OutcomeStatus, Routing, TaskPayload
+from organism.messages import (
+    ActorUnavailable,
+    Outcome,
+    OutcomeStatus,
+    Routing,
+    TaskPayload,
+    json_problem,
+)
 
 CAPABILITY_WEIGHT = 0.1  # how much one task moves the moving average of success
 # Sync handlers run in threads; the default executor (cores + 4) would let a few slow ones
@@ -71,6 +78,12 @@ async def run_handler(
         )
     if ctx.is_cancelled():
         return Outcome.failure(task, OutcomeStatus.CANCELLED, "cancelled", max_attempts=cap)
+    problem = json_problem(value)
+    if problem is not None:
+        # Checked here, not at the write: a batch of outcomes is one statement, and one value
+        # the database refuses would fail every task written with it.
+        error = f"the handler's result cannot be stored as JSON: {problem}"
+        return Outcome.failure(task, OutcomeStatus.PERMANENT, error, max_attempts=cap)
     duration_ms = round((time.perf_counter() - started) * 1000, 3)
     return Outcome.success(task, value, Routing(None, organ_id, agent_id, duration_ms))
 

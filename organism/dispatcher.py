@@ -199,6 +199,13 @@ class QueueStore:
         return await self._call(self._writes, self._write_sync, outcomes=outcomes)
 
     def _write_sync(self, *, outcomes: list[Outcome], using: str) -> list[str]:
+        from django.db import transaction
+
+        # All or nothing, so a batch that fails half way can be written again, one by one.
+        with transaction.atomic(using=using):
+            return self._write_batch(outcomes, using)
+
+    def _write_batch(self, outcomes: list[Outcome], using: str) -> list[str]:
         from tasks import queue
         from tasks.policy import RetryPolicy
 
@@ -494,16 +501,7 @@ class Dispatcher:
         # before the batch returns. That newer attempt must stay in flight (renewed, and its
         # own outcome written), and an older attempt's outcome must never be fenced with it.
         held = [o for o in outcomes if self._holds(o)]
-        statuses: list[str | None] = [None] * len(held)  # None: not written
-        for attempt in range(WRITE_TRIES):
-            try:
-                statuses = await self.store.write(held) if held else []
-                break
-            except Exception:
-                # Fenced writes are safe to repeat. If they keep failing, the rows stay
-                # RUNNING until their lease runs out, and the reaper retries them.
-                logger.exception("%s: writing %d outcomes failed", self.identity, len(held))
-                await asyncio.sleep(0.2 * (attempt + 1))
+        statuses = await self._write_tried(held)
         now = time.monotonic()
         for outcome, status in zip(held, statuses, strict=True):
             self._count(status)
@@ -513,6 +511,41 @@ class Dispatcher:
             if status is not None and status != STALE:
                 self.histograms.observe("run_seconds", attempt.type, now - attempt.dispatched_at)
         self._slot_freed.set()
+
+    async def _write_tried(self, outcomes: list[Outcome]) -> list[str | None]:
+        """Write outcomes as one batch; if the batch fails, one by one, so an outcome the
+        database refuses holds back none of the others. None: not written.
+
+        Fenced writes are safe to repeat (a batch is one transaction), so the unwritten are
+        tried again, up to WRITE_TRIES rounds. If they keep failing, their rows stay RUNNING
+        until their lease runs out, and the reaper retries them.
+        """
+        statuses: list[str | None] = [None] * len(outcomes)
+        if not outcomes:
+            return statuses
+        try:
+            return await self.store.write(outcomes)
+        except Exception:
+            logger.exception("%s: writing %d outcomes failed", self.identity, len(outcomes))
+        rounds = WRITE_TRIES - 1 if len(outcomes) == 1 else WRITE_TRIES
+        for attempt in range(rounds):
+            if len(outcomes) == 1 or attempt:  # a batch goes one by one at once
+                await asyncio.sleep(0.2 * (attempt + 1))
+            for index, outcome in enumerate(outcomes):
+                if statuses[index] is not None:
+                    continue
+                try:
+                    statuses[index] = (await self.store.write([outcome]))[0]
+                except Exception as exc:
+                    logger.warning(
+                        "%s: writing the outcome of %s failed: %s",
+                        self.identity,
+                        outcome.task_id,
+                        exc,
+                    )
+            if None not in statuses:
+                break
+        return statuses
 
     def _count(self, status: str | None) -> None:
         """Count the status an outcome's write ended its task in; STALE and None (a write

@@ -18,6 +18,8 @@ classes' attributes. Plain Python: no Ray, no Django.
 from __future__ import annotations
 
 import enum
+import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -140,6 +142,38 @@ class Outcome:
         if not self.ok:
             return None
         return {"output": self.output, "routing": self.routing.as_dict() if self.routing else {}}
+
+
+# PostgreSQL's jsonb refuses \u0000 and unpaired surrogates in any string, key or value.
+_JSONB_REFUSES = re.compile("[\x00\ud800-\udfff]")
+
+
+def json_problem(value: Any) -> str | None:
+    """Why ``value`` cannot be stored in a jsonb column, or None if it can.
+
+    JSON holds no datetimes, sets or other objects, no NaN or Infinity; PostgreSQL's jsonb
+    also refuses a NUL character and unpaired surrogates in a string.
+    """
+    try:
+        json.dumps(value, allow_nan=False)
+    except ValueError as exc:
+        return "NaN or Infinity is not JSON" if "float" in str(exc) else str(exc)
+    except (TypeError, RecursionError) as exc:
+        return str(exc)
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            found = _JSONB_REFUSES.search(item)
+            if found:
+                char = "NUL (\\u0000)" if found.group() == "\x00" else "an unpaired surrogate"
+                return f"a string holds {char}, which PostgreSQL's jsonb cannot store"
+        elif isinstance(item, dict):
+            stack.extend(key for key in item if isinstance(key, str))
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return None
 
 
 # ---------------------------------------------------------------------------------------------

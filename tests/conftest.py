@@ -42,22 +42,26 @@ def ray_cluster(test_database_url):
     import ray
     from django.conf import settings
 
+    from organism.ray.connect import node_environment
+
     namespace = f"seedcore-test-{uuid.uuid4().hex[:8]}"
     settings.RAY_NAMESPACE = namespace
     env_vars = {
         "DJANGO_SETTINGS_MODULE": "seedcore_site.test_settings",
-        "DATABASE_URL": test_database_url,
         "RAY_NAMESPACE": namespace,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     }
-    ray.init(
-        address="local",  # never join another Ray running on this machine
-        num_cpus=RAY_NUM_CPUS,
-        namespace=namespace,
-        include_dashboard=False,
-        runtime_env={"env_vars": env_vars},
-        log_to_driver=False,
-    )
+    # As in production, the database comes from the Ray node's environment, not runtime_env
+    # (organism.ray.connect.actor_env_vars): the node started here inherits the test database.
+    with node_environment({"DATABASE_URL": test_database_url}):
+        ray.init(
+            address="local",  # never join another Ray running on this machine
+            num_cpus=RAY_NUM_CPUS,
+            namespace=namespace,
+            include_dashboard=False,
+            runtime_env={"env_vars": env_vars},
+            log_to_driver=False,
+        )
     try:
         yield {"namespace": namespace, "env_vars": env_vars}
     finally:

@@ -11,8 +11,9 @@ so a restarted Coordinator reuses (or replaces) its predecessor's organs and age
                                   (agent id: <organ id>_agent_<i>)
     seedcore_dispatcher_<i>       DispatcherActor   over organism.dispatcher.Dispatcher
 
-Each actor that uses Django sets it up from its runtime environment (DJANGO_SETTINGS_MODULE,
-DATABASE_URL; see :func:`organism.ray.connect.actor_env_vars`) with :func:`ensure_django`.
+Each actor that uses Django sets it up from its environment (DJANGO_SETTINGS_MODULE from the
+runtime_env, DATABASE_URL and SECRET_KEY from its node; see
+:func:`organism.ray.connect.actor_env_vars`) with :func:`ensure_django`.
 """
 
 from __future__ import annotations

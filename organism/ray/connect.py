@@ -11,8 +11,10 @@ want of it is reported as :class:`RayUnavailable` naming RAY_AUTH_TOKEN.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+from collections.abc import Iterator
 
 from django.conf import settings
 
@@ -22,30 +24,68 @@ class RayUnavailable(Exception):
 
 
 def actor_env_vars() -> dict[str, str]:
-    """Environment for SeedCore's actors so they load the same settings and database.
+    """The runtime_env of SeedCore's actors: settings, never secrets.
 
-    The database is always named by URL: an actor reaches the embedded server through the
-    socket the calling process already started, and never starts one itself.
+    Ray shows a job's runtime_env to anyone who can read its dashboard or state API, so
+    DATABASE_URL (with the database's password) and SECRET_KEY are not in it: actors read them
+    from their process's environment, which a Ray worker inherits from its node. On Kubernetes
+    the Ray pods get both from the ``seedcore-secrets`` Secret (k8s/raycluster.yaml); a local
+    Ray, started by :func:`ensure_connected`, inherits them from the process that starts it
+    (:func:`local_node_env`).
     """
-    from django.db import connections
-
-    from seedcore_site.database import database_url
-
-    names = ("DJANGO_SETTINGS_MODULE", "SECRET_KEY", "RAY_NAMESPACE")
-    env = {name: os.environ[name] for name in names if name in os.environ}
-    env.setdefault("DJANGO_SETTINGS_MODULE", "seedcore_site.settings")
+    env = {}
+    env["DJANGO_SETTINGS_MODULE"] = os.environ.get(
+        "DJANGO_SETTINGS_MODULE", "seedcore_site.settings"
+    )
     env["RAY_NAMESPACE"] = settings.RAY_NAMESPACE
     for name, value in os.environ.items():
-        if name.startswith("SEEDCORE_"):
+        if name.startswith("SEEDCORE_") and not _may_be_secret(name):
             env[name] = value
-    # As this process resolved them: with DATABASE_URL unset, DEBUG defaults on and the
-    # development key lives in var/; an actor given a URL would default DEBUG off.
-    env["DATABASE_URL"] = database_url(connections["default"].settings_dict)
+    # As this process resolved it: with DATABASE_URL unset DEBUG defaults on (and the
+    # development key lives in var/), but an actor given a URL would default DEBUG off.
     env["DEBUG"] = "1" if settings.DEBUG else "0"
     env["SEEDCORE_VAR_DIR"] = str(settings.VAR_DIR)
     root = str(settings.BASE_DIR)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
     return env
+
+
+_SECRET_HINTS = ("URL", "PASSWORD", "SECRET", "TOKEN", "KEY")
+
+
+def _may_be_secret(name: str) -> bool:
+    """A SEEDCORE_ variable that may hold a credential (SEEDCORE_TEST_POSTGRES_URL, say)."""
+    return any(hint in name.upper() for hint in _SECRET_HINTS)
+
+
+def local_node_env() -> dict[str, str]:
+    """What a local Ray's workers must inherit from the process that starts it.
+
+    The database is always named by URL: an actor reaches the embedded server through the
+    socket this process already started, and never starts one itself. SECRET_KEY, when set,
+    is in this process's environment already.
+    """
+    from django.db import connections
+
+    from seedcore_site.database import database_url
+
+    return {"DATABASE_URL": database_url(connections["default"].settings_dict)}
+
+
+@contextlib.contextmanager
+def node_environment(env: dict[str, str]) -> Iterator[None]:
+    """Put ``env`` in this process's environment while a local Ray starts (its raylet, which
+    starts every worker, copies the environment then), and restore it afterwards."""
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def ensure_connected(address: str | None = None, *, start_local: bool = False) -> None:
@@ -70,7 +110,8 @@ def ensure_connected(address: str | None = None, *, start_local: bool = False) -
         elif start_local:
             # "local" always starts a fresh cluster; a bare ray.init() would join any Ray that
             # happens to run on this machine.
-            ray.init(address="local", include_dashboard=False, **kwargs)
+            with node_environment(local_node_env()):
+                ray.init(address="local", include_dashboard=False, **kwargs)
         else:
             ray.init(address="auto", **kwargs)
     except AuthenticationError as exc:

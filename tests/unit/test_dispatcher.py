@@ -303,3 +303,31 @@ def test_a_retry_claimed_again_while_its_failure_is_written_still_completes():
     task = selectors.get_task(task_id)
     assert task["attempts"] == 2
     assert dispatcher.stats.retried == 1 and dispatcher.stats.completed == 1
+
+
+class OneChunkCoordinator(FakeCoordinator):
+    """Answers a whole batch in one chunk, so its outcomes are written as one batch; ``nan``
+    returns a result the database refuses (as a handler could before the agent checked)."""
+
+    async def _one(self, task: TaskPayload) -> Outcome:
+        if task.type == "nan":
+            return Outcome.success(task, float("nan"), Routing("fast", "fake", "fake-0", 0.0))
+        return await super()._one(task)
+
+    async def run_chunks(self, tasks: list[TaskPayload]):
+        yield [await self._one(task) for task in tasks]
+
+
+def test_one_outcome_the_database_refuses_holds_back_none_of_its_batch():
+    good = queue.enqueue_many([{"type": "echo", "params": {"n": n}} for n in range(5)])
+    failing = queue.enqueue(type="fail", params={"permanent": True})["id"]
+    bad = queue.enqueue(type="nan")["id"]
+    dispatcher = make_dispatcher(OneChunkCoordinator(), config=_with(lease_seconds=60.0))
+
+    # Before the fix the batch failed three times and every task in it stayed RUNNING.
+    asyncio.run(
+        run_until(dispatcher, lambda: statuses([*good, failing]) == ["COMPLETED"] * 5 + ["FAILED"])
+    )
+    assert selectors.get_task(good[2])["result"]["output"] == {"n": 2}
+    assert selectors.get_task(bad)["status"] == "RUNNING"  # its lease runs out; the reaper
+    assert dispatcher.stats.completed == 5 and dispatcher.stats.failed == 1

@@ -479,3 +479,15 @@ def test_dockerfile_base_cmd_and_ray_version():
         args.split("=", 1)[1] for op, args in instructions if op == "ARG" and "RAY_VERSION" in args
     ]
     assert raycluster()["spec"]["rayVersion"] == ray_version
+
+
+def test_ray_pods_read_the_database_and_key_from_the_secret():
+    """Actors get DATABASE_URL and SECRET_KEY from their pods' environment, never from Ray's
+    runtime_env (organism.ray.connect.actor_env_vars), which Ray's dashboard shows."""
+    ray_pods = {n: t for n, t in pod_templates().items() if n.startswith("RayCluster/")}
+    assert set(ray_pods) == {"RayCluster/head", "RayCluster/workers"}
+    for name, template in ray_pods.items():
+        env = env_of(template)
+        for key in ("DATABASE_URL", "SECRET_KEY"):
+            ref = env[key]["valueFrom"]["secretKeyRef"]
+            assert ref == {"name": "seedcore-secrets", "key": key}, name

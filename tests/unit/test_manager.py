@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from datetime import UTC, datetime
 
 import pytest
 
@@ -300,3 +301,28 @@ def test_cancel_stops_a_control_task_running_on_the_coordinator(registry):
     out = run(scenario())
     assert out.status is OutcomeStatus.CANCELLED and out.error == "cancelled"
     assert manager._controls == {} and manager._cancelled == set()
+
+
+@pytest.mark.parametrize(
+    ("output", "problem"),
+    [
+        ({"at": datetime.now(UTC)}, "Object of type datetime is not JSON serializable"),
+        ({"score": float("nan")}, "NaN or Infinity is not JSON"),
+        ([float("inf")], "NaN or Infinity is not JSON"),
+        ({"text": "a\x00b"}, "a string holds NUL (\\u0000)"),
+        ({"ke\x00y": 1}, "a string holds NUL (\\u0000)"),
+        ("\ud800", "a string holds an unpaired surrogate"),
+    ],
+)
+def test_a_result_json_cannot_hold_fails_permanently_naming_the_problem(registry, output, problem):
+    @handler("unit_unstorable", max_attempts=4)
+    def unstorable(params, ctx):
+        return output
+
+    manager, _ = make_manager()
+    out = run(manager.run(task("unit_unstorable")))
+    # Before the fix this was OK, and the write of its whole batch failed in the database.
+    assert out.status is OutcomeStatus.PERMANENT and out.result is None
+    assert out.error.startswith("the handler's result cannot be stored as JSON: ")
+    assert problem in out.error
+    assert out.max_attempts == 4
