@@ -71,8 +71,9 @@ def server_env(test_database_url: str, **extra: str) -> dict[str, str]:
         "DJANGO_SETTINGS_MODULE": "seedcore_site.test_settings",
         "DATABASE_URL": test_database_url,
         "PYTHONPATH": str(ROOT),
-        # No Ray unless a test starts one: an address nothing answers at keeps this server
-        # from joining any other local cluster; the badge then says "unhealthy".
+        # The web never connects to Ray; the address only matters to a rundispatcher a test
+        # starts with this environment (nothing answers there unless the test says so). With
+        # no supervisor publishing in this namespace, the badge says "unhealthy".
         "RAY_ADDRESS": "127.0.0.1:9",
         "RAY_NAMESPACE": "seedcore-browser-test",
     }
