@@ -292,24 +292,30 @@ def _logged_in(user) -> tuple[Client, tuple[bytes, bytes]]:
     return client, (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode())
 
 
-@pytest.mark.django_db(transaction=True)
-def test_a_socket_closes_soon_after_logout(django_user_model, settings, coordinator_down):
-    settings.SEEDCORE_SOCKET_RECHECK_SECONDS = 0.2
-    user = django_user_model.objects.create_user("staff", password="pw", is_staff=True)
-    client, cookie = _logged_in(user)
+def assert_socket_closes_after(cookie, revoke, *, stays_open_first: bool = True) -> None:
+    """Open a socket with ``cookie``; it stays open across several re-checks while the session
+    lives, then closes within seconds of ``revoke()`` (run in a worker thread)."""
 
     async def scenario():
         communicator, connected = await _connect(ORIGIN, cookie)
         assert connected
         try:
-            # Still open across several re-checks while the session lives.
-            assert not await _closed_within(communicator, 1.0)
-            await database_sync_to_async(client.logout)()
+            if stays_open_first:
+                assert not await _closed_within(communicator, 1.0)
+            await database_sync_to_async(revoke)()
             assert await _closed_within(communicator, 3.0)
         finally:
             await communicator.disconnect()
 
     run(scenario)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_socket_closes_soon_after_logout(django_user_model, settings, coordinator_down):
+    settings.SEEDCORE_SOCKET_RECHECK_SECONDS = 0.2
+    user = django_user_model.objects.create_user("staff", password="pw", is_staff=True)
+    client, cookie = _logged_in(user)
+    assert_socket_closes_after(cookie, client.logout)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -320,18 +326,9 @@ def test_a_socket_closes_soon_after_its_user_is_demoted(
     settings.SEEDCORE_SOCKET_RECHECK_SECONDS = 0.2
     user = django_user_model.objects.create_user("staff", password="pw", is_staff=True)
     _, cookie = _logged_in(user)
-
-    async def scenario():
-        communicator, connected = await _connect(ORIGIN, cookie)
-        assert connected
-        try:
-            assert not await _closed_within(communicator, 1.0)
-            await django_user_model.objects.filter(pk=user.pk).aupdate(**{demote: False})
-            assert await _closed_within(communicator, 3.0)
-        finally:
-            await communicator.disconnect()
-
-    run(scenario)
+    assert_socket_closes_after(
+        cookie, lambda: django_user_model.objects.filter(pk=user.pk).update(**{demote: False})
+    )
 
 
 @pytest.mark.django_db(transaction=True)
@@ -348,13 +345,4 @@ def test_a_socket_closes_soon_after_a_password_change(
         user.set_password("another")
         user.save()
 
-    async def scenario():
-        communicator, connected = await _connect(ORIGIN, cookie)
-        assert connected
-        try:
-            await database_sync_to_async(change_password)()
-            assert await _closed_within(communicator, 3.0)
-        finally:
-            await communicator.disconnect()
-
-    run(scenario)
+    assert_socket_closes_after(cookie, change_password, stays_open_first=False)
