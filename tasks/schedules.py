@@ -287,6 +287,18 @@ def earliest_next_run(*, using: str = DEFAULT_DB_ALIAS) -> datetime | None:
     return first
 
 
+# The supervisor never spins faster than this, even when a schedule is due again at once.
+MIN_SLEEP_SECONDS = 0.05
+
+
+def seconds_until(earliest: datetime | None, now: datetime, *, cap: float) -> float:
+    """How long the supervisor may sleep before the next run is due: until ``earliest``, at
+    most ``cap`` (a schedule made meanwhile is found within ``cap``), at least a moment."""
+    if earliest is None:
+        return cap
+    return max(MIN_SLEEP_SECONDS, min(cap, (earliest - now).total_seconds()))
+
+
 # ---------------------------------------------------------------------------------------------
 # Saving and operator actions: one function each
 

@@ -184,3 +184,27 @@ def test_pruning_a_task_deletes_its_run_and_clears_the_last_task():
     assert ScheduleRun.objects.count() == 0
     schedule.refresh_from_db()
     assert schedule.last_task_id is None
+
+
+def test_the_supervisors_schedule_thread_runs_a_1_second_schedule_every_second():
+    from organism.supervisor import Supervisor, SupervisorOptions
+
+    schedule = schedules.save(Schedule(name="every second", type="echo", interval_seconds=1))
+    lines: list[str] = []
+    boss = Supervisor(SupervisorOptions(interval=3.0), out=lines.append)
+    stop = threading.Event()
+    thread = threading.Thread(target=boss.run_schedules, args=(stop,))
+    thread.start()
+    try:
+        threading.Event().wait(4.5)
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    assert not lines, lines  # no failed round
+    runs = list(ScheduleRun.objects.filter(schedule=schedule).order_by("slot"))
+    # Four or five slots passed (the first is up to a second away); each ran, in order.
+    assert 4 <= len(runs) <= 5, [run.slot for run in runs]
+    gaps = {(b.slot - a.slot).total_seconds() for a, b in zip(runs, runs[1:], strict=False)}
+    assert gaps == {1.0}
+    # Each task was enqueued promptly after its slot, though the round is 3 s.
+    assert all((run.created_at - run.slot).total_seconds() < 1.0 for run in runs)

@@ -117,3 +117,13 @@ def test_each_broken_field_is_named(overrides, field):
     with pytest.raises(InvalidSchedule) as caught:
         validate_schedule(valid(**overrides))
     assert field in caught.value.errors, caught.value.errors
+
+
+def test_the_supervisor_sleeps_until_the_next_run_within_bounds():
+    from tasks.schedules import MIN_SLEEP_SECONDS, seconds_until
+
+    now = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+    assert seconds_until(None, now, cap=3.0) == 3.0
+    assert seconds_until(now + timedelta(seconds=0.4), now, cap=3.0) == pytest.approx(0.4)
+    assert seconds_until(now + timedelta(hours=1), now, cap=3.0) == 3.0
+    assert seconds_until(now - timedelta(seconds=5), now, cap=3.0) == MIN_SLEEP_SECONDS
