@@ -260,3 +260,7 @@ class TaskAdmin(admin.ModelAdmin):
     @admin.action(description="Cancel")
     def cancel_action(self, request, queryset) -> None:
         self._each(request, queryset, queue.cancel, "Cancelled")
+
+
+# Schedules have an admin module of their own.
+from tasks import schedule_admin  # noqa: E402, F401
