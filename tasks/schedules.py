@@ -42,6 +42,9 @@ MAX_INTERVAL_SECONDS = 366 * 24 * 3600
 # Schedules one call of enqueue_due handles at most (each in its own short transaction).
 DUE_BATCH = 100
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Schedule IDs are PostgreSQL bigints: a larger number names no schedule (and must not reach
+# the database, which would refuse it with an error).
+MAX_ID = 2**63 - 1
 
 
 class InvalidSchedule(ValueError):
@@ -316,6 +319,8 @@ def save(schedule: Schedule, *, timing_changed: bool = True) -> Schedule:
 
 
 def _locked(schedule_id: int, using: str) -> Schedule:
+    if not isinstance(schedule_id, int) or not 1 <= schedule_id <= MAX_ID:
+        raise ScheduleNotFound(f"no schedule with ID {schedule_id}")
     try:
         return Schedule.objects.using(using).select_for_update().get(pk=schedule_id)
     except (Schedule.DoesNotExist, ValueError, TypeError):

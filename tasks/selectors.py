@@ -319,6 +319,9 @@ def list_schedules(*, using: str = DEFAULT_DB_ALIAS) -> list[dict[str, Any]]:
 
 
 def get_schedule(schedule_id: int, *, using: str = DEFAULT_DB_ALIAS) -> dict[str, Any] | None:
+    """One schedule, or None (also for an ID no bigint can hold)."""
+    if not 1 <= schedule_id <= 2**63 - 1:
+        return None
     rows = fetch(
         "SELECT s.id, s.name, s.type, s.params, s.cron, s.interval_seconds, s.timezone, "
         "s.enabled, s.catch_up, s.priority, s.next_run_at, s.last_run_at, s.last_task_id "

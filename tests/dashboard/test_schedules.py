@@ -129,3 +129,10 @@ def test_the_admin_actions_run_pause_and_resume(admin_client):
     admin_client.post(changelist, {"action": "resume_action", "_selected_action": [schedule.pk]})
     schedule.refresh_from_db()
     assert schedule.enabled and schedule.next_run_at is not None
+
+
+def test_an_id_no_bigint_holds_is_404_not_an_error(staff_client):
+    huge = 2**64
+    assert staff_client.get(reverse("dashboard:schedule", args=[huge])).status_code == 404
+    action = reverse("dashboard:schedule_action", args=[huge])
+    assert staff_client.post(action, {"action": "run"}).status_code == 404
