@@ -20,6 +20,7 @@ dashboard and anything else.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -35,6 +36,8 @@ from tasks import queue
 from tasks.models import CatchUp, Schedule, ScheduleRun
 from tasks.sql import fetch
 from tasks.validation import InvalidTask, validate_task_spec
+
+log = logging.getLogger("seedcore.schedules")
 
 MAX_NAME_LENGTH = 200
 # A year: a longer period is a cron expression's job.
@@ -229,7 +232,14 @@ def enqueue_due(now: datetime | None = None, *, using: str = DEFAULT_DB_ALIAS) -
 
 def _run_due(schedule: Schedule, now: datetime, *, using: str) -> str | None:
     due = schedule.next_run_at
-    plan = plan_due(Timing.of(schedule), schedule.catch_up, due, now)
+    try:
+        plan = plan_due(Timing.of(schedule), schedule.catch_up, due, now)
+    except (CronSimError, ValueError, KeyError) as exc:  # ZoneInfoNotFoundError is a KeyError
+        # A timing written around the rules (by SQL): paused, so it cannot hold up the others
+        # by failing first in every round; fixing it in the admin and resuming starts it again.
+        log.warning("schedule %r paused: its timing is invalid (%s)", schedule.name, exc)
+        Schedule.objects.using(using).filter(pk=schedule.pk).update(enabled=False, next_run_at=None)
+        return None
     already_ran = ScheduleRun.objects.using(using).filter(schedule=schedule, slot=due).exists()
     task_id = None
     if plan.run and not already_ran:

@@ -208,3 +208,12 @@ def test_the_supervisors_schedule_thread_runs_a_1_second_schedule_every_second()
     assert gaps == {1.0}
     # Each task was enqueued promptly after its slot, though the round is 3 s.
     assert all((run.created_at - run.slot).total_seconds() < 1.0 for run in runs)
+
+
+def test_a_schedule_with_a_timing_written_around_the_rules_is_paused_not_blocking():
+    broken = make("broken", interval_seconds=None, cron="not a cron", next_run_at=T0)
+    fine = make("fine", next_run_at=T0 + timedelta(seconds=1))
+    assert len(schedules.enqueue_due(T0 + timedelta(seconds=2))) == 1
+    broken.refresh_from_db()
+    assert not broken.enabled and broken.next_run_at is None
+    assert len(tasks_of(fine)) == 1
