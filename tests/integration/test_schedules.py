@@ -217,3 +217,24 @@ def test_a_schedule_with_a_timing_written_around_the_rules_is_paused_not_blockin
     broken.refresh_from_db()
     assert not broken.enabled and broken.next_run_at is None
     assert len(tasks_of(fine)) == 1
+
+
+def test_the_cli_lists_schedules():
+    import io
+    import json
+
+    from django.core.management import call_command
+
+    def run(*args: str) -> str:
+        out = io.StringIO()
+        call_command("tasks", "schedules", *args, stdout=out)
+        return out.getvalue()
+
+    assert "no schedules" in run()
+    schedule = make("nightly", interval_seconds=None, cron="30 2 * * *", timezone="Europe/Berlin")
+    task_id = schedules.run_now(schedule.pk)
+    header, row = run().splitlines()
+    assert header.split()[:4] == ["ID", "NAME", "TYPE", "WHEN"]
+    assert "nightly" in row and "30 2 * * * (Europe/Berlin)" in row and task_id[:8] in row
+    [listed] = json.loads(run("--json"))
+    assert listed["last_task_id"] == task_id and listed["enabled"] is True
