@@ -204,8 +204,8 @@ class ApiToken(models.Model):
 class CatchUp(models.TextChoices):
     """What a schedule does with the runs it missed while nothing was running."""
 
-    SKIP = "skip", "skip: run none of them, wait for the next slot"
-    ONCE = "once", "once: run one task for all of them, then on schedule"
+    SKIP = "skip", "skip missed runs"
+    ONCE = "once", "run missed runs once"
 
 
 class Schedule(models.Model):
@@ -227,7 +227,11 @@ class Schedule(models.Model):
     timezone = models.TextField(default="UTC", help_text="an IANA name, e.g. Europe/Berlin")
     enabled = models.BooleanField(default=True)
     priority = models.IntegerField(default=0)
-    catch_up = models.TextField(choices=CatchUp.choices, default=CatchUp.SKIP)
+    catch_up = models.TextField(
+        choices=CatchUp.choices,
+        default=CatchUp.SKIP,
+        help_text="runs missed while nothing ran: none, or one task for all",
+    )
     # NULL while paused.
     next_run_at = models.DateTimeField(null=True, blank=True)
     last_run_at = models.DateTimeField(null=True, blank=True)

@@ -9,12 +9,17 @@ from django import forms
 from django.contrib import admin, messages
 from django.urls import reverse
 from django.utils.html import format_html
+from django.utils.timezone import localtime
 
 from tasks import schedules
 from tasks.models import Schedule
 
 # A change to any of these moves the next run to the new timing's first slot after now.
 TIMING_FIELDS = {"cron", "interval_seconds", "timezone", "enabled"}
+
+
+def _when(moment) -> str:
+    return localtime(moment).strftime("%Y-%m-%d %H:%M:%S") if moment else "—"
 
 
 class ScheduleAdminForm(forms.ModelForm):
@@ -48,15 +53,7 @@ class ScheduleAdminForm(forms.ModelForm):
 @admin.register(Schedule)
 class ScheduleAdmin(admin.ModelAdmin):
     form = ScheduleAdminForm
-    list_display = (
-        "name",
-        "type",
-        "timing",
-        "enabled",
-        "next_run_at",
-        "last_run_at",
-        "last_task_link",
-    )
+    list_display = ("name", "type", "timing", "enabled", "next_run", "last_run", "last_task_link")
     list_filter = ("enabled", "catch_up")
     search_fields = ("name", "=type")
     readonly_fields = ("next_run_at", "last_run_at", "last_task_link", "created_at")
@@ -76,6 +73,20 @@ class ScheduleAdmin(admin.ModelAdmin):
     @admin.display(description="When")
     def timing(self, obj: Schedule) -> str:
         return obj.cron or f"every {obj.interval_seconds} s"
+
+    # With seconds: a schedule may run every second.
+    @admin.display(description="Next run", ordering="next_run_at")
+    def next_run(self, obj: Schedule) -> str:
+        return _when(obj.next_run_at) if obj.enabled else "paused"
+
+    @admin.display(description="Last run", ordering="last_run_at")
+    def last_run(self, obj: Schedule) -> str:
+        return _when(obj.last_run_at)
+
+    def get_fieldsets(self, request, obj=None):
+        if obj is None:  # nothing has run yet: no Runs section
+            return self.fieldsets[:2]
+        return self.fieldsets
 
     @admin.display(description="Last task")
     def last_task_link(self, obj: Schedule) -> str:

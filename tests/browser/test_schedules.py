@@ -42,10 +42,17 @@ def test_a_schedule_made_in_the_admin_runs_every_second_and_run_now_adds_a_run(
     page.fill("#id_name", "every second")
     page.fill("#id_type", "echo")
     page.fill("#id_params", '{"from": "the admin"}')
+    page.fill("#id_cron", "*/5 * * * *")  # and an interval: refused, on that field
     page.fill("#id_interval_seconds", "1")
     page.fill("#id_timezone", "UTC")
     page.click("input[name=_save]")
+    error = page.locator(".field-interval_seconds .errorlist")
+    assert "not both" in error.inner_text()
+    page.screenshot(path=str(ARTIFACTS / "schedule-admin-error.png"), full_page=True)
+    page.fill("#id_cron", "")
+    page.click("input[name=_save]")
     page.wait_for_url(f"{live_url}/admin/tasks/schedule/")
+    page.screenshot(path=str(ARTIFACTS / "schedule-admin.png"), full_page=True)
 
     page.goto(f"{live_url}/dashboard/schedules/")
     page.click("text=every second")
