@@ -1,6 +1,6 @@
 from django.urls import path
 
-from dashboard import views
+from dashboard import audit_views, views
 
 app_name = "dashboard"
 
@@ -16,4 +16,5 @@ urlpatterns = [
     path("schedules/<int:schedule_id>/action/", views.schedule_action, name="schedule_action"),
     path("organism/", views.organism, name="organism"),
     path("organism/action/", views.organism_action, name="organism_action"),
+    path("audit/", audit_views.audit_list, name="audit"),
 ]

@@ -238,14 +238,21 @@ class Supervisor:
         return reaped
 
     def prune_if_due(self) -> int:
-        """Prune finished tasks past retention, at most every ``interval_seconds``."""
-        from tasks import queue
+        """Prune finished tasks (and audit entries) past retention, at most every
+        ``interval_seconds``; returns how many tasks went."""
+        from tasks import audit, queue
 
         now = time.monotonic()
         if now < self._next_prune:
             return 0
-        self._next_prune = now + self.options.retention.interval_seconds
-        return queue.prune_expired(self.options.retention)
+        retention = self.options.retention
+        self._next_prune = now + retention.interval_seconds
+        audit.prune(
+            retention.audit_days,
+            batch_size=retention.batch_size,
+            max_batches=retention.max_batches,
+        )
+        return queue.prune_expired(retention)
 
     def forget_dead_dispatchers(self) -> int:
         from tasks import heartbeats

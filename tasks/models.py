@@ -201,6 +201,45 @@ class ApiToken(models.Model):
         return f"{self.prefix}…{label}"
 
 
+class AuditVia(models.TextChoices):
+    """Where an operator action came from."""
+
+    DASHBOARD = "dashboard", "dashboard"
+    ADMIN = "admin", "admin"
+    API = "api", "API"
+    CLI = "cli", "CLI"
+
+
+class AuditEntry(models.Model):
+    """One operator action: who did what, to what, when and from where (``tasks.audit``).
+
+    ``task_id`` is a plain column, not a foreign key: the trail outlives the tasks it names
+    (retention prunes tasks long before it prunes their audit).
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    at = models.DateTimeField(db_default=Now())
+    actor = models.TextField()
+    via = models.TextField(choices=AuditVia.choices)
+    address = models.GenericIPAddressField(null=True, blank=True)
+    action = models.TextField()
+    target = models.TextField(default="", db_default="", blank=True)
+    task_id = models.UUIDField(null=True, blank=True)
+    detail = models.JSONField(default=dict, db_default={}, blank=True)
+
+    class Meta:
+        db_table = "audit_log"
+        ordering = ["-id"]
+        verbose_name_plural = "audit entries"
+        indexes = [
+            models.Index(fields=["task_id", "-id"], name="audit_log_task_idx"),
+            models.Index(fields=["at"], name="audit_log_at_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor} ({self.via}) {self.action} {self.target}"
+
+
 class CatchUp(models.TextChoices):
     """What a schedule does with the runs it missed while nothing was running."""
 
@@ -236,7 +275,7 @@ class Schedule(models.Model):
     next_run_at = models.DateTimeField(null=True, blank=True)
     last_run_at = models.DateTimeField(null=True, blank=True)
     # No Django-level constraint: pruning deletes tasks by SQL, and the database's own foreign
-    # key (migration 0006) then clears this column (ON DELETE SET NULL).
+    # key (migration 0007) then clears this column (ON DELETE SET NULL).
     last_task = models.ForeignKey(
         Task,
         null=True,
@@ -280,7 +319,7 @@ class ScheduleRun(models.Model):
     """One task a schedule enqueued: for the slot it was due at, or (``slot`` NULL) by Run now.
 
     The unique (schedule, slot) key is what makes a slot run at most once, whichever
-    supervisor gets there. The database's foreign keys (migration 0006) delete a run with its
+    supervisor gets there. The database's foreign keys (migration 0007) delete a run with its
     task when the task is pruned, and with its schedule.
     """
 

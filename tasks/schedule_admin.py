@@ -12,6 +12,7 @@ from django.utils.html import format_html
 from django.utils.timezone import localtime
 
 from tasks import schedules
+from tasks.admin import AuditedAdmin
 from tasks.models import Schedule
 
 # A change to any of these moves the next run to the new timing's first slot after now.
@@ -51,7 +52,7 @@ class ScheduleAdminForm(forms.ModelForm):
 
 
 @admin.register(Schedule)
-class ScheduleAdmin(admin.ModelAdmin):
+class ScheduleAdmin(AuditedAdmin):  # adds, changes and deletes join the audit trail
     form = ScheduleAdminForm
     list_display = ("name", "type", "timing", "enabled", "next_run", "last_run", "last_task_link")
     list_filter = ("enabled", "catch_up")

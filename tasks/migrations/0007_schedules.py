@@ -7,7 +7,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("tasks", "0005_api_token_scope"),
+        ("tasks", "0006_audit_log"),
     ]
 
     operations = [
