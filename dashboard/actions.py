@@ -5,11 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from tasks import queue, selectors
+from tasks import queue
 from tasks.ids import TaskIdError
-from tasks.models import Status
-
-RETRY_ALL_LIMIT = 10_000
 
 
 @dataclass
@@ -37,28 +34,3 @@ def _each(action: Callable[[str], object], task_ids: Iterable[str]) -> Outcome:
         else:
             outcome.done.append(task_id)
     return outcome
-
-
-def retry_failed_matching(
-    task_filter: selectors.TaskFilter, *, limit: int = RETRY_ALL_LIMIT
-) -> tuple[int, bool]:
-    """Run now every FAILED task matching the filter (status forced to FAILED), page by page.
-
-    Returns (how many were queued, whether ``limit`` stopped it before the end).
-    """
-    only_failed = selectors.TaskFilter(
-        status=Status.FAILED,
-        type=task_filter.type,
-        domain=task_filter.domain,
-        id_prefix=task_filter.id_prefix,
-    )
-    queued = 0
-    cursor = None
-    while True:
-        page = selectors.list_tasks(only_failed, cursor=cursor, limit=min(500, limit - queued))
-        queued += len(queue.run_now_matching(row["id"] for row in page.items))
-        cursor = page.next_cursor
-        if cursor is None:
-            return queued, False
-        if queued >= limit:
-            return queued, True

@@ -234,8 +234,9 @@ def list_tasks(
 
 
 def database_now(*, using: str = DEFAULT_DB_ALIAS) -> datetime:
-    """The database's clock, the one that stamps ``created_at``."""
-    return fetch("SELECT now() AS now", using=using)[0]["now"]
+    """The database's clock as it stamps ``created_at`` (the statement's start, not the
+    transaction's)."""
+    return fetch("SELECT statement_timestamp() AS now", using=using)[0]["now"]
 
 
 def _matching(task_filter: TaskFilter, created_until: datetime, using: str):
