@@ -118,7 +118,8 @@ class TaskFilter:
         return q
 
     def is_empty(self) -> bool:
-        return self == TaskFilter()
+        """True when nothing is set (blank values select nothing either): every task matches."""
+        return not any(asdict(self).values())
 
     def to_json(self) -> dict[str, Any]:
         """The filter as JSON-ready data (times as ISO 8601), without the fields left unset."""

@@ -93,6 +93,7 @@ def test_a_dry_run_only_counts(api):
     ("body", "status", "field"),
     [
         ({"action": "cancel", "filter": {}}, 400, "filter"),
+        ({"action": "cancel", "filter": {"type": "", "params": {}, "error": None}}, 400, "filter"),
         ({"action": "delete", "filter": {"type": "echo"}}, 422, "action"),
         ({"action": "cancel", "filter": {"typo": "echo"}}, 422, "filter.typo"),
         ({"action": "cancel", "filter": {"params": [1]}}, 422, "filter.params"),
