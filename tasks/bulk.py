@@ -58,9 +58,8 @@ def count(
     """How many tasks an action on ``task_filter`` confirmed now would touch, and that moment
     (the snapshot bound to pass to :func:`start`)."""
     snapshot_at = selectors.database_now(using=using)
-    return selectors.count_matching(
-        task_filter, created_until=snapshot_at, using=using
-    ), snapshot_at
+    total = selectors.count_matching(task_filter, created_until=snapshot_at, using=using)
+    return total, snapshot_at
 
 
 def start(
@@ -91,7 +90,8 @@ def start(
 
 def resume(bulk_id: int, *, using: str = DEFAULT_DB_ALIAS) -> BulkAction:
     """Continue an interrupted action from where it stopped. Raises NotInterrupted if it is
-    finished or still advancing (so two runners never share one action)."""
+    finished or still advancing. (Were two runners ever at one action, each batch locks the
+    action's row and starts from its cursor, so no task is counted twice.)"""
     get(bulk_id, using=using)
     claimed = (
         BulkAction.objects.using(using)
@@ -109,6 +109,8 @@ def resume(bulk_id: int, *, using: str = DEFAULT_DB_ALIAS) -> BulkAction:
 
 
 def get(bulk_id: int, *, using: str = DEFAULT_DB_ALIAS) -> BulkAction:
+    if not 0 < bulk_id < 2**63:  # no such row, and PostgreSQL's bigint would overflow
+        raise BulkActionNotFound(f"no bulk action with ID {bulk_id}")
     try:
         return BulkAction.objects.using(using).get(pk=bulk_id)
     except BulkAction.DoesNotExist:

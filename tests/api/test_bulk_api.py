@@ -119,5 +119,6 @@ def test_bulk_needs_operate_to_start_and_read_to_watch(api_user, api):
     refused = post_json(reader, "/tasks/bulk", {"action": "cancel", "filter": {"type": "x"}})
     assert refused.status_code == 403 and "operate" in refused.json()["detail"]
     assert reader.get(f"/tasks/bulk/{started.json()['id']}").status_code == 200
-    assert reader.get("/tasks/bulk/99999").status_code == 404
+    for unknown in (99999, 0, -1, 2**70):
+        assert reader.get(f"/tasks/bulk/{unknown}").status_code == 404
     assert Client().get(f"/tasks/bulk/{started.json()['id']}").status_code == 401
