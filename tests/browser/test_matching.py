@@ -49,6 +49,11 @@ def _statuses() -> dict[tuple[int, str], int]:
 
 
 def test_search_by_params_then_cancel_all_matching_ten_thousand(slow_bulk_url, page):
+    violations = []
+    page.on(
+        "console",
+        lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None,
+    )
     in_thread(_seed)
     log_in(page, slow_bulk_url)
     page.goto(f"{slow_bulk_url}/dashboard/tasks/")
@@ -90,3 +95,4 @@ def test_search_by_params_then_cancel_all_matching_ten_thousand(slow_bulk_url, p
     page.screenshot(path=ARTIFACTS / "matching-finished.png", full_page=True)
 
     assert in_thread(_statuses) == {(42, "CANCELLED"): MATCHING, (7, "QUEUED"): OTHERS}
+    assert violations == []  # the polling works under the Content-Security-Policy
