@@ -138,7 +138,7 @@ def tasks_message(batch: Batch) -> dict[str, str]:
     batch itself for a page whose frames are held back (see :mod:`dashboard.flow`). The batch
     travels as JSON text because the in-memory layer deep-copies each message for every
     member, and copying a string costs nothing."""
-    return {"type": "tasks.changed", "html": tasks_frame(batch), "batch": batch.to_json()}
+    return {"type": "tasks.changed", "html": tasks_frame(batch), "batch": batch.describe()}
 
 
 def tasks_frame(batch: Batch) -> str:

@@ -290,7 +290,7 @@ def task_matching_continue(request: HttpRequest, bulk_id: int) -> HttpResponse:
 
 
 def _raw_filter_of(stored: dict[str, Any]) -> dict[str, str]:
-    """A stored filter (TaskFilter.to_json) as the tasks page's query."""
+    """A stored filter (TaskFilter.describe) as the tasks page's query."""
     raw = {("q" if key == "id_prefix" else key): value for key, value in stored.items()}
     if "params" in raw:
         raw["params"] = json.dumps(raw["params"])

@@ -79,7 +79,7 @@ def start(
     snapshot_at = min(snapshot_at, now) if snapshot_at is not None else now
     bulk = BulkAction.objects.using(using).create(
         action=action,
-        filter=task_filter.to_json(),
+        filter=task_filter.describe(),
         snapshot_at=snapshot_at,
         total=selectors.count_matching(task_filter, created_until=snapshot_at, using=using),
         requested_by=requested_by,

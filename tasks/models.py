@@ -217,7 +217,7 @@ class BulkAction(models.Model):
     ACTIONS = ("cancel", "retry")
 
     action = models.TextField(choices=[(action, action) for action in ACTIONS])
-    # tasks.selectors.TaskFilter.to_json()
+    # tasks.selectors.TaskFilter.describe()
     filter = models.JSONField(default=dict)
     # Only tasks created at or before this (the moment of confirmation) are touched.
     snapshot_at = models.DateTimeField()

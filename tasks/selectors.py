@@ -18,7 +18,7 @@ import base64
 import binascii
 import json
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -119,19 +119,20 @@ class TaskFilter:
 
     def is_empty(self) -> bool:
         """True when nothing is set (blank values select nothing either): every task matches."""
-        return not any(asdict(self).values())
+        return not any(vars(self).values())
 
-    def to_json(self) -> dict[str, Any]:
-        """The filter as JSON-ready data (times as ISO 8601), without the fields left unset."""
-        data = {}
-        for name, value in asdict(self).items():
-            if value is not None:
-                data[name] = value.isoformat() if isinstance(value, datetime) else value
-        return data
+    def describe(self) -> dict[str, Any]:
+        """The fields that are set, as JSON values (times in ISO 8601): how a bulk action
+        stores its filter (:meth:`from_json` reads it back)."""
+        return {
+            name: value.isoformat() if isinstance(value, datetime) else value
+            for name, value in vars(self).items()
+            if value not in (None, "")
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TaskFilter:
-        """The filter :meth:`to_json` gave (a stored bulk action's)."""
+        """The filter :meth:`describe` gave (a stored bulk action's)."""
         values = dict(data)
         for name in TIME_FIELDS:
             if values.get(name) is not None:

@@ -93,7 +93,7 @@ def test_nothing_overtakes_what_is_held_and_extra_acks_do_not_widen_the_window()
 
 def test_a_batch_survives_its_json_trip_and_merges_into_a_coalescer():
     batch = Batch({"a": "QUEUED", "b": "FAILED"}, False, 7)
-    assert Batch.from_json(batch.to_json()) == batch
+    assert Batch.from_json(batch.describe()) == batch
     coalescer = live.Coalescer(interval=0.0)
     coalescer.add([("b", "RUNNING"), ("c", "QUEUED")])
     coalescer.add_batch(batch)

@@ -260,7 +260,7 @@ def test_an_interrupted_action_offers_to_continue(staff_client):
     task_filter = selectors.TaskFilter(type="echo")
     total, snapshot_at = bulk.count(task_filter)
     row = BulkAction.objects.create(
-        action="cancel", filter=task_filter.to_json(), snapshot_at=snapshot_at, total=total
+        action="cancel", filter=task_filter.describe(), snapshot_at=snapshot_at, total=total
     )
     BulkAction.objects.filter(pk=row.pk).update(
         updated_at=timezone.now() - bulk.STALE_AFTER - timedelta(seconds=5)

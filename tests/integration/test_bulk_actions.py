@@ -52,7 +52,7 @@ def test_batches_are_bounded_and_the_cursor_advances(settings):
     task_filter = TaskFilter(type="echo")
     total, snapshot_at = bulk.count(task_filter)
     row = BulkAction.objects.create(
-        action="cancel", filter=task_filter.to_json(), snapshot_at=snapshot_at, total=total
+        action="cancel", filter=task_filter.describe(), snapshot_at=snapshot_at, total=total
     )
     after_one = bulk.run(row.pk, batch_size=300, max_batches=1)
     assert (after_one.state, after_one.done, after_one.skipped) == ("running", 300, 0)
@@ -89,7 +89,7 @@ def test_tasks_whose_status_changed_since_the_confirmation_are_skipped_not_corru
     task_filter = TaskFilter(status=Status.QUEUED)
     total, snapshot_at = bulk.count(task_filter)
     row = BulkAction.objects.create(
-        action="cancel", filter=task_filter.to_json(), snapshot_at=snapshot_at, total=total
+        action="cancel", filter=task_filter.describe(), snapshot_at=snapshot_at, total=total
     )
     oldest = Task.objects.order_by("created_at", "id").first()
     Task.objects.filter(id=oldest.id).update(status=Status.COMPLETED, result={"ok": 1})
@@ -158,7 +158,7 @@ def test_an_interrupted_action_resumes_where_it_stopped():
     task_filter = TaskFilter(type="echo")
     total, snapshot_at = bulk.count(task_filter)
     row = BulkAction.objects.create(
-        action="cancel", filter=task_filter.to_json(), snapshot_at=snapshot_at, total=total
+        action="cancel", filter=task_filter.describe(), snapshot_at=snapshot_at, total=total
     )
     bulk.run(row.pk, batch_size=400, max_batches=1)  # then its process died
     with pytest.raises(bulk.NotInterrupted):

@@ -94,5 +94,5 @@ def test_a_filter_survives_its_json_form():
         updated_after=datetime(2026, 12, 1, tzinfo=UTC),
         id_prefix="abcd",
     )
-    assert TaskFilter.from_json(task_filter.to_json()) == task_filter
+    assert TaskFilter.from_json(task_filter.describe()) == task_filter
     assert TaskFilter().is_empty() and not task_filter.is_empty()
