@@ -8,7 +8,15 @@ urlpatterns = [
     path("", views.overview, name="overview"),
     path("tasks/", views.task_list, name="tasks"),
     path("tasks/bulk/", views.task_bulk, name="task_bulk"),
-    path("tasks/retry-failed/", views.task_retry_failed, name="task_retry_failed"),
+    # Before tasks/<task_id>/, which would take "matching" for a task ID.
+    path("tasks/matching/", views.task_matching_start, name="task_matching_start"),
+    path("tasks/matching/confirm/", views.task_matching_confirm, name="task_matching_confirm"),
+    path("tasks/matching/<int:bulk_id>/", views.task_matching, name="task_matching"),
+    path(
+        "tasks/matching/<int:bulk_id>/continue/",
+        views.task_matching_continue,
+        name="task_matching_continue",
+    ),
     path("tasks/<str:task_id>/", views.task_detail, name="task"),
     path("tasks/<str:task_id>/action/", views.task_action, name="task_action"),
     path("schedules/", views.schedule_list, name="schedules"),

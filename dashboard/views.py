@@ -4,6 +4,7 @@ published Coordinator status, and render a page, or just its live partial when h
 from __future__ import annotations
 
 import json
+from functools import partial
 from typing import Any
 from urllib.parse import urlencode
 
@@ -14,11 +15,11 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from dashboard import actions, live, metrics
+from dashboard import live, metrics
 from dashboard.timeline import attempts_of, routing_of, timeline_of
 from organism import control
 from organism import status as published
-from tasks import audit, operations, queue, schedules, selectors
+from tasks import audit, bulk, operations, permissions, queue, schedules, selectors
 from tasks.ids import InvalidTaskId, TaskIdError
 from tasks.models import STATUS_ORDER, AuditVia, Status, can_cancel, can_run_now
 from tasks.permissions import OPERATE, allows, user_scope
@@ -77,29 +78,56 @@ def _counts() -> list[dict[str, Any]]:
 # Tasks
 
 
+FILTER_FIELDS = (
+    "status",
+    "type",
+    "domain",
+    "q",
+    "params",
+    "error",
+    "created_after",
+    "created_before",
+    "updated_after",
+    "updated_before",
+)
+
+
 def _task_filter(request: HttpRequest) -> tuple[selectors.TaskFilter, dict[str, str], str | None]:
-    """The filter of a request's query (or form), the raw values, and an error to show."""
+    """The filter of a request's query (or form), the raw values, and an error to show. A bad
+    value is named in the error and left out of the filter."""
     source = request.POST if request.method == "POST" else request.GET
-    raw = {key: source.get(key, "").strip() for key in ("status", "type", "domain", "q")}
-    error = None
+    raw = {key: source.get(key, "").strip() for key in FILTER_FIELDS}
+    errors = []
     if raw["status"] and raw["status"] not in Status.values:
-        error = f"status must be one of {', '.join(Status.values)}"
+        errors.append(f"status must be one of {', '.join(Status.values)}")
         raw["status"] = ""
-    task_filter = selectors.TaskFilter(
-        status=raw["status"] or None,
-        type=raw["type"] or None,
-        domain=raw["domain"] or None,
-        id_prefix=raw["q"] or None,
-    )
-    if task_filter.id_prefix:
+    values: dict[str, Any] = {
+        "status": raw["status"] or None,
+        "type": raw["type"] or None,
+        "domain": raw["domain"] or None,
+        "error": raw["error"] or None,
+    }
+    parsers = {"params": selectors.parse_params_filter} | {
+        name: partial(selectors.parse_time_filter, name) for name in selectors.TIME_FIELDS
+    }
+    for name, parse in parsers.items():
         try:
-            task_filter.q()
+            values[name] = parse(raw[name])
+        except selectors.InvalidFilter as exc:
+            errors.append(str(exc))
+    if raw["q"]:
+        try:
+            selectors.TaskFilter(id_prefix=raw["q"]).q()
         except InvalidTaskId as exc:
-            error = str(exc)
-            task_filter = selectors.TaskFilter(
-                status=task_filter.status, type=task_filter.type, domain=task_filter.domain
-            )
-    return task_filter, raw, error
+            errors.append(str(exc))
+        else:
+            values["id_prefix"] = raw["q"]
+    return selectors.TaskFilter(**values), raw, "; ".join(errors) or None
+
+
+def _can_operate(request: HttpRequest) -> bool:
+    """Whether to show the operator's buttons (retry, cancel)."""
+    return permissions.allows(permissions.user_scope(request.user), permissions.OPERATE)
 
 
 @staff_member_required
@@ -123,6 +151,9 @@ def task_list(request: HttpRequest) -> HttpResponse:
         "filter_query": urlencode(query),
         "next_query": urlencode({**query, "cursor": page.next_cursor}) if page.next_cursor else "",
         "live_query": urlencode({**query, **({"cursor": cursor} if cursor else {})}),
+        "filter_active": not task_filter.is_empty(),
+        "filter_query_failed": urlencode({**query, "status": Status.FAILED}),
+        "can_operate": _can_operate(request),
         **_health_context(),
     }
     if _partial(request, "rows"):
@@ -175,19 +206,97 @@ def task_bulk(request: HttpRequest) -> HttpResponse:
     return _back_to_list(request)
 
 
+# "Cancel all matching" / "Retry all matching": confirm (the exact count), start, progress.
+
+MATCHING_VERBS = {"cancel": "Cancel", "retry": "Retry"}
+
+
+def _matching_action(request: HttpRequest) -> str | None:
+    source = request.POST if request.method == "POST" else request.GET
+    action = source.get("action", "")
+    return action if action in MATCHING_VERBS else None
+
+
 @staff_member_required
-@require_POST
-def task_retry_failed(request: HttpRequest) -> HttpResponse:
-    task_filter, _, error = _task_filter(request)
+@require_GET
+def task_matching_confirm(request: HttpRequest) -> HttpResponse:
+    task_filter, raw, error = _task_filter(request)
+    action = _matching_action(request)
+    if action is None:
+        error = "action must be 'cancel' or 'retry'"
+    elif task_filter.is_empty() and not error:
+        error = "Set a filter first: an action on all matching needs one."
     if error:
         messages.error(request, error)
         return _back_to_list(request)
-    queued, truncated = actions.retry_failed_matching(task_filter, _actor(request))
-    note = (
-        f" (stopped at {actions.RETRY_ALL_LIMIT}; run it again for the rest)" if truncated else ""
-    )
-    messages.success(request, f"Queued {queued} FAILED task(s) again{note}.")
-    return _back_to_list(request)
+    total, snapshot_at = bulk.count(task_filter)
+    context = {
+        "action": action,
+        "verb": MATCHING_VERBS[action],
+        "total": total,
+        "snapshot_at": snapshot_at.isoformat(),
+        "filter": {key: value for key, value in raw.items() if value},
+        "filter_query": urlencode({key: value for key, value in raw.items() if value}),
+        **_health_context(),
+    }
+    return render(request, "dashboard/matching_confirm.html", context)
+
+
+@staff_member_required
+@require_POST
+def task_matching_start(request: HttpRequest) -> HttpResponse:
+    task_filter, _, error = _task_filter(request)
+    action = _matching_action(request)
+    try:
+        snapshot_at = selectors.parse_time_filter(
+            "snapshot_at", request.POST.get("snapshot_at", "")
+        )
+    except selectors.InvalidFilter as exc:
+        error = error or str(exc)
+    if action is None or error or task_filter.is_empty() or snapshot_at is None:
+        messages.error(request, error or "Confirm the action from its confirmation page.")
+        return _back_to_list(request)
+    started = operations.start_bulk(action, task_filter, _actor(request), snapshot_at=snapshot_at)
+    return redirect("dashboard:task_matching", bulk_id=started.pk)
+
+
+@staff_member_required
+@require_GET
+def task_matching(request: HttpRequest, bulk_id: int) -> HttpResponse:
+    try:
+        progress = bulk.progress(bulk.get(bulk_id))
+    except bulk.BulkActionNotFound as exc:
+        raise Http404(str(exc)) from None
+    context = {
+        "bulk": progress,
+        "verb": MATCHING_VERBS[progress["action"]],
+        "filter_query": urlencode(_raw_filter_of(progress["filter"])),
+        "can_operate": _can_operate(request),
+        **_health_context(),
+    }
+    if _partial(request, "progress"):
+        return render(request, "dashboard/partials/matching_progress.html", context)
+    return render(request, "dashboard/matching.html", context)
+
+
+@staff_member_required
+@require_POST
+def task_matching_continue(request: HttpRequest, bulk_id: int) -> HttpResponse:
+    try:
+        operations.resume_bulk(bulk_id, _actor(request))
+    except bulk.BulkActionNotFound as exc:
+        raise Http404(str(exc)) from None
+    except bulk.NotInterrupted as exc:
+        messages.error(request, str(exc))
+    return redirect("dashboard:task_matching", bulk_id=bulk_id)
+
+
+def _raw_filter_of(stored: dict[str, Any]) -> dict[str, str]:
+    """A stored filter (TaskFilter.describe) as the tasks page's query."""
+    raw = {("q" if key == "id_prefix" else key): value for key, value in stored.items()}
+    if "params" in raw:
+        raw["params"] = json.dumps(raw["params"])
+    return {key: str(value) for key, value in raw.items()}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -22,11 +22,12 @@ from organism.api import router as organism_router
 from organism.control import ControlFailed, ControlTimeout, ControlUnavailable
 from tasks.api import router as tasks_router
 from tasks.auth import CsrfRequired, InvalidToken, ScopeTooNarrow, api_auth
+from tasks.bulk import BulkActionNotFound
 from tasks.ids import AmbiguousTaskId, InvalidTaskId, TaskNotFound
 from tasks.queue import TransitionNotAllowed
 from tasks.schedule_api import router as schedules_router
 from tasks.schedules import ScheduleNotFound
-from tasks.selectors import InvalidCursor
+from tasks.selectors import InvalidCursor, InvalidFilter
 
 logger = logging.getLogger("seedcore.api")
 
@@ -114,6 +115,16 @@ def invalid_task_id(request: HttpRequest, exc: InvalidTaskId) -> HttpResponse:
 @api.exception_handler(InvalidCursor)
 def invalid_cursor(request: HttpRequest, exc: InvalidCursor) -> HttpResponse:
     return _error(request, 400, str(exc))
+
+
+@api.exception_handler(InvalidFilter)
+def invalid_filter(request: HttpRequest, exc: InvalidFilter) -> HttpResponse:
+    return _error(request, 400, str(exc), field=exc.field)
+
+
+@api.exception_handler(BulkActionNotFound)
+def bulk_action_not_found(request: HttpRequest, exc: BulkActionNotFound) -> HttpResponse:
+    return _error(request, 404, str(exc))
 
 
 @api.exception_handler(TaskNotFound)

@@ -64,6 +64,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django.contrib.humanize",
     "django_htmx",
     "ninja",  # its templates and static files: /api/docs is served from here, not a CDN
     "channels",
@@ -179,6 +180,10 @@ SEEDCORE_AUDIT_RETENTION_DAYS = env_float("SEEDCORE_AUDIT_RETENTION_DAYS", 365.0
 SEEDCORE_PRUNE_INTERVAL_SECONDS = env_float("SEEDCORE_PRUNE_INTERVAL_SECONDS", 300.0, minimum=1.0)
 SEEDCORE_PRUNE_BATCH = env_int("SEEDCORE_PRUNE_BATCH", 500, minimum=1)
 SEEDCORE_PRUNE_MAX_BATCHES = env_int("SEEDCORE_PRUNE_MAX_BATCHES", 20, minimum=1)
+# "Cancel/Retry all matching" (tasks.bulk): tasks per short transaction, and a pause between
+# batches so a large action leaves the queue room to breathe.
+SEEDCORE_BULK_BATCH = env_int("SEEDCORE_BULK_BATCH", 500, minimum=1)
+SEEDCORE_BULK_PAUSE_SECONDS = env_float("SEEDCORE_BULK_PAUSE_SECONDS", 0.02)
 # Consecutive Coordinator failures that open a dispatcher's circuit; seconds between probes.
 SEEDCORE_BREAKER_THRESHOLD = env_int("SEEDCORE_BREAKER_THRESHOLD", 5, minimum=1)
 SEEDCORE_BREAKER_PROBE_SECONDS = env_float("SEEDCORE_BREAKER_PROBE_SECONDS", 5.0, minimum=0.1)

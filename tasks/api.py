@@ -1,4 +1,4 @@
-"""The tasks endpoints: submit, list, read, run now, cancel.
+"""The tasks endpoints: submit, list, read, run now, cancel, and act on all that match.
 
 Thin over ``tasks.queue`` (every status change) and ``tasks.selectors`` (every read). Errors
 are raised as the engine's exceptions and turned into JSON by ``seedcore_site.api``. A
@@ -13,12 +13,15 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from django.http import HttpRequest
+from django.urls import reverse
 from ninja import Field, Query, Router, Schema, Status
+from pydantic import ConfigDict, field_validator
 
-from tasks import audit, models, operations, permissions, selectors
+from tasks import audit, bulk, models, operations, permissions, selectors
 from tasks.auth import operate_auth, require_scope
 from tasks.ids import parse_id_prefix
-from tasks.validation import NO_NUL, IsoDatetime, NewTask
+from tasks.models import BulkAction
+from tasks.validation import NO_NUL, IsoDatetime, NewTask, check_params
 
 Text = Annotated[str, Field(pattern=NO_NUL)]
 # What tasks.ids accepts: 4 to 32 hex digits, dashes anywhere. Documented, not enforced here,
@@ -110,15 +113,81 @@ class TaskStatus(Schema):
     error: str | None
 
 
-class TaskFilters(Schema):
+class FilterFields(Schema):
+    """What selects tasks, for a listing and for an action on all that match."""
+
     status: StatusName | None = None
     type: Text | None = None
     domain: Text | None = None
+    error: Text | None = Field(None, description="A part of the task's error, in any case.")
     created_after: IsoDatetime | None = Field(None, description="Created at or after.")
     created_before: IsoDatetime | None = Field(None, description="Created before.")
+    updated_after: IsoDatetime | None = Field(None, description="Last changed at or after.")
+    updated_before: IsoDatetime | None = Field(None, description="Last changed before.")
     id: TaskIdText | None = None
+
+    def task_filter(self, params: dict[str, Any] | None) -> selectors.TaskFilter:
+        if self.id is not None:
+            parse_id_prefix(self.id)  # an empty ?id= is a malformed ID, not "no filter"
+        values = self.model_dump(include=set(FilterFields.model_fields), exclude={"id"})
+        return selectors.TaskFilter(**values, id_prefix=self.id, params=params or None)
+
+
+class TaskFilters(FilterFields):
+    params: Text | None = Field(
+        None,
+        description='Tasks whose params contain this JSON object, e.g. `{"customer": 42}` '
+        "(URL-encoded).",
+    )
     cursor: Text | None = Field(None, description="The `next_cursor` of the previous page.")
     limit: int = Field(50, ge=1, le=selectors.MAX_PAGE)
+
+
+class MatchFilter(FilterFields):
+    """Unknown fields are refused, so a misspelt one never widens the action."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    params: dict[str, Any] | None = Field(
+        None, description="Tasks whose params contain this JSON object."
+    )
+
+    @field_validator("params")
+    @classmethod
+    def params_fit(cls, params: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if params is None else check_params(params)
+
+
+class BulkIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    action: Literal[bulk.ACTIONS]
+    filter: MatchFilter = Field(description="At least one field: an action needs a filter.")
+    dry_run: bool = Field(False, description="Only count the tasks it would touch.")
+
+
+class BulkCount(Schema):
+    action: str
+    total: int
+    snapshot_at: datetime
+
+
+class BulkOut(Schema):
+    id: int
+    action: str
+    state: Literal["running", "finished", "failed", "interrupted"]
+    filter: dict[str, Any]
+    total: int = Field(description="Tasks matching when the action was accepted.")
+    done: int
+    skipped: int = Field(description="Matched, but their status no longer allowed the action.")
+    percent: int
+    error: str
+    requested_by: str
+    snapshot_at: datetime = Field(description="Only tasks created up to this are touched.")
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+    url: str
 
 
 # The error answers every endpoint may give (seedcore_site/api.py makes them): no or bad
@@ -145,21 +214,43 @@ def submit_task(request: HttpRequest, body: TaskIn):
     summary="List tasks, newest first",
 )
 def list_tasks(request: HttpRequest, filters: Query[TaskFilters]):
-    if filters.id is not None:
-        parse_id_prefix(filters.id)  # an empty ?id= is a malformed ID, not "no filter"
+    params = None if filters.params is None else selectors.parse_params_filter(filters.params)
     page = selectors.list_tasks(
-        selectors.TaskFilter(
-            status=filters.status,
-            type=filters.type,
-            domain=filters.domain,
-            created_after=filters.created_after,
-            created_before=filters.created_before,
-            id_prefix=filters.id,
-        ),
-        cursor=filters.cursor,
-        limit=filters.limit,
+        filters.task_filter(params), cursor=filters.cursor, limit=filters.limit
     )
     return {"items": page.items, "next_cursor": page.next_cursor}
+
+
+@router.post(
+    "/tasks/bulk",
+    auth=operate_auth,
+    response={202: BulkOut, 200: BulkCount, 400: Message, **AUTH_ERRORS},
+    summary="Cancel or retry every task matching a filter, in the background",
+)
+def start_bulk(request: HttpRequest, body: BulkIn):
+    task_filter = body.filter.task_filter(body.filter.params)
+    if task_filter.is_empty():
+        raise selectors.InvalidFilter("filter", "set at least one field")
+    if body.dry_run:
+        total, snapshot_at = bulk.count(task_filter)
+        return Status(200, {"action": body.action, "total": total, "snapshot_at": snapshot_at})
+    started = operations.start_bulk(body.action, task_filter, api_actor(request))
+    return Status(202, _bulk_out(request, started))
+
+
+@router.get(
+    "/tasks/bulk/{bulk_id}",
+    url_name="get_bulk",
+    response={200: BulkOut, 404: Message, **AUTH_ERRORS},
+    summary="The progress of an action on all matching tasks",
+)
+def get_bulk(request: HttpRequest, bulk_id: int):
+    return _bulk_out(request, bulk.get(bulk_id))
+
+
+def _bulk_out(request: HttpRequest, action: BulkAction) -> dict[str, Any]:
+    url = request.build_absolute_uri(reverse("api:get_bulk", args=[action.pk]))
+    return {**bulk.progress(action), "url": url}
 
 
 @router.get("/tasks/{task_id}", response={200: TaskOut, **ID_ERRORS}, summary="One task")

@@ -344,3 +344,51 @@ class ScheduleRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.schedule_id} {self.slot or 'run now'}"
+
+
+class BulkAction(models.Model):
+    """An operator action over every task a filter matched when it was confirmed (tasks.bulk).
+
+    The row is the action's durable progress: the batches advance ``cursor_created_at`` and
+    ``cursor_id`` with ``done`` and ``skipped`` in the same transaction as their writes, so an
+    interrupted action resumes where it stopped.
+    """
+
+    class State(models.TextChoices):
+        RUNNING = "running"
+        FINISHED = "finished"
+        FAILED = "failed"
+
+    ACTIONS = ("cancel", "retry")
+
+    action = models.TextField(choices=[(action, action) for action in ACTIONS])
+    # tasks.selectors.TaskFilter.describe()
+    filter = models.JSONField(default=dict)
+    # Only tasks created at or before this (the moment of confirmation) are touched.
+    snapshot_at = models.DateTimeField()
+    total = models.IntegerField(default=0)
+    done = models.IntegerField(default=0)
+    # Matched at confirmation but refused: their status no longer allowed the action.
+    skipped = models.IntegerField(default=0)
+    state = models.TextField(choices=State.choices, default=State.RUNNING)
+    error = models.TextField(blank=True, default="")
+    # The last task handled, in (created_at, id) order; null before the first batch.
+    cursor_created_at = models.DateTimeField(null=True, blank=True)
+    cursor_id = models.UUIDField(null=True, blank=True)
+    requested_by = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(db_default=Now())
+    # Stamped by every batch: a RUNNING action whose stamp is old was interrupted.
+    updated_at = models.DateTimeField(db_default=Now())
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "bulk_actions"
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(action__in=("cancel", "retry")), name="bulk_actions_action_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.action} #{self.pk} {self.state}"

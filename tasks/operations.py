@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from django.db import transaction
 
-from tasks import audit, queue, schedules
+from tasks import audit, bulk, queue, schedules, selectors
 from tasks.audit import Actor
 from tasks.ids import TaskIdError
 
@@ -71,6 +72,42 @@ def _each(action: Callable[[str, Actor], object], task_ids: Iterable[str], actor
         else:
             outcome.done.append(task_id)
     return outcome
+
+
+# ---------------------------------------------------------------------------------------------
+# Acting on every task matching a filter (tasks.bulk)
+
+
+def start_bulk(
+    action: str,
+    task_filter: selectors.TaskFilter,
+    actor: Actor,
+    *,
+    snapshot_at: datetime | None = None,
+) -> bulk.BulkAction:
+    """Start cancelling or retrying all that match; recorded with its filter and count."""
+    with transaction.atomic():
+        started = bulk.start(action, task_filter, snapshot_at=snapshot_at, requested_by=actor.name)
+        audit.record(
+            actor,
+            f"tasks.{action}_matching",
+            target=f"{started.total:,} task(s)",
+            detail={"filter": started.filter, "count": started.total, "bulk_action": started.pk},
+        )
+    return started
+
+
+def resume_bulk(bulk_id: int, actor: Actor) -> bulk.BulkAction:
+    """Continue an interrupted action on all that match."""
+    with transaction.atomic():
+        resumed = bulk.resume(bulk_id)
+        audit.record(
+            actor,
+            f"tasks.{resumed.action}_matching_continued",
+            target=f"bulk action {bulk_id}",
+            detail={"bulk_action": bulk_id, "done": resumed.done, "skipped": resumed.skipped},
+        )
+    return resumed
 
 
 # ---------------------------------------------------------------------------------------------

@@ -470,16 +470,29 @@ _FAILED_ATTEMPT_SQL = (
 # Operator actions
 
 
+# Each operator action as two pieces of SQL over the row alias ``t``: the statuses it accepts and
+# what it sets. The single-task statements below and the batches of apply_to_batch share them.
+_CANCELLABLE = f"t.status IN {_sql_list(CANCELLABLE_STATUSES)}"
+_CANCEL_SET = (
+    "status = CASE WHEN t.status = 'RUNNING' THEN t.status ELSE 'CANCELLED' END, "
+    "cancel_requested = CASE WHEN t.status = 'RUNNING' THEN true ELSE t.cancel_requested END"
+)
+_RUNNABLE_NOW = f"t.status IN {_sql_list(RUNNABLE_NOW_STATUSES)}"
+_RUN_NOW_SET = (
+    "status = 'QUEUED', run_after = now(), attempts = 0, cancel_requested = false, "
+    "locked_by = NULL, locked_at = NULL, lease_expires_at = NULL, error = NULL, result = NULL"
+)
+OPERATOR_ACTIONS = {"cancel": (_CANCELLABLE, _CANCEL_SET), "retry": (_RUNNABLE_NOW, _RUN_NOW_SET)}
+
+
 def cancel(task_id: str, *, using: str = DEFAULT_DB_ALIAS) -> dict[str, Any]:
     """Cancel a task. QUEUED or RETRY become CANCELLED at once; a RUNNING task gets
     ``cancel_requested`` and ends CANCELLED when its attempt stops; CANCELLED stays so.
     COMPLETED and FAILED raise :class:`TransitionNotAllowed`."""
     with transaction.atomic(using=using):
         rows = fetch(
-            "UPDATE tasks SET "
-            "status = CASE WHEN status = 'RUNNING' THEN status ELSE 'CANCELLED' END, "
-            "cancel_requested = CASE WHEN status = 'RUNNING' THEN true ELSE cancel_requested END "
-            f"WHERE id = %s AND status IN {_sql_list(CANCELLABLE_STATUSES)} RETURNING id",
+            f"UPDATE tasks AS t SET {_CANCEL_SET} WHERE t.id = %s AND {_CANCELLABLE} "
+            "RETURNING t.id",
             [task_uuid(task_id)],
             using=using,
         )
@@ -497,11 +510,9 @@ def run_now(task_id: str, *, using: str = DEFAULT_DB_ALIAS) -> dict[str, Any]:
     RUNNING and COMPLETED raise :class:`TransitionNotAllowed`."""
     with transaction.atomic(using=using):
         rows = fetch(
-            "UPDATE tasks SET status = 'QUEUED', run_after = now(), attempts = 0, "
-            "cancel_requested = false, locked_by = NULL, locked_at = NULL, "
-            "lease_expires_at = NULL, error = NULL, result = NULL "
-            "WHERE id = %s AND status = ANY(%s::text[]) RETURNING id",
-            [task_uuid(task_id), [status.value for status in RUNNABLE_NOW_STATUSES]],
+            f"UPDATE tasks AS t SET {_RUN_NOW_SET} WHERE t.id = %s AND {_RUNNABLE_NOW} "
+            "RETURNING t.id",
+            [task_uuid(task_id)],
             using=using,
         )
         if not rows:
@@ -510,16 +521,32 @@ def run_now(task_id: str, *, using: str = DEFAULT_DB_ALIAS) -> dict[str, Any]:
     return get_task(task_id, using=using)
 
 
-def run_now_matching(task_ids: Iterable[str], *, using: str = DEFAULT_DB_ALIAS) -> list[str]:
-    """Run now every task of ``task_ids`` whose status allows it; returns those queued."""
-    queued = []
-    for task_id in task_ids:
-        try:
-            run_now(task_id, using=using)
-        except TransitionNotAllowed:
-            continue
-        queued.append(str(task_id))
-    return queued
+def apply_to_batch(
+    action: str, picked_sql: str, picked_params: Sequence[Any], *, using: str = DEFAULT_DB_ALIAS
+) -> dict[str, Any]:
+    """Apply an operator action (``cancel`` or ``retry``, as :func:`cancel` and :func:`run_now`
+    do) to a batch of tasks in one statement, so one short transaction.
+
+    ``picked_sql`` selects the batch's ``id`` and ``created_at`` (``tasks.selectors``
+    builds it from a filter). Each picked row is locked in id order, as the engine's other
+    multi-row statements lock, and the action's status rule is checked again under the lock:
+    a task whose status changed meanwhile to one the action does not accept is left as it is.
+    Returns ``picked`` and ``changed`` counts, and the last picked (created_at, id), where
+    the next batch starts.
+    """
+    accepts, sets = OPERATOR_ACTIONS[action]
+    sql = (
+        f"WITH picked AS MATERIALIZED ({picked_sql}), "
+        "locked AS (SELECT t.id FROM tasks AS t JOIN picked ON t.id = picked.id "
+        f"WHERE {accepts} ORDER BY t.id FOR UPDATE OF t), "
+        f"changed AS (UPDATE tasks AS t SET {sets} FROM locked WHERE t.id = locked.id "
+        "RETURNING t.id), "
+        "last AS (SELECT created_at, id FROM picked ORDER BY created_at DESC, id DESC LIMIT 1) "
+        "SELECT (SELECT count(*) FROM picked) AS picked, (SELECT count(*) FROM changed) AS "
+        "changed, (SELECT created_at FROM last) AS last_created_at, (SELECT id FROM last) AS "
+        "last_id"
+    )
+    return fetch(sql, picked_params, using=using)[0]
 
 
 def _current_status(task_id: str, *, using: str) -> str:
@@ -587,7 +614,9 @@ def prune_expired(policy: RetentionPolicy, *, using: str = DEFAULT_DB_ALIAS) -> 
 __all__ = [
     "NOTIFY_CHANNEL",
     "STALE",
+    "OPERATOR_ACTIONS",
     "TransitionNotAllowed",
+    "apply_to_batch",
     "cancel",
     "claim",
     "claim_statement",
@@ -603,5 +632,4 @@ __all__ = [
     "release",
     "renew_leases",
     "run_now",
-    "run_now_matching",
 ]

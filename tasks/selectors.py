@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,6 +25,7 @@ from typing import Any
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models import Q
+from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from tasks.ids import MAX_CANDIDATES, AmbiguousTaskId, TaskNotFound, parse_id_prefix
@@ -61,6 +63,15 @@ class Page:
     next_cursor: str | None
 
 
+class InvalidFilter(ValueError):
+    """A filter value that cannot be used; ``field`` names it (a 400 in the API, a form error
+    on the page)."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
 @dataclass(frozen=True)
 class TaskFilter:
     status: str | None = None
@@ -69,6 +80,13 @@ class TaskFilter:
     created_after: datetime | None = None
     created_before: datetime | None = None
     id_prefix: str | None = None
+    # JSON containment (``params @> …``): {"customer": {"id": 42}} matches any task whose
+    # params hold that object, whatever else they hold.
+    params: dict[str, Any] | None = None
+    # A case-insensitive substring of the task's latest error.
+    error: str | None = None
+    updated_after: datetime | None = None
+    updated_before: datetime | None = None
 
     def q(self) -> Q:
         """The filter as a Q; raises tasks.ids.InvalidTaskId for a malformed ID prefix."""
@@ -81,22 +99,91 @@ class TaskFilter:
                 # PostgreSQL refuses NUL in a text parameter (a 500 for the dashboard and the
                 # CLI) and no row can hold it, so such a filter matches nothing.
                 q &= Q(pk__in=[]) if "\x00" in value else Q(**{column: value})
-        if self.created_after:
-            q &= Q(created_at__gte=self.created_after)
-        if self.created_before:
-            q &= Q(created_at__lt=self.created_before)
+        if self.error:
+            # icontains escapes LIKE's wildcards, so "100%" and "a_b" match themselves.
+            q &= Q(pk__in=[]) if "\x00" in self.error else Q(error__icontains=self.error)
+        if self.params:
+            # Without an index on params (see migration 0006_bulk_actions for why), containment
+            # is checked on the rows the other conditions leave.
+            q &= Q(params__contains=self.params)
+        for column in ("created", "updated"):
+            after, before = getattr(self, f"{column}_after"), getattr(self, f"{column}_before")
+            if after:
+                q &= Q(**{f"{column}_at__gte": after})
+            if before:
+                q &= Q(**{f"{column}_at__lt": before})
         if self.id_prefix:
             id_range = parse_id_prefix(self.id_prefix)
             q &= Q(id__gte=id_range.low, id__lte=id_range.high)
         return q
 
+    def is_empty(self) -> bool:
+        """True when nothing is set (blank values select nothing either): every task matches."""
+        return not any(vars(self).values())
+
     def describe(self) -> dict[str, Any]:
-        """The fields that are set, as JSON values (how the audit trail records a filter)."""
+        """The fields that are set, as JSON values (times in ISO 8601): how a bulk action
+        stores its filter (:meth:`from_json` reads it back)."""
         return {
             name: value.isoformat() if isinstance(value, datetime) else value
             for name, value in vars(self).items()
             if value not in (None, "")
         }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TaskFilter:
+        """The filter :meth:`describe` gave (a stored bulk action's)."""
+        values = dict(data)
+        for name in TIME_FIELDS:
+            if values.get(name) is not None:
+                values[name] = datetime.fromisoformat(values[name])
+        return cls(**values)
+
+
+TIME_FIELDS = ("created_after", "created_before", "updated_after", "updated_before")
+
+
+def parse_params_filter(text: str) -> dict[str, Any] | None:
+    """A params filter as typed (JSON text): a JSON object, or None when blank.
+
+    Raises :class:`InvalidFilter` naming ``params`` for anything else, or for what no stored
+    params can hold (tasks.validation's rules: NUL, lone surrogates, NaN, too deep or big).
+    """
+    from tasks.validation import check_params
+
+    if not text.strip():
+        return None
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        raise InvalidFilter("params", 'must be a JSON object, e.g. {"customer": 42}') from None
+    if not isinstance(value, dict):
+        raise InvalidFilter("params", 'must be a JSON object, e.g. {"customer": 42}')
+    try:
+        return check_params(value) or None
+    except ValueError as exc:
+        raise InvalidFilter("params", str(exc)) from None
+
+
+def parse_time_filter(field: str, text: str) -> datetime | None:
+    """A time bound as typed: ISO 8601 (``2026-12-02T14:00`` or with an offset); a time
+    without an offset is in the server's time zone (UTC unless TIME_ZONE says otherwise)."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        value = parse_datetime(text)
+    except ValueError:
+        value = None
+    if value is None:
+        raise InvalidFilter(field, "must be a date and time like 2026-12-02T14:00")
+    if value.tzinfo is None:
+        value = timezone.make_aware(value)
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        raise InvalidFilter(field, "is out of range") from None
+    return value
 
 
 def encode_cursor(created_at: datetime, task_id: Any) -> str:
@@ -142,6 +229,50 @@ def list_tasks(
         rows = rows[:limit]
         next_cursor = encode_cursor(rows[-1]["created_at"], rows[-1]["id"])
     return Page(items=rows, next_cursor=next_cursor)
+
+
+# ---------------------------------------------------------------------------------------------
+# What a bulk action (tasks.bulk) touches: the tasks a filter matches, created up to a bound
+
+
+def database_now(*, using: str = DEFAULT_DB_ALIAS) -> datetime:
+    """The database's clock as it stamps ``created_at`` (the statement's start, not the
+    transaction's)."""
+    return fetch("SELECT statement_timestamp() AS now", using=using)[0]["now"]
+
+
+def _matching(task_filter: TaskFilter, created_until: datetime, using: str):
+    return Task.objects.using(using).filter(task_filter.q(), created_at__lte=created_until)
+
+
+def count_matching(
+    task_filter: TaskFilter, *, created_until: datetime, using: str = DEFAULT_DB_ALIAS
+) -> int:
+    """How many tasks match ``task_filter`` among those created up to ``created_until``."""
+    return _matching(task_filter, created_until, using).count()
+
+
+def batch_query(
+    task_filter: TaskFilter,
+    *,
+    created_until: datetime,
+    after: tuple[datetime, str] | None,
+    limit: int,
+    using: str = DEFAULT_DB_ALIAS,
+) -> tuple[str, list[Any]]:
+    """The SQL (and its parameters) selecting the ``id`` and ``created_at`` of the next
+    ``limit`` matching tasks after ``after``, oldest first, for ``tasks.queue.apply_to_batch``.
+    Keyset order over (created_at, id) walks ``tasks_created_idx`` (or the status index), so
+    each batch costs the same however far the action has got."""
+    queryset = _matching(task_filter, created_until, using)
+    if after is not None:
+        created_at, task_id = after
+        queryset = queryset.filter(
+            Q(created_at__gt=created_at) | Q(created_at=created_at, id__gt=task_id)
+        )
+    queryset = queryset.order_by("created_at", "id").values("id", "created_at")[:limit]
+    sql, params = queryset.query.get_compiler(using).as_sql()
+    return sql, list(params)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -25,6 +25,16 @@ RAY_NUM_CPUS = 4
 collect_ignore = [] if os.environ.get("SEEDCORE_FAULTS") == "1" else ["faults"]
 
 
+@pytest.fixture(autouse=True)
+def bulk_actions_inline(monkeypatch):
+    """Bulk actions (tasks.bulk) run to the end inside the call that starts them: a test's
+    uncommitted data is invisible to a thread's own connection. Tests of the thread turn it
+    back on; servers the browser tests start run them in threads as in production."""
+    from tasks import bulk
+
+    monkeypatch.setattr(bulk, "run_in_background", False)
+
+
 @pytest.fixture(scope="session")
 def test_database_url(django_db_setup, django_db_blocker) -> str:
     from django.db import connection

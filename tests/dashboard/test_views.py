@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
 from dashboard import views
-from tasks import heartbeats, queue, selectors
-from tasks.models import Task
+from tasks import bulk, heartbeats, queue, selectors
+from tasks.models import BulkAction, Task
 from tasks.validation import (
     MAX_DOMAIN_LENGTH,
     MAX_PARAMS_BYTES,
@@ -148,16 +151,129 @@ def test_bulk_retry_and_cancel_go_through_the_engine(staff_client):
     assert selectors.get_task(queued["id"])["status"] == "CANCELLED"
 
 
-def test_retry_all_failed_matching_the_filter(staff_client):
+def test_retry_all_failed_is_a_preset_of_retry_all_matching(staff_client):
     a1, a2 = failed_task("alpha"), failed_task("alpha")
     b = failed_task("beta")
-    response = staff_client.post(reverse("dashboard:task_retry_failed"), {"type": "alpha"})
-    assert response.status_code == 302 and "type=alpha" in response["Location"]
+    page = staff_client.get(reverse("dashboard:tasks"), {"type": "alpha"}).content.decode()
+    assert "action=retry&amp;type=alpha&amp;status=FAILED" in page
+    confirm = staff_client.get(
+        reverse("dashboard:task_matching_confirm"),
+        {"action": "retry", "type": "alpha", "status": "FAILED"},
+    )
+    assert "Retry 2 tasks matching this filter?" in confirm.content.decode()
+    response = staff_client.post(
+        reverse("dashboard:task_matching_start"),
+        {
+            "action": "retry",
+            "type": "alpha",
+            "status": "FAILED",
+            "snapshot_at": confirm.context["snapshot_at"],
+        },
+    )
+    bulk_id = BulkAction.objects.get().pk
+    assert response["Location"] == reverse("dashboard:task_matching", args=[bulk_id])
     assert [selectors.get_task(t["id"])["status"] for t in (a1, a2, b)] == [
         "QUEUED",
         "QUEUED",
         "FAILED",
     ]
+
+
+def test_the_filter_form_searches_params_error_and_updated_time(staff_client):
+    match = queue.enqueue(type="echo", params={"customer": {"id": 42}, "x": 1})
+    other = queue.enqueue(type="echo", params={"customer": {"id": 43}})
+    response = staff_client.get(
+        reverse("dashboard:tasks"),
+        {"params": '{"customer": {"id": 42}}', "updated_after": "2000-01-01T00:00"},
+    )
+    ids = [row["id"] for row in response.context["rows"]]
+    assert ids == [match["id"]] and other["id"] not in ids
+    assert response.context["filter_active"] and response.context["can_operate"]
+    html = response.content.decode()
+    assert "Cancel all matching" in html and "Retry all matching" in html
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ({"params": "customer=42"}, "params: must be a JSON object"),
+        ({"params": "[42]"}, "params: must be a JSON object"),
+        ({"created_after": "yesterday"}, "created_after: must be a date and time"),
+        ({"updated_before": "2026-13-01T00:00"}, "updated_before: must be a date and time"),
+    ],
+)
+def test_a_bad_search_value_is_a_form_error_naming_the_field(staff_client, query, message):
+    response = staff_client.get(reverse("dashboard:tasks"), query)
+    assert response.status_code == 200
+    assert message in response.context["filter_error"]
+    # And no action on all matching starts from it.
+    confirm = staff_client.get(
+        reverse("dashboard:task_matching_confirm"), {"action": "cancel", **query}, follow=True
+    )
+    assert message in confirm.content.decode() and not BulkAction.objects.exists()
+
+
+def test_cancel_all_matching_confirms_the_count_then_shows_progress(staff_client):
+    for n in range(3):
+        queue.enqueue(type="echo", params={"customer": 42, "n": n})
+    untouched = queue.enqueue(type="echo", params={"customer": 7})
+    query = {"action": "cancel", "params": '{"customer": 42}'}
+    confirm = staff_client.get(reverse("dashboard:task_matching_confirm"), query)
+    html = confirm.content.decode()
+    assert "Cancel 3 tasks matching this filter?" in html and "Confirm: cancel 3 tasks" in html
+    assert selectors.get_task(untouched["id"])["status"] == "QUEUED"
+    started = staff_client.post(
+        reverse("dashboard:task_matching_start"),
+        {**query, "snapshot_at": confirm.context["snapshot_at"]},
+        follow=True,
+    )
+    progress = started.content.decode()
+    assert 'data-state="finished"' in progress and "3</strong> of" in progress
+    assert selectors.get_task(untouched["id"])["status"] == "QUEUED"
+    bulk_id = BulkAction.objects.get().pk
+    partial = staff_client.get(
+        reverse("dashboard:task_matching", args=[bulk_id]),
+        {"partial": "progress"},
+        headers={"HX-Request": "true"},
+    )
+    assert partial.templates[0].name == "dashboard/partials/matching_progress.html"
+    assert "hx-trigger" not in partial.content.decode()  # finished: polling stops
+
+
+def test_all_matching_needs_a_filter_and_a_confirmation(staff_client):
+    queue.enqueue(type="echo")
+    no_filter = staff_client.get(
+        reverse("dashboard:task_matching_confirm"), {"action": "cancel"}, follow=True
+    )
+    assert "Set a filter first" in no_filter.content.decode()
+    unconfirmed = staff_client.post(
+        reverse("dashboard:task_matching_start"), {"action": "cancel", "type": "echo"}, follow=True
+    )
+    assert "Confirm the action" in unconfirmed.content.decode()
+    assert not BulkAction.objects.exists()
+    assert staff_client.get(reverse("dashboard:task_matching", args=[999])).status_code == 404
+
+
+def test_an_interrupted_action_offers_to_continue(staff_client):
+    for _ in range(3):
+        queue.enqueue(type="echo")
+    task_filter = selectors.TaskFilter(type="echo")
+    total, snapshot_at = bulk.count(task_filter)
+    row = BulkAction.objects.create(
+        action="cancel", filter=task_filter.describe(), snapshot_at=snapshot_at, total=total
+    )
+    BulkAction.objects.filter(pk=row.pk).update(
+        updated_at=timezone.now() - bulk.STALE_AFTER - timedelta(seconds=5)
+    )
+    page = staff_client.get(reverse("dashboard:task_matching", args=[row.pk])).content.decode()
+    assert "Interrupted" in page and "Continue from where it stopped" in page
+    staff_client.post(reverse("dashboard:task_matching_continue", args=[row.pk]))
+    assert bulk.get(row.pk).state == "finished"
+    assert set(Task.objects.values_list("status", flat=True)) == {"CANCELLED"}
+    again = staff_client.post(
+        reverse("dashboard:task_matching_continue", args=[row.pk]), follow=True
+    )
+    assert "is not interrupted" in again.content.decode()
 
 
 def test_task_detail_shows_history_routing_and_json(staff_client):

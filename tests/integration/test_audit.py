@@ -11,7 +11,6 @@ from django.core.management import call_command
 from django.test import Client
 from django.utils import timezone
 
-from dashboard.actions import retry_failed_matching
 from organism import control
 from tasks import audit, queue, selectors
 from tasks.auth import create_token
@@ -117,15 +116,21 @@ def test_selected_rows_record_one_entry_per_task(dashboard):
     assert sorted(str(e.task_id) for e in recorded) == sorted(t["id"] for t in tasks)
 
 
-def test_retry_all_failed_matching_records_its_filter_and_count(operator):
+def test_acting_on_all_that_match_records_its_filter_and_count(token_client):
     for _ in range(3):
         failed_task(type="flaky")
     failed_task(type="other")
-    actor = audit.Actor("alice", "dashboard")
-    queued, _ = retry_failed_matching(selectors.TaskFilter(type="flaky"), actor)
-    assert queued == 3
-    (entry,) = entries(action="tasks.retry_failed_matching")
-    assert entry.detail == {"filter": {"status": "FAILED", "type": "flaky"}, "count": 3}
+    _, api = token_client
+    body = {"action": "retry", "filter": {"type": "flaky", "status": "FAILED"}}
+    response = api.post("/tasks/bulk", body, content_type="application/json")
+    assert response.status_code == 202, response.content
+    (entry,) = entries(action="tasks.retry_matching")
+    assert entry.via == "api" and entry.target == "3 task(s)"
+    assert entry.detail == {
+        "filter": {"status": "FAILED", "type": "flaky"},
+        "count": 3,
+        "bulk_action": response.json()["id"],
+    }
 
 
 def test_the_audit_page_lists_and_filters(dashboard):

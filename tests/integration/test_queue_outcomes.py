@@ -280,12 +280,6 @@ def test_run_now_is_refused_for_running_and_completed(status):
     assert selectors.get_task(task["id"])["status"] == status
 
 
-def test_run_now_matching_queues_only_the_tasks_that_allow_it():
-    failed = _in_status("FAILED")
-    completed = _in_status("COMPLETED")
-    assert queue.run_now_matching([failed["id"], completed["id"]]) == [failed["id"]]
-
-
 def test_error_and_traceback_are_cut_saying_how_much():
     from tasks.policy import ERROR_MAX_CHARS, TRACEBACK_MAX_CHARS
 
