@@ -238,13 +238,15 @@ class Supervisor:
         return reaped
 
     def prune_if_due(self) -> int:
-        """Prune finished tasks past retention, at most every ``interval_seconds``."""
-        from tasks import queue
+        """Prune finished tasks past retention, and expired Idempotency-Keys, at most every
+        ``interval_seconds``; returns how many tasks went."""
+        from tasks import idempotency, queue
 
         now = time.monotonic()
         if now < self._next_prune:
             return 0
         self._next_prune = now + self.options.retention.interval_seconds
+        idempotency.prune_expired(self.options.retention)
         return queue.prune_expired(self.options.retention)
 
     def forget_dead_dispatchers(self) -> int:
