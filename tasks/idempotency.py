@@ -23,32 +23,21 @@ from typing import Any
 from django.db import DEFAULT_DB_ALIAS, transaction
 
 from tasks import queue
+from tasks.ids import TaskNotFound
 from tasks.policy import RetentionPolicy
 from tasks.selectors import get_task
 from tasks.sql import execute, fetch
 
 WINDOW = timedelta(hours=24)
+WINDOW_TEXT = "24 hours"
 MAX_KEY_LENGTH = 255
+# Printable ASCII: what every HTTP client can send in a header unchanged.
+KEY_PATTERN = r"^[ -~]+$"
 HEADER = "Idempotency-Key"
-
-
-class InvalidKey(ValueError):
-    """An ``Idempotency-Key`` that cannot be stored (empty, too long, control characters)."""
 
 
 class KeyReused(ValueError):
     """The caller's key was first sent with a different request."""
-
-
-def check_key(key: str) -> str:
-    """``key`` if it is a usable Idempotency-Key: 1 to MAX_KEY_LENGTH printable characters."""
-    if not key:
-        raise InvalidKey(f"the {HEADER} header is empty; send 1 to {MAX_KEY_LENGTH} characters")
-    if len(key) > MAX_KEY_LENGTH:
-        raise InvalidKey(f"the {HEADER} header is longer than {MAX_KEY_LENGTH} characters")
-    if not key.isprintable():
-        raise InvalidKey(f"the {HEADER} header must not hold control characters")
-    return key
 
 
 def request_hash(spec: dict[str, Any]) -> str:
@@ -64,39 +53,55 @@ def submit_once(
     ``key`` within the window: then answer that task (``created`` False), or raise
     :class:`KeyReused` if it was sent with a different request."""
     digest = request_hash(spec)
-    with transaction.atomic(using=using):
-        submitted = queue.submit(**spec, using=using)
-        recorded = fetch(
-            _RECORD_SQL,
-            [user_id, key, digest, submitted.task["id"], WINDOW.total_seconds()],
+    for _ in range(_ROUNDS):
+        with transaction.atomic(using=using):
+            submitted = queue.submit(**spec, using=using)
+            recorded = fetch(
+                _RECORD_SQL,
+                [user_id, key, digest, submitted.task["id"], WINDOW.total_seconds()],
+                using=using,
+            )
+            if recorded:
+                return submitted
+            # The key is live and an earlier task answers it: this one never existed.
+            transaction.set_rollback(True, using=using)
+        [earlier] = fetch(
+            "SELECT id, request_hash, task_id FROM idempotency_keys "
+            "WHERE user_id = %s AND key = %s",
+            [user_id, key],
             using=using,
         )
-        if recorded:
-            return submitted
-        # The key is live and someone else's task answers it: this one never existed.
-        transaction.set_rollback(True, using=using)
-    rows = fetch(
-        "SELECT request_hash, task_id FROM idempotency_keys WHERE user_id = %s AND key = %s",
-        [user_id, key],
-        using=using,
-    )
-    if rows[0]["request_hash"] != digest:
-        raise KeyReused(
-            f"the {HEADER} header {key!r} was first sent with a different request; "
-            "send a new key for a new task"
-        )
-    return queue.Submitted(get_task(rows[0]["task_id"], using=using), created=False)
+        try:
+            task = get_task(earlier["task_id"], using=using)
+        except TaskNotFound:
+            # Retention deleted its task: the key is free again, whatever it was sent with.
+            execute(
+                "DELETE FROM idempotency_keys WHERE id = %s AND task_id = %s",
+                [earlier["id"], earlier["task_id"]],
+                using=using,
+            )
+            continue
+        if earlier["request_hash"] != digest:
+            raise KeyReused(
+                f"the {HEADER} header {key!r} was first sent with a different request; "
+                "send a new key for a new task"
+            )
+        return queue.Submitted(task, created=False)
+    raise TaskNotFound(f"the task of {HEADER} {key!r} keeps being deleted; send a new key")
 
 
-# The key's row, unless a live one exists: a row past its expiry, or whose task is gone, is
-# taken over. A concurrent insert of the same key waits here for the other transaction's end.
+# Rounds of submit-or-read: only a key whose task retention deletes meanwhile takes another.
+_ROUNDS = 3
+
+# The key's row, unless a live one exists (a row past its expiry is taken over). A concurrent
+# insert of the same key waits here for the other transaction's end. (A test of the task's
+# existence cannot go in this WHERE: its subquery would not see a task committed meanwhile.)
 _RECORD_SQL = (
     "INSERT INTO idempotency_keys (user_id, key, request_hash, task_id, expires_at) "
     "VALUES (%s, %s, %s, %s, now() + %s * interval '1 second') "
     "ON CONFLICT (user_id, key) DO UPDATE SET request_hash = EXCLUDED.request_hash, "
     "task_id = EXCLUDED.task_id, created_at = now(), expires_at = EXCLUDED.expires_at "
     "WHERE idempotency_keys.expires_at <= now() "
-    "OR NOT EXISTS (SELECT 1 FROM tasks WHERE tasks.id = idempotency_keys.task_id) "
     "RETURNING id"
 )
 

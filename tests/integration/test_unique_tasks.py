@@ -80,9 +80,11 @@ def test_tasks_without_a_key_are_never_deduplicated():
 def test_plain_sql_inserts_are_held_to_the_rule():
     with connection.cursor() as cursor:
         cursor.execute("INSERT INTO tasks (type, unique_key) VALUES ('echo', 'sql-key')")
-        with pytest.raises(IntegrityError, match="tasks_unique_key_unfinished"):
-            with transaction.atomic():
-                cursor.execute("INSERT INTO tasks (type, unique_key) VALUES ('echo', 'sql-key')")
+        with (
+            pytest.raises(IntegrityError, match="tasks_unique_key_unfinished"),
+            transaction.atomic(),
+        ):
+            cursor.execute("INSERT INTO tasks (type, unique_key) VALUES ('echo', 'sql-key')")
         cursor.execute("UPDATE tasks SET status = 'COMPLETED' WHERE unique_key = 'sql-key'")
         cursor.execute("INSERT INTO tasks (type, unique_key) VALUES ('echo', 'sql-key')")
     assert Task.objects.filter(unique_key="sql-key").count() == 2
