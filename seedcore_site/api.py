@@ -22,8 +22,7 @@ from organism.api import router as organism_router
 from organism.control import ControlFailed, ControlTimeout, ControlUnavailable
 from tasks.api import router as tasks_router
 from tasks.auth import CsrfRequired, InvalidToken, ScopeTooNarrow, api_auth
-from tasks.idempotency import HEADER as IDEMPOTENCY_HEADER
-from tasks.idempotency import KeyReused
+from tasks.idempotency import KeyConflict
 from tasks.ids import AmbiguousTaskId, InvalidTaskId, TaskNotFound
 from tasks.queue import TransitionNotAllowed, UniqueKeyHeld
 from tasks.selectors import InvalidCursor
@@ -140,11 +139,11 @@ def unique_key_held(request: HttpRequest, exc: UniqueKeyHeld) -> HttpResponse:
     return _error(request, 409, str(exc))
 
 
-@api.exception_handler(KeyReused)
-def idempotency_key_reused(request: HttpRequest, exc: KeyReused) -> HttpResponse:
-    # The shape of every invalid request (422), naming the header as the field at fault.
-    errors = [{"field": IDEMPOTENCY_HEADER, "message": str(exc)}]
-    return _error(request, 422, f"invalid request: {exc}", errors=errors)
+@api.exception_handler(KeyConflict)
+def idempotency_key_reused(request: HttpRequest, exc: KeyConflict) -> HttpResponse:
+    # A conflict with an earlier request (409, as Stripe answers), not an invalid one: the
+    # same request with a fresh key is fine.
+    return _error(request, 409, str(exc))
 
 
 @api.exception_handler(ControlTimeout)

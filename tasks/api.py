@@ -144,7 +144,7 @@ IdempotencyKeyHeader = Annotated[
         description=(
             "Any printable ASCII text, e.g. a UUID. Sending the same request with the same key "
             f"within {idempotency.WINDOW_TEXT} answers the task the first one made (200), even "
-            "once it has finished; the same key with a different request is refused (422). "
+            "once it has finished; the same key with a different request is refused (409). "
             "Keys are per caller (user)."
         ),
     ),

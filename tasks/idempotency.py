@@ -4,7 +4,7 @@ The first request with a key makes (or, with a held ``unique_key``, finds) a tas
 (caller, key, request hash, task) in ``idempotency_keys``; for :data:`WINDOW` after it, the same
 request with the same key answers that task again, even once it has finished. The key is the
 caller's own (it is unique per user), so two callers cannot collide. The same key with a
-different request is refused (:class:`KeyReused`), as Stripe does, rather than answered with a
+different request is refused (:class:`KeyConflict`), as Stripe does, rather than answered with a
 task that request did not ask for.
 
 A unique index on (user, key) makes concurrent retries one task: each inserts its task and its
@@ -36,8 +36,9 @@ KEY_PATTERN = r"^[ -~]+$"
 HEADER = "Idempotency-Key"
 
 
-class KeyReused(ValueError):
-    """The caller's key was first sent with a different request."""
+class KeyConflict(ValueError):
+    """The caller's key cannot answer this request: it was first sent with a different one
+    (or, rarer, retention keeps deleting its task as it is read)."""
 
 
 def request_hash(spec: dict[str, Any]) -> str:
@@ -51,7 +52,7 @@ def submit_once(
 ) -> queue.Submitted:
     """Submit ``spec`` (``tasks.queue.submit``'s arguments) unless ``user_id`` already sent
     ``key`` within the window: then answer that task (``created`` False), or raise
-    :class:`KeyReused` if it was sent with a different request."""
+    :class:`KeyConflict` if it was sent with a different request."""
     digest = request_hash(spec)
     for _ in range(_ROUNDS):
         with transaction.atomic(using=using):
@@ -82,12 +83,12 @@ def submit_once(
             )
             continue
         if earlier["request_hash"] != digest:
-            raise KeyReused(
+            raise KeyConflict(
                 f"the {HEADER} header {key!r} was first sent with a different request; "
                 "send a new key for a new task"
             )
         return queue.Submitted(task, created=False)
-    raise TaskNotFound(f"the task of {HEADER} {key!r} keeps being deleted; send a new key")
+    raise KeyConflict(f"the task of {HEADER} {key!r} keeps being deleted; send a new key")
 
 
 # Rounds of submit-or-read: only a key whose task retention deletes meanwhile takes another.

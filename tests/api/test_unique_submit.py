@@ -102,12 +102,12 @@ def test_a_retried_request_gets_the_same_task_even_once_it_finished(api):
     assert Task.objects.count() == 1
 
 
-def test_the_same_key_with_another_request_is_a_422_naming_the_header(api):
+def test_the_same_key_with_another_request_is_a_409_naming_the_header(api):
     assert submit(api, {"type": "echo"}, key="req-1").status_code == 201
     response = submit(api, {"type": "other"}, key="req-1")
-    assert response.status_code == 422, response.content
-    [error] = response.json()["errors"]
-    assert error["field"] == "Idempotency-Key" and "different request" in error["message"]
+    assert response.status_code == 409, response.content
+    detail = response.json()["detail"]
+    assert "Idempotency-Key header 'req-1'" in detail and "different request" in detail
     assert Task.objects.count() == 1
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
+import json
 import threading
 
 import pytest
+from django.core.management import CommandError, call_command
 from django.db import IntegrityError, connection, connections, transaction
 
 from tasks import queue, selectors
@@ -148,3 +151,41 @@ def test_release_and_reap_of_a_holder_keep_its_key():
     [reaped] = queue.reap(heartbeat_timeout=3600)
     assert reaped["status"] == Status.RETRY
     assert queue.submit(type="echo", unique_key="k").task["id"] == task["id"]
+
+
+# ---------------------------------------------------------------------------------------------
+# manage.py tasks submit --unique-key
+
+
+def _cli(*args: str) -> str:
+    out = io.StringIO()
+    call_command("tasks", *args, stdout=out)
+    return out.getvalue().strip()
+
+
+def test_cli_submit_says_whether_the_task_is_new_or_existing():
+    first = _cli("submit", "echo", "--unique-key", "nightly")
+    task_id = first.split()[0]
+    assert first.endswith("queued: QUEUED")
+    again = _cli("submit", "echo", "--unique-key", "nightly")
+    assert again.split()[0] == task_id
+    assert "existing, not queued again" in again and "'nightly'" in again
+    as_json = json.loads(_cli("submit", "echo", "--unique-key", "nightly", "--json"))
+    assert as_json["id"] == task_id and as_json["existing"] is True
+    assert as_json["unique_key"] == "nightly"
+    assert Task.objects.count() == 1
+
+
+@pytest.mark.parametrize(("key", "message"), [("", "at least 1"), ("k" * 201, "at most 200")])
+def test_cli_refuses_a_bad_unique_key_naming_the_option(key, message):
+    with pytest.raises(CommandError, match=f"--unique-key: .*{message}"):
+        _cli("submit", "echo", "--unique-key", key)
+    assert not Task.objects.exists()
+
+
+def test_cli_run_of_a_task_whose_key_is_held_says_which_task_holds_it():
+    old = queue.submit(type="echo", unique_key="k").task
+    _finish(old["id"], Status.FAILED)
+    holder = queue.submit(type="echo", unique_key="k").task
+    with pytest.raises(CommandError, match=f"held by unfinished task {holder['id']}"):
+        _cli("run", old["id"])
