@@ -108,3 +108,14 @@ def test_dashboard_run_now_and_bulk_retry_report_the_held_key(admin_client):
     assert response.status_code == 200
     assert f"held by unfinished task {holder}" in response.content.decode()
     assert selectors.get_task(old)["status"] == Status.FAILED
+
+
+def test_the_task_page_shows_its_unique_key(admin_client):
+    task = queue.submit(type="echo", unique_key="nightly-report").task
+    page = admin_client.get(reverse("dashboard:task", args=[task["id"]])).content.decode()
+    assert "Unique key" in page and "nightly-report" in page
+    plain = queue.submit(type="echo").task
+    assert (
+        "Unique key"
+        not in admin_client.get(reverse("dashboard:task", args=[plain["id"]])).content.decode()
+    )
