@@ -94,7 +94,11 @@ class Task(models.Model):
     drift_score = models.FloatField(default=0.0, db_default=0.0)
     # At most one unfinished task holds a key (tasks_unique_key_unfinished): submitting a held
     # key returns the holder instead of a second task. NULL: no such rule.
-    unique_key = models.TextField(null=True, blank=True)
+    unique_key = models.TextField(
+        null=True,
+        blank=True,
+        help_text="While an unfinished task holds this key, no second task is queued with it.",
+    )
     params = models.JSONField(default=dict, db_default={}, blank=True)
     result = models.JSONField(null=True, blank=True)
     error = models.TextField(null=True, blank=True)

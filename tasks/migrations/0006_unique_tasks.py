@@ -40,7 +40,13 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name="task",
             name="unique_key",
-            field=models.TextField(blank=True, null=True),
+            field=models.TextField(
+                blank=True,
+                help_text=(
+                    "While an unfinished task holds this key, no second task is queued with it."
+                ),
+                null=True,
+            ),
         ),
         migrations.AddConstraint(
             model_name="task",
