@@ -140,7 +140,7 @@ def unique_key_held(request: HttpRequest, exc: UniqueKeyHeld) -> HttpResponse:
 
 
 @api.exception_handler(KeyConflict)
-def idempotency_key_reused(request: HttpRequest, exc: KeyConflict) -> HttpResponse:
+def idempotency_key_conflict(request: HttpRequest, exc: KeyConflict) -> HttpResponse:
     # A conflict with an earlier request (409, as Stripe answers), not an invalid one: the
     # same request with a fresh key is fine.
     return _error(request, 409, str(exc))
