@@ -12,6 +12,7 @@ from django.db import connections
 from django.test import Client
 from django.utils import timezone
 
+from organism.supervisor import Supervisor, SupervisorOptions
 from tasks import idempotency, queue
 from tasks.auth import create_token
 from tasks.models import IdempotencyKey, Status, Task
@@ -158,6 +159,10 @@ def test_expired_keys_are_pruned_with_retention(django_user_model):
     idempotency.submit_once(user_id=owner.pk, key="old", spec={"type": "echo"})
     expire_keys(key="old")
     assert idempotency.prune_expired(RetentionPolicy(batch_size=1, max_batches=5)) == 1
+    # rundispatcher's supervisor runs the same round with its retention round.
+    idempotency.submit_once(user_id=owner.pk, key="old", spec={"type": "echo"})
+    expire_keys(key="old")
+    Supervisor(SupervisorOptions(retention=RetentionPolicy()), out=lambda _: None).prune_if_due()
     assert [
         str(task_id) for task_id in IdempotencyKey.objects.values_list("task_id", flat=True)
     ] == [live.task["id"]]
