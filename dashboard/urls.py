@@ -1,6 +1,6 @@
 from django.urls import path
 
-from dashboard import views
+from dashboard import audit_views, views
 
 app_name = "dashboard"
 
@@ -13,4 +13,5 @@ urlpatterns = [
     path("tasks/<str:task_id>/action/", views.task_action, name="task_action"),
     path("organism/", views.organism, name="organism"),
     path("organism/action/", views.organism_action, name="organism_action"),
+    path("audit/", audit_views.audit_list, name="audit"),
 ]

@@ -238,16 +238,22 @@ class Supervisor:
         return reaped
 
     def prune_if_due(self) -> int:
-        """Prune finished tasks past retention, and expired Idempotency-Keys, at most every
-        ``interval_seconds``; returns how many tasks went."""
-        from tasks import idempotency, queue
+        """Prune finished tasks (and audit entries and expired Idempotency-Keys) past
+        retention, at most every ``interval_seconds``; returns how many tasks went."""
+        from tasks import audit, idempotency, queue
 
         now = time.monotonic()
         if now < self._next_prune:
             return 0
-        self._next_prune = now + self.options.retention.interval_seconds
-        idempotency.prune_expired(self.options.retention)
-        return queue.prune_expired(self.options.retention)
+        retention = self.options.retention
+        self._next_prune = now + retention.interval_seconds
+        audit.prune(
+            retention.audit_days,
+            batch_size=retention.batch_size,
+            max_batches=retention.max_batches,
+        )
+        idempotency.prune_expired(retention)
+        return queue.prune_expired(retention)
 
     def forget_dead_dispatchers(self) -> int:
         from tasks import heartbeats

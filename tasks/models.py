@@ -244,3 +244,42 @@ class ApiToken(models.Model):
     def __str__(self) -> str:
         label = f" ({self.name})" if self.name else ""
         return f"{self.prefix}…{label}"
+
+
+class AuditVia(models.TextChoices):
+    """Where an operator action came from."""
+
+    DASHBOARD = "dashboard", "dashboard"
+    ADMIN = "admin", "admin"
+    API = "api", "API"
+    CLI = "cli", "CLI"
+
+
+class AuditEntry(models.Model):
+    """One operator action: who did what, to what, when and from where (``tasks.audit``).
+
+    ``task_id`` is a plain column, not a foreign key: the trail outlives the tasks it names
+    (retention prunes tasks long before it prunes their audit).
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    at = models.DateTimeField(db_default=Now())
+    actor = models.TextField()
+    via = models.TextField(choices=AuditVia.choices)
+    address = models.GenericIPAddressField(null=True, blank=True)
+    action = models.TextField()
+    target = models.TextField(default="", db_default="", blank=True)
+    task_id = models.UUIDField(null=True, blank=True)
+    detail = models.JSONField(default=dict, db_default={}, blank=True)
+
+    class Meta:
+        db_table = "audit_log"
+        ordering = ["-id"]
+        verbose_name_plural = "audit entries"
+        indexes = [
+            models.Index(fields=["task_id", "-id"], name="audit_log_task_idx"),
+            models.Index(fields=["at"], name="audit_log_at_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor} ({self.via}) {self.action} {self.target}"

@@ -90,6 +90,14 @@ class TaskFilter:
             q &= Q(id__gte=id_range.low, id__lte=id_range.high)
         return q
 
+    def describe(self) -> dict[str, Any]:
+        """The fields that are set, as JSON values (how the audit trail records a filter)."""
+        return {
+            name: value.isoformat() if isinstance(value, datetime) else value
+            for name, value in vars(self).items()
+            if value not in (None, "")
+        }
+
 
 def encode_cursor(created_at: datetime, task_id: Any) -> str:
     raw = f"{created_at.isoformat()}|{task_id}".encode()

@@ -13,7 +13,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import OperationalError, ProgrammingError
 
-from tasks import queue, selectors
+from tasks import audit, operations, queue, selectors
 from tasks.ids import TaskIdError
 from tasks.models import Status
 from tasks.validation import InvalidTask, validate_task_spec
@@ -139,7 +139,7 @@ class Command(BaseCommand):
                 f"--{field.replace('_', '-')}: {message}" for field, message in exc.errors.items()
             )
             raise CommandError(f"invalid task: {problems}") from None
-        submitted = queue.submit(**spec)
+        submitted = operations.submit(spec, audit.Actor.cli())
         if options["json"]:
             return self.print_json({**submitted.task, "existing": not submitted.created})
         verb = "queued"
@@ -149,11 +149,13 @@ class Command(BaseCommand):
 
     def do_run(self, options: dict[str, Any]) -> None:
         self.report(
-            queue.run_now(selectors.resolve_id(options["id"])), options, "queued to run now"
+            operations.run_now(selectors.resolve_id(options["id"]), audit.Actor.cli()),
+            options,
+            "queued to run now",
         )
 
     def do_cancel(self, options: dict[str, Any]) -> None:
-        task = queue.cancel(selectors.resolve_id(options["id"]))
+        task = operations.cancel(selectors.resolve_id(options["id"]), audit.Actor.cli())
         verb = "cancel requested" if task["status"] == Status.RUNNING else "cancelled"
         self.report(task, options, verb)
 

@@ -10,7 +10,7 @@ class Migration(migrations.Migration):
     for the API's Idempotency-Key header. Existing tasks have no key."""
 
     dependencies = [
-        ("tasks", "0005_api_token_scope"),
+        ("tasks", "0006_audit_log"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
