@@ -18,9 +18,10 @@ from dashboard import actions, live, metrics
 from dashboard.timeline import attempts_of, routing_of, timeline_of
 from organism import control
 from organism import status as published
-from tasks import audit, operations, queue, selectors
+from tasks import audit, operations, queue, schedules, selectors
 from tasks.ids import InvalidTaskId, TaskIdError
 from tasks.models import STATUS_ORDER, AuditVia, Status, can_cancel, can_run_now
+from tasks.permissions import OPERATE, allows, user_scope
 
 PAGE_SIZE = 50
 TASK_AUDIT_ENTRIES = 20  # the newest operator actions shown on a task's page
@@ -276,3 +277,65 @@ def organism_action(request: HttpRequest) -> HttpResponse:
     else:
         messages.success(request, f"Organism {action} done.")
     return redirect("dashboard:organism")
+
+
+# ---------------------------------------------------------------------------------------------
+# Schedules: listed with their runs; Run now, Pause and Resume go through tasks.schedules.
+
+SCHEDULE_ACTIONS = {"run": schedules.run_now, "pause": schedules.pause, "resume": schedules.resume}
+
+
+def _can_operate(request: HttpRequest) -> bool:
+    return allows(user_scope(request.user), OPERATE)
+
+
+@staff_member_required
+@require_GET
+def schedule_list(request: HttpRequest) -> HttpResponse:
+    context = {
+        "schedules": selectors.list_schedules(),
+        "can_operate": _can_operate(request),
+        **_health_context(),
+    }
+    if _partial(request, "rows"):
+        return render(request, "dashboard/partials/schedule_rows.html", context)
+    return render(request, "dashboard/schedules.html", context)
+
+
+@staff_member_required
+@require_GET
+def schedule_detail(request: HttpRequest, schedule_id: int) -> HttpResponse:
+    schedule = selectors.get_schedule(schedule_id)
+    if schedule is None:
+        raise Http404(f"no schedule with ID {schedule_id}")
+    context = {
+        "schedule": schedule,
+        "params_json": json.dumps(schedule["params"], indent=2, sort_keys=True),
+        "runs": selectors.schedule_runs(schedule_id),
+        "runs_shown": selectors.SCHEDULE_RUNS_SHOWN,
+        "can_operate": _can_operate(request),
+        **_health_context(),
+    }
+    if _partial(request, "runs"):
+        return render(request, "dashboard/partials/schedule_body.html", context)
+    return render(request, "dashboard/schedule.html", context)
+
+
+@staff_member_required
+@require_POST
+def schedule_action(request: HttpRequest, schedule_id: int) -> HttpResponse:
+    action = SCHEDULE_ACTIONS.get(request.POST.get("action", ""))
+    if action is None:
+        messages.error(request, "action must be 'run', 'pause' or 'resume'")
+    else:
+        try:
+            result = action(schedule_id)
+        except schedules.ScheduleNotFound as exc:
+            raise Http404(str(exc)) from None
+        if isinstance(result, str):
+            messages.success(request, f"Queued task {result[:8]} now.")
+        else:
+            messages.success(request, f"{'Resumed' if result.enabled else 'Paused'} {result.name}.")
+    if request.POST.get("back") == "list":
+        return redirect("dashboard:schedules")
+    return redirect("dashboard:schedule", schedule_id=schedule_id)

@@ -318,9 +318,44 @@ class Supervisor:
         )
 
     def supervise(self, stop: threading.Event) -> None:
-        """Tick and report every ``interval`` seconds until ``stop`` is set."""
-        while not stop.wait(self.options.interval):
-            self.out(self.status_line(self.tick()))
+        """Tick and report every ``interval`` seconds until ``stop`` is set; meanwhile a
+        thread of its own enqueues the schedules' due runs (:meth:`run_schedules`)."""
+        scheduler = threading.Thread(
+            target=self.run_schedules, args=(stop,), name="seedcore-schedules", daemon=True
+        )
+        scheduler.start()
+        try:
+            while not stop.wait(self.options.interval):
+                self.out(self.status_line(self.tick()))
+        finally:
+            scheduler.join(timeout=PING_TIMEOUT)
+
+    def run_schedules(self, stop: threading.Event) -> None:
+        """Enqueue due schedule runs until ``stop`` is set, sleeping until the earliest next
+        run but at most ``interval`` (so a new or edited schedule is seen within a round).
+
+        A thread of its own, so a slow round (a Ray call timing out) never delays a schedule,
+        and a 1-second schedule runs every second. The rounds' Ray calls stay in the main
+        thread; this one only talks to PostgreSQL, on its own connection.
+        """
+        from django.db import connections
+        from django.utils import timezone
+
+        from tasks import schedules
+
+        try:
+            while not stop.is_set():
+                earliest = None
+                try:
+                    schedules.enqueue_due()
+                    earliest = schedules.earliest_next_run()
+                except Exception as exc:
+                    self.out(f"supervisor: schedules failed: {exc}")
+                    _close_broken_connections()
+                wait = schedules.seconds_until(earliest, timezone.now(), cap=self.options.interval)
+                stop.wait(wait)
+        finally:
+            connections.close_all()
 
     # -- stopping ----------------------------------------------------------------------------
 

@@ -328,3 +328,7 @@ class TaskAdmin(AuditedAdmin):
     @admin.action(description="Cancel")
     def cancel_action(self, request, queryset) -> None:
         self._each(request, queryset, operations.cancel_many, "Cancelled")
+
+
+# Schedules have an admin module of their own.
+from tasks import schedule_admin  # noqa: E402, F401

@@ -1,4 +1,4 @@
-"""``manage.py tasks list | show ID | submit TYPE | run ID | cancel ID | status ID``.
+"""``manage.py tasks list | show ID | submit TYPE | run ID | cancel ID | status ID | schedules``.
 
 Thin over ``tasks.queue`` and ``tasks.selectors``, with the API's rules: IDs are full UUIDs
 or prefixes of at least 4 hex digits, and a submitted task is checked by ``tasks.validation``.
@@ -55,6 +55,8 @@ class Command(BaseCommand):
             "--unique-key",
             help="while an unfinished task holds this key, print that task instead of a new one",
         )
+
+        actions.add_parser("schedules", help="schedules with their next and last run")
 
         for subparser in actions.choices.values():
             subparser.add_argument("--json", action="store_true", help="print JSON")
@@ -158,6 +160,30 @@ class Command(BaseCommand):
         task = operations.cancel(selectors.resolve_id(options["id"]), audit.Actor.cli())
         verb = "cancel requested" if task["status"] == Status.RUNNING else "cancelled"
         self.report(task, options, verb)
+
+    def do_schedules(self, options: dict[str, Any]) -> None:
+        schedules = selectors.list_schedules()
+        if options["json"]:
+            return self.print_json(schedules)
+        header = ["ID", "NAME", "TYPE", "WHEN", "ENABLED", "NEXT_RUN", "LAST_RUN", "LAST_TASK"]
+        rows = [
+            [
+                str(item["id"]),
+                item["name"],
+                item["type"],
+                f"{item['cron']} ({item['timezone']})"
+                if item["cron"]
+                else f"every {item['interval_seconds']} s",
+                "yes" if item["enabled"] else "paused",
+                self.cell("next_run_at", item["next_run_at"]),
+                self.cell("last_run_at", item["last_run_at"]),
+                self.cell("id", item["last_task_id"]),
+            ]
+            for item in schedules
+        ]
+        self.print_table(header, rows)
+        if not schedules:
+            self.stdout.write("(no schedules; add one at /admin/tasks/schedule/)")
 
     # -- output ----------------------------------------------------------------------------
 

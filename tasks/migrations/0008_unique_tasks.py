@@ -10,7 +10,7 @@ class Migration(migrations.Migration):
     for the API's Idempotency-Key header. Existing tasks have no key."""
 
     dependencies = [
-        ("tasks", "0006_audit_log"),
+        ("tasks", "0007_schedules"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
