@@ -282,7 +282,11 @@ def organism_action(request: HttpRequest) -> HttpResponse:
 # ---------------------------------------------------------------------------------------------
 # Schedules: listed with their runs; Run now, Pause and Resume go through tasks.schedules.
 
-SCHEDULE_ACTIONS = {"run": schedules.run_now, "pause": schedules.pause, "resume": schedules.resume}
+SCHEDULE_ACTIONS = {
+    "run": operations.run_schedule_now,
+    "pause": operations.pause_schedule,
+    "resume": operations.resume_schedule,
+}
 
 
 def _can_operate(request: HttpRequest) -> bool:
@@ -329,7 +333,7 @@ def schedule_action(request: HttpRequest, schedule_id: int) -> HttpResponse:
         messages.error(request, "action must be 'run', 'pause' or 'resume'")
     else:
         try:
-            result = action(schedule_id)
+            result = action(schedule_id, _actor(request))
         except schedules.ScheduleNotFound as exc:
             raise Http404(str(exc)) from None
         if isinstance(result, str):

@@ -13,7 +13,7 @@ from typing import Any
 
 from django.db import transaction
 
-from tasks import audit, idempotency, queue
+from tasks import audit, idempotency, queue, schedules
 from tasks.audit import Actor
 from tasks.ids import TaskIdError
 
@@ -81,3 +81,30 @@ def _each(action: Callable[[str, Actor], object], task_ids: Iterable[str], actor
         else:
             outcome.done.append(task_id)
     return outcome
+
+
+# ---------------------------------------------------------------------------------------------
+# Schedules (tasks.schedules)
+
+
+def run_schedule_now(schedule_id: int, actor: Actor) -> str:
+    """Enqueue a schedule's task at once; returns the task's id."""
+    with transaction.atomic():
+        task_id = schedules.run_now(schedule_id)
+        name = schedules.Schedule.objects.values_list("name", flat=True).get(pk=schedule_id)
+        audit.record(actor, "schedule.run_now", target=name, task_ids=[task_id])
+    return task_id
+
+
+def pause_schedule(schedule_id: int, actor: Actor) -> schedules.Schedule:
+    with transaction.atomic():
+        schedule = schedules.pause(schedule_id)
+        audit.record(actor, "schedule.pause", target=schedule.name)
+    return schedule
+
+
+def resume_schedule(schedule_id: int, actor: Actor) -> schedules.Schedule:
+    with transaction.atomic():
+        schedule = schedules.resume(schedule_id)
+        audit.record(actor, "schedule.resume", target=schedule.name)
+    return schedule

@@ -11,8 +11,8 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.timezone import localtime
 
-from tasks import schedules
-from tasks.admin import AuditedAdmin
+from tasks import audit, operations, schedules
+from tasks.admin import AuditedAdmin, admin_actor
 from tasks.models import Schedule
 
 # A change to any of these moves the next run to the new timing's first slot after now.
@@ -101,11 +101,13 @@ class ScheduleAdmin(AuditedAdmin):  # adds, changes and deletes join the audit t
             obj, timing_changed=not change or bool(TIMING_FIELDS & set(form.changed_data))
         )
 
-    def _each(self, request, queryset, action: Callable[[int], object], verb: str) -> None:
+    def _each(
+        self, request, queryset, action: Callable[[int, audit.Actor], object], verb: str
+    ) -> None:
         done = 0
         for schedule_id in queryset.values_list("pk", flat=True):
             try:
-                action(schedule_id)
+                action(schedule_id, admin_actor(request))
                 done += 1
             except schedules.ScheduleNotFound as exc:
                 self.message_user(request, str(exc), messages.ERROR)
@@ -113,12 +115,12 @@ class ScheduleAdmin(AuditedAdmin):  # adds, changes and deletes join the audit t
 
     @admin.action(description="Run now")
     def run_now_action(self, request, queryset) -> None:
-        self._each(request, queryset, schedules.run_now, "Queued a task for")
+        self._each(request, queryset, operations.run_schedule_now, "Queued a task for")
 
     @admin.action(description="Pause")
     def pause_action(self, request, queryset) -> None:
-        self._each(request, queryset, schedules.pause, "Paused")
+        self._each(request, queryset, operations.pause_schedule, "Paused")
 
     @admin.action(description="Resume")
     def resume_action(self, request, queryset) -> None:
-        self._each(request, queryset, schedules.resume, "Resumed")
+        self._each(request, queryset, operations.resume_schedule, "Resumed")

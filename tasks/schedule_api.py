@@ -11,8 +11,8 @@ from uuid import UUID
 from django.http import HttpRequest
 from ninja import Path, Router, Schema
 
-from tasks import schedules, selectors
-from tasks.api import AUTH_ERRORS, Message
+from tasks import operations, schedules, selectors
+from tasks.api import AUTH_ERRORS, Message, api_actor
 from tasks.auth import operate_auth
 
 router = Router(tags=["schedules"])
@@ -58,7 +58,7 @@ def list_schedules(request: HttpRequest):
     summary="Enqueue a schedule's task now (its slots stay as they are)",
 )
 def run_schedule(request: HttpRequest, schedule_id: ScheduleId):
-    return {"task_id": schedules.run_now(schedule_id)}
+    return {"task_id": operations.run_schedule_now(schedule_id, api_actor(request))}
 
 
 @router.post(
@@ -68,7 +68,7 @@ def run_schedule(request: HttpRequest, schedule_id: ScheduleId):
     summary="Pause a schedule",
 )
 def pause_schedule(request: HttpRequest, schedule_id: ScheduleId):
-    return schedules.pause(schedule_id)
+    return operations.pause_schedule(schedule_id, api_actor(request))
 
 
 @router.post(
@@ -78,4 +78,4 @@ def pause_schedule(request: HttpRequest, schedule_id: ScheduleId):
     summary="Resume a schedule from its first slot after now",
 )
 def resume_schedule(request: HttpRequest, schedule_id: ScheduleId):
-    return schedules.resume(schedule_id)
+    return operations.resume_schedule(schedule_id, api_actor(request))

@@ -223,3 +223,28 @@ def test_prune_removes_only_entries_past_retention():
     AuditEntry.objects.filter(action="task.cancel").update(at=timezone.now() - timedelta(days=400))
     assert audit.prune(365, batch_size=1) == 1
     assert [e.action for e in entries()] == ["task.run_now"]
+
+
+def test_schedule_actions_are_recorded_from_the_dashboard_the_api_and_the_admin(
+    dashboard, token_client
+):
+    from tasks import schedules
+    from tasks.models import Schedule
+
+    schedule = schedules.save(Schedule(name="nightly", type="echo", interval_seconds=60))
+    dashboard.post(f"/dashboard/schedules/{schedule.pk}/action/", {"action": "run"})
+    (ran,) = entries(action="schedule.run_now")
+    assert (ran.via, ran.target) == ("dashboard", "nightly")
+    assert Schedule.objects.get(pk=schedule.pk).last_task_id == ran.task_id
+
+    _, api = token_client
+    assert api.post(f"/schedules/{schedule.pk}/pause").status_code == 200
+    (paused,) = entries(action="schedule.pause")
+    assert (paused.via, paused.target) == ("api", "nightly")
+
+    dashboard.post(
+        "/admin/tasks/schedule/",
+        {"action": "resume_action", "_selected_action": [schedule.pk]},
+    )
+    (resumed,) = entries(action="schedule.resume")
+    assert (resumed.via, resumed.actor) == ("admin", "alice")
