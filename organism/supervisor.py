@@ -238,9 +238,9 @@ class Supervisor:
         return reaped
 
     def prune_if_due(self) -> int:
-        """Prune finished tasks (and audit entries) past retention, at most every
-        ``interval_seconds``; returns how many tasks went."""
-        from tasks import audit, queue
+        """Prune finished tasks (and audit entries and expired Idempotency-Keys) past
+        retention, at most every ``interval_seconds``; returns how many tasks went."""
+        from tasks import audit, idempotency, queue
 
         now = time.monotonic()
         if now < self._next_prune:
@@ -252,6 +252,7 @@ class Supervisor:
             batch_size=retention.batch_size,
             max_batches=retention.max_batches,
         )
+        idempotency.prune_expired(retention)
         return queue.prune_expired(retention)
 
     def forget_dead_dispatchers(self) -> int:

@@ -23,8 +23,9 @@ from organism.control import ControlFailed, ControlTimeout, ControlUnavailable
 from tasks.api import router as tasks_router
 from tasks.auth import CsrfRequired, InvalidToken, ScopeTooNarrow, api_auth
 from tasks.bulk import BulkActionNotFound
+from tasks.idempotency import KeyConflict
 from tasks.ids import AmbiguousTaskId, InvalidTaskId, TaskNotFound
-from tasks.queue import TransitionNotAllowed
+from tasks.queue import TransitionNotAllowed, UniqueKeyHeld
 from tasks.schedule_api import router as schedules_router
 from tasks.schedules import ScheduleNotFound
 from tasks.selectors import InvalidCursor, InvalidFilter
@@ -150,6 +151,18 @@ def ambiguous_task_id(request: HttpRequest, exc: AmbiguousTaskId) -> HttpRespons
 @api.exception_handler(TransitionNotAllowed)
 def transition_not_allowed(request: HttpRequest, exc: TransitionNotAllowed) -> HttpResponse:
     return _error(request, 409, str(exc), status=exc.status)
+
+
+@api.exception_handler(UniqueKeyHeld)
+def unique_key_held(request: HttpRequest, exc: UniqueKeyHeld) -> HttpResponse:
+    return _error(request, 409, str(exc))
+
+
+@api.exception_handler(KeyConflict)
+def idempotency_key_conflict(request: HttpRequest, exc: KeyConflict) -> HttpResponse:
+    # A conflict with an earlier request (409, as Stripe answers), not an invalid one: the
+    # same request with a fresh key is fine.
+    return _error(request, 409, str(exc))
 
 
 @api.exception_handler(ControlTimeout)

@@ -88,7 +88,7 @@ from django.core.paginator import Paginator  # noqa: E402
 from django.utils.functional import cached_property  # noqa: E402
 from django.utils.html import format_html, format_html_join  # noqa: E402
 
-from tasks import operations, queue  # noqa: E402
+from tasks import operations, queue, selectors  # noqa: E402
 from tasks.ids import InvalidTaskId, TaskIdError, parse_id_prefix  # noqa: E402
 from tasks.models import OPERATOR_TRANSITIONS, Status, Task  # noqa: E402
 from tasks.validation import InvalidTask, NewTask, validate_task_spec  # noqa: E402
@@ -126,6 +126,7 @@ class TaskAdminForm(forms.ModelForm):
         widgets = {
             "type": forms.TextInput(attrs={"size": 40}),
             "domain": forms.TextInput(attrs={"size": 40}),
+            "unique_key": forms.TextInput(attrs={"size": 40}),
             "description": forms.Textarea(attrs={"rows": 2, "cols": 80}),
             "params": forms.Textarea(attrs={"rows": 4, "cols": 80}),
         }
@@ -144,6 +145,19 @@ class TaskAdminForm(forms.ModelForm):
                 if field in values and (adding or field in self.changed_data):
                     self.add_error(field, message)
         return cleaned
+
+    def clean_unique_key(self) -> str | None:
+        # An empty box is no key (a key of "" is refused, as in the API).
+        key = self.cleaned_data.get("unique_key")
+        if key in (None, ""):
+            return None
+        holder = selectors.unfinished_holder(key) if self.instance._state.adding else None
+        if holder is not None:
+            raise forms.ValidationError(
+                f"Unfinished task {holder['id']} ({holder['status']}) already holds this key; "
+                "open that task, or cancel it first to queue a new one."
+            )
+        return key
 
     def clean_status(self) -> str:
         new = self.cleaned_data["status"]
@@ -171,13 +185,22 @@ class TaskAdmin(AuditedAdmin):
     class Media:
         css = {"all": ["tasks/admin.css"]}
 
-    list_display = ("short_id", "type", "domain", "status", "attempts", "run_after", "updated_at")
+    list_display = (
+        "short_id",
+        "type",
+        "domain",
+        "unique_key",
+        "status",
+        "attempts",
+        "run_after",
+        "updated_at",
+    )
     list_display_links = ("short_id",)
     list_filter = ("status", "created_at", "updated_at")
-    search_fields = ("=type", "=domain", "description")
+    search_fields = ("=type", "=domain", "=unique_key", "description")
     search_help_text = (
-        "An ID prefix (4+ hex digits) finds tasks by ID; other words match the type or domain "
-        "exactly, or appear in the description."
+        "An ID prefix (4+ hex digits) finds tasks by ID; other words match the type, domain "
+        "or unique key exactly, or appear in the description."
     )
     ordering = ("-created_at", "-id")
     list_per_page = 50
@@ -187,10 +210,17 @@ class TaskAdmin(AuditedAdmin):
     actions = ("run_now_action", "cancel_action")
     readonly_fields = ("id", *ENGINE_FIELDS, *READABLE_FIELDS)
     fieldsets = (
-        (None, {"fields": ("id", "type", "status", "description", "domain")}),
+        (None, {"fields": ("id", "type", "status", "description", "domain", "unique_key")}),
         ("Scheduling", {"fields": ("priority", "max_attempts", "run_after", *ENGINE_FIELDS)}),
         ("Data", {"fields": ("params", *READABLE_FIELDS)}),
     )
+
+    def get_readonly_fields(self, request, obj=None):
+        # A key is chosen when the task is queued; changing it later could take another
+        # unfinished task's key.
+        if obj is None:
+            return self.readonly_fields
+        return (*self.readonly_fields, "unique_key")
 
     def get_fieldsets(self, request, obj=None):
         if obj is None:
@@ -253,8 +283,15 @@ class TaskAdmin(AuditedAdmin):
 
     def save_model(self, request, obj: Task, form, change: bool) -> None:
         if not change:
-            task = queue.enqueue(**form.task_spec)
-            obj.pk = obj.id = task["id"]
+            submitted = queue.submit(**form.task_spec)
+            obj.pk = obj.id = submitted.task["id"]
+            if not submitted.created:  # another add took the key since the form was checked
+                self.message_user(
+                    request,
+                    f"Not queued: unfinished task {obj.pk} already holds unique key "
+                    f"{submitted.task['unique_key']!r}; this is that task.",
+                    messages.WARNING,
+                )
             return
         other_fields = [name for name in form.changed_data if name != "status"]
         if other_fields:

@@ -14,10 +14,10 @@ from uuid import UUID
 
 from django.http import HttpRequest
 from django.urls import reverse
-from ninja import Field, Query, Router, Schema, Status
+from ninja import Field, Header, Query, Router, Schema, Status
 from pydantic import ConfigDict, field_validator
 
-from tasks import audit, bulk, models, operations, permissions, selectors
+from tasks import audit, bulk, idempotency, models, operations, permissions, selectors
 from tasks.auth import operate_auth, require_scope
 from tasks.ids import parse_id_prefix
 from tasks.models import BulkAction
@@ -96,6 +96,16 @@ class TaskOut(TaskSummary):
     locked_at: datetime | None
     lease_expires_at: datetime | None
     cancel_requested: bool
+    unique_key: str | None
+
+
+class SubmittedTask(TaskOut):
+    existing: bool = Field(
+        description=(
+            "true (answered 200): no task was made; this is the unfinished task holding the "
+            "`unique_key`, or the task an earlier request with the same `Idempotency-Key` made"
+        )
+    )
 
 
 class TaskPage(Schema):
@@ -197,15 +207,45 @@ ID_ERRORS = {**AUTH_ERRORS, 400: Message, 404: Message, 409: AmbiguousId}
 ACTION_ERRORS = {**ID_ERRORS, 409: AmbiguousId | Conflict}
 
 
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(
+        None,
+        alias=idempotency.HEADER,
+        min_length=1,
+        max_length=idempotency.MAX_KEY_LENGTH,
+        pattern=idempotency.KEY_PATTERN,
+        description=(
+            "Any printable ASCII text, e.g. a UUID. Sending the same request with the same key "
+            f"within {idempotency.WINDOW_TEXT} answers the task the first one made (200), even "
+            "once it has finished; the same key with a different request is refused (409). "
+            "Keys are per caller (user)."
+        ),
+    ),
+]
+
+
 @router.post(
     "/tasks",
     auth=operate_auth,
-    response={201: TaskOut, 400: Message, **AUTH_ERRORS},
+    response={201: SubmittedTask, 200: SubmittedTask, 400: Message, 409: Message, **AUTH_ERRORS},
     summary="Queue a task (an organism control type needs the admin scope)",
+    description=(
+        "A new task answers 201. With a `unique_key` an unfinished task (QUEUED, RETRY, "
+        "RUNNING) already holds, or a repeated `Idempotency-Key`, no task is made: the answer "
+        "is 200 with that task and `existing: true`."
+    ),
 )
-def submit_task(request: HttpRequest, body: TaskIn):
+def submit_task(request: HttpRequest, body: TaskIn, idempotency_key: IdempotencyKeyHeader = None):
     require_scope(request, permissions.scope_to_submit(body.type))
-    return Status(201, operations.submit(body.model_dump(), api_actor(request)))
+    submitted = operations.submit(
+        body.model_dump(),
+        api_actor(request),
+        idempotency_key=None if idempotency_key is None else (request.auth.pk, idempotency_key),
+    )
+    return Status(
+        201 if submitted.created else 200, {**submitted.task, "existing": not submitted.created}
+    )
 
 
 @router.get(

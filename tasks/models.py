@@ -52,6 +52,9 @@ FINISHED_STATUSES = (Status.COMPLETED, Status.FAILED, Status.CANCELLED)
 # RUNNING one is asked to stop and ends CANCELLED when its attempt does.
 RUNNABLE_NOW_STATUSES = (Status.FAILED, Status.CANCELLED, Status.RETRY, Status.QUEUED)
 CANCELLABLE_STATUSES = (Status.QUEUED, Status.RETRY, Status.RUNNING)
+# While a task is in one of these, no other task may take its ``unique_key`` (a partial unique
+# index; tasks.queue turns the conflicts into answers).
+UNFINISHED_STATUSES = (Status.QUEUED, Status.RETRY, Status.RUNNING)
 # The statuses an operator may set by hand (the admin's status field): each is the target of one
 # action, reached from the statuses listed. Cancelling a CANCELLED task changes nothing.
 OPERATOR_TRANSITIONS = {
@@ -89,6 +92,13 @@ class Task(models.Model):
     description = models.TextField(null=True, blank=True)
     domain = models.TextField(null=True, blank=True)
     drift_score = models.FloatField(default=0.0, db_default=0.0)
+    # At most one unfinished task holds a key (tasks_unique_key_unfinished): submitting a held
+    # key returns the holder instead of a second task. NULL: no such rule.
+    unique_key = models.TextField(
+        null=True,
+        blank=True,
+        help_text="While an unfinished task holds this key, no second task is queued with it.",
+    )
     params = models.JSONField(default=dict, db_default={}, blank=True)
     result = models.JSONField(null=True, blank=True)
     error = models.TextField(null=True, blank=True)
@@ -105,6 +115,13 @@ class Task(models.Model):
                 condition=Q(status__in=Status.values), name="tasks_status_valid"
             ),
             models.CheckConstraint(condition=Q(attempts__gte=0), name="tasks_attempts_nonnegative"),
+            # Enforced by PostgreSQL, so concurrent submits (or plain INSERTs) make one task.
+            # tasks.queue's ON CONFLICT clauses repeat this condition to pick this index.
+            models.UniqueConstraint(
+                fields=["unique_key"],
+                condition=Q(unique_key__isnull=False, status__in=UNFINISHED_STATUSES),
+                name="tasks_unique_key_unfinished",
+            ),
         ]
         indexes = [
             # The claim query reads only claimable rows, in claim order.
@@ -169,6 +186,34 @@ class MetricTotal(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class IdempotencyKey(models.Model):
+    """A caller's ``Idempotency-Key`` on ``POST /tasks`` and the task it made, kept for
+    ``tasks.idempotency.WINDOW`` so a retried request gets that task back (tasks.idempotency)."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="idempotency_keys"
+    )
+    key = models.TextField()
+    # SHA-256 of the request body as validated, so a different request with the same key is
+    # refused rather than answered with the wrong task.
+    request_hash = models.CharField(max_length=64)
+    # No foreign key: retention deletes tasks with plain SQL, and a key whose task is gone is
+    # free again (tasks.idempotency).
+    task_id = models.UUIDField()
+    created_at = models.DateTimeField(db_default=Now())
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "idempotency_keys"
+        constraints = [
+            models.UniqueConstraint(fields=["user", "key"], name="idempotency_keys_user_key")
+        ]
+        indexes = [models.Index(fields=["expires_at"], name="idempotency_keys_expiry_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.key} → {self.task_id}"
 
 
 class ApiToken(models.Model):

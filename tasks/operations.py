@@ -14,7 +14,7 @@ from typing import Any
 
 from django.db import transaction
 
-from tasks import audit, bulk, queue, schedules, selectors
+from tasks import audit, bulk, idempotency, queue, schedules, selectors
 from tasks.audit import Actor
 from tasks.ids import TaskIdError
 
@@ -25,16 +25,26 @@ class Outcome:
     refused: dict[str, str] = field(default_factory=dict)  # task id -> why
 
 
-def submit(spec: dict[str, Any], actor: Actor) -> dict[str, Any]:
-    """Queue a task; an organism control type (``shutdown_organism``, …) is recorded, since
-    queueing it is organism control. Ordinary submissions are not operator actions."""
+def submit(
+    spec: dict[str, Any], actor: Actor, *, idempotency_key: tuple[int, str] | None = None
+) -> queue.Submitted:
+    """Queue a task (``queue.submit``: a held ``unique_key`` answers its holder), or with
+    ``idempotency_key`` (the caller's user id and key) answer the task an earlier request with
+    that key made (``tasks.idempotency``). A new task of an organism control type
+    (``shutdown_organism``, …) is recorded, since queueing it is organism control. Ordinary
+    submissions are not operator actions."""
     from organism.handlers import CONTROL_TYPES
 
     with transaction.atomic():
-        task = queue.enqueue(**spec)
-        if task["type"] in CONTROL_TYPES:
+        if idempotency_key is None:
+            submitted = queue.submit(**spec)
+        else:
+            user_id, key = idempotency_key
+            submitted = idempotency.submit_once(user_id=user_id, key=key, spec=spec)
+        task = submitted.task
+        if submitted.created and task["type"] in CONTROL_TYPES:
             audit.record(actor, f"organism.{task['type']}", task_ids=[task["id"]])
-    return task
+    return submitted
 
 
 def run_now(task_id: str, actor: Actor) -> dict[str, Any]:

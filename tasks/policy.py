@@ -54,7 +54,8 @@ class RetryPolicy(_FromSettings):
 @dataclass(frozen=True)
 class RetentionPolicy(_FromSettings):
     """How long finished tasks are kept, and how much one pruning round may delete
-    (``tasks.queue.prune_expired`` runs a round)."""
+    (``tasks.queue.prune_expired`` runs a round; ``tasks.idempotency.prune_expired`` deletes
+    expired Idempotency-Keys in the same batches)."""
 
     finished_days: float = 7.0  # COMPLETED and CANCELLED
     failed_days: float = 30.0

@@ -32,11 +32,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, transaction
+from django.db import DEFAULT_DB_ALIAS, IntegrityError, transaction
 
 from tasks.ids import TaskNotFound
 from tasks.models import (
@@ -44,6 +45,7 @@ from tasks.models import (
     CLAIMABLE_STATUSES,
     FINISHED_STATUSES,
     RUNNABLE_NOW_STATUSES,
+    UNFINISHED_STATUSES,
     Status,
 )
 from tasks.policy import (
@@ -85,7 +87,21 @@ class TransitionNotAllowed(Exception):
 # Enqueue
 
 
-def enqueue(
+@dataclass(frozen=True)
+class Submitted:
+    """What :func:`submit` made: the task, and whether it is new (``created``) or the
+    unfinished task that already held the submitted ``unique_key``."""
+
+    task: dict[str, Any]
+    created: bool
+
+
+class UniqueKeyHeld(Exception):
+    """Every try found the key held by a task that finished before it could be read (a task
+    finishing and being resubmitted, again and again, faster than one submit can run)."""
+
+
+def submit(
     *,
     type: str,
     params: dict[str, Any] | None = None,
@@ -95,48 +111,100 @@ def enqueue(
     priority: int = 0,
     run_after: datetime | None = None,
     max_attempts: int | None = None,
+    unique_key: str | None = None,
     using: str = DEFAULT_DB_ALIAS,
-) -> dict[str, Any]:
-    """Insert one QUEUED task and return it as a dict."""
-    task_id = enqueue_many(
-        [
-            {
-                "type": type,
-                "params": params,
-                "description": description,
-                "domain": domain,
-                "drift_score": drift_score,
-                "priority": priority,
-                "run_after": run_after,
-                "max_attempts": max_attempts,
-            }
-        ],
-        using=using,
-    )[0]
-    return get_task(task_id, using=using)
+) -> Submitted:
+    """Queue one task, or, when an unfinished task already holds ``unique_key``, return that
+    one (``created`` False): see :func:`enqueue_many` for the rule."""
+    spec = {
+        "type": type,
+        "params": params,
+        "description": description,
+        "domain": domain,
+        "drift_score": drift_score,
+        "priority": priority,
+        "run_after": run_after,
+        "max_attempts": max_attempts,
+        "unique_key": unique_key,
+    }
+    [(task_id, created)] = _insert([_enqueue_row(spec)], using=using)
+    return Submitted(get_task(task_id, using=using), created)
+
+
+def enqueue(*, using: str = DEFAULT_DB_ALIAS, **spec: Any) -> dict[str, Any]:
+    """Queue one task and return it as a dict (with a held ``unique_key``, the holder); the
+    keyword arguments are :func:`submit`'s."""
+    return submit(**spec, using=using).task
 
 
 def enqueue_many(specs: Iterable[dict[str, Any]], *, using: str = DEFAULT_DB_ALIAS) -> list[str]:
     """Insert many QUEUED tasks in one statement (one round trip); returns their ids in order.
 
     Each spec holds ``type`` and optionally ``params``, ``description``, ``domain``,
-    ``drift_score``, ``priority``, ``run_after`` and ``max_attempts``. The rows travel as one
-    array per column (``unnest``), so the statement's text and parameter count do not grow
-    with the batch.
+    ``drift_score``, ``priority``, ``run_after``, ``max_attempts`` and ``unique_key``. The rows
+    travel as one array per column (``unnest``), so the statement's text and parameter count
+    do not grow with the batch.
+
+    Each spec with a ``unique_key`` keeps the rule on its own: when an unfinished task holds
+    the key (an older one, or an earlier spec of the same batch), no row is inserted for it
+    and its place in the answer holds the holder's id.
     """
-    rows = [_enqueue_row(spec) for spec in specs]
-    if not rows:
-        return []
-    ids, types, params, *rest = (list(column) for column in zip(*rows, strict=True))
-    execute(_ENQUEUE_SQL, [ids, types, [Jsonb(value) for value in params], *rest], using=using)
-    return [str(task_id) for task_id in ids]
+    return [task_id for task_id, _ in _insert([_enqueue_row(spec) for spec in specs], using=using)]
 
 
+# Rounds of insert-then-read a keyed spec gets: a round only fails when the key's holder
+# finished between the insert that met it and the read that looked for it.
+_UNIQUE_KEY_ROUNDS = 5
+
+
+def _insert(rows: list[tuple], *, using: str) -> list[tuple[str, bool]]:
+    """Insert ``rows`` (see :func:`_enqueue_row`); returns (id, created) per row, in order,
+    where a row whose ``unique_key`` was held gets the holder's id and created False."""
+    answers: list[tuple[str, bool] | None] = [None] * len(rows)
+    pending = list(range(len(rows)))
+    for _ in range(_UNIQUE_KEY_ROUNDS):
+        if not pending:
+            break
+        columns = [list(column) for column in zip(*(rows[i] for i in pending), strict=True)]
+        columns[2] = [Jsonb(value) for value in columns[2]]
+        inserted = {row["id"] for row in fetch(_ENQUEUE_SQL, columns, using=using)}
+        keys = {rows[i][_KEY] for i in pending if str(rows[i][0]) not in inserted}
+        holders = {}
+        if keys:
+            holders = {
+                row["unique_key"]: row["id"]
+                for row in fetch(_HOLDERS_SQL, [sorted(keys)], using=using)
+            }
+        still_pending = []
+        for i in pending:
+            task_id, key = str(rows[i][0]), rows[i][_KEY]
+            if task_id in inserted:
+                answers[i] = (task_id, True)
+            elif key in holders:
+                answers[i] = (holders[key], False)
+            else:
+                still_pending.append(i)  # its holder finished meanwhile: insert again
+        pending = still_pending
+    if not pending:
+        return answers  # type: ignore[return-value]
+    raise UniqueKeyHeld(
+        f"unique_key {rows[pending[0]][_KEY]!r} kept changing hands; submit it again"
+    )
+
+
+# A row whose unique_key an unfinished task holds is skipped (the condition repeats the
+# partial unique index's, so PostgreSQL picks that index as the arbiter).
+_UNFINISHED = f"status IN {_sql_list(UNFINISHED_STATUSES)}"
 _ENQUEUE_SQL = (
     "INSERT INTO tasks (id, type, params, description, domain, drift_score, priority, "
-    "run_after, max_attempts) SELECT * FROM unnest(%s::uuid[], %s::text[], %s::jsonb[], "
-    "%s::text[], %s::text[], %s::float8[], %s::int[], %s::timestamptz[], %s::int[])"
+    "run_after, max_attempts, unique_key) SELECT * FROM unnest(%s::uuid[], %s::text[], "
+    "%s::jsonb[], %s::text[], %s::text[], %s::float8[], %s::int[], %s::timestamptz[], "
+    "%s::int[], %s::text[]) "
+    f"ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND {_UNFINISHED} DO NOTHING "
+    "RETURNING id"
 )
+_HOLDERS_SQL = f"SELECT unique_key, id FROM tasks WHERE unique_key = ANY(%s) AND {_UNFINISHED}"
+_KEY = 9  # the unique_key's place in a row
 
 
 def _enqueue_row(spec: dict[str, Any]) -> tuple:
@@ -152,6 +220,7 @@ def _enqueue_row(spec: dict[str, Any]) -> tuple:
         int(spec.get("priority") or 0),
         spec.get("run_after"),
         None if max_attempts is None else int(max_attempts),
+        spec.get("unique_key"),
     )
 
 
@@ -509,16 +578,33 @@ def run_now(task_id: str, *, using: str = DEFAULT_DB_ALIAS) -> dict[str, Any]:
     ``result`` are cleared, and ``error_history`` keeps every earlier attempt.
     RUNNING and COMPLETED raise :class:`TransitionNotAllowed`."""
     with transaction.atomic(using=using):
-        rows = fetch(
-            f"UPDATE tasks AS t SET {_RUN_NOW_SET} WHERE t.id = %s AND {_RUNNABLE_NOW} "
-            "RETURNING t.id",
-            [task_uuid(task_id)],
-            using=using,
-        )
+        try:
+            with transaction.atomic(using=using):  # a savepoint, to read the holder after
+                rows = fetch(
+                    f"UPDATE tasks AS t SET {_RUN_NOW_SET} WHERE t.id = %s AND {_RUNNABLE_NOW} "
+                    "RETURNING t.id",
+                    [task_uuid(task_id)],
+                    using=using,
+                )
+        except IntegrityError as exc:
+            if _constraint_of(exc) != _UNIQUE_KEY_INDEX:
+                raise
+            raise _unique_key_taken(task_id, using=using) from None
         if not rows:
             current = _current_status(task_id, using=using)
             raise TransitionNotAllowed(str(task_id), current, "run")
     return get_task(task_id, using=using)
+
+
+# A retry must not make a second unfinished task with one unique_key: a task whose key an
+# unfinished task holds, or a second one of the batch with the same key, is left as it is
+# (counted as skipped) rather than failing the whole batch on the partial unique index.
+_KEY_FREE = (
+    "AND (locked.unique_key IS NULL OR (NOT EXISTS (SELECT 1 FROM tasks AS h "
+    f"WHERE h.unique_key = locked.unique_key AND h.id <> locked.id AND h.{_UNFINISHED}) "
+    "AND locked.id = "
+    "(SELECT min(l.id::text)::uuid FROM locked AS l WHERE l.unique_key = locked.unique_key))) "
+)
 
 
 def apply_to_batch(
@@ -537,16 +623,52 @@ def apply_to_batch(
     accepts, sets = OPERATOR_ACTIONS[action]
     sql = (
         f"WITH picked AS MATERIALIZED ({picked_sql}), "
-        "locked AS (SELECT t.id FROM tasks AS t JOIN picked ON t.id = picked.id "
+        "locked AS (SELECT t.id, t.unique_key FROM tasks AS t JOIN picked ON t.id = picked.id "
         f"WHERE {accepts} ORDER BY t.id FOR UPDATE OF t), "
         f"changed AS (UPDATE tasks AS t SET {sets} FROM locked WHERE t.id = locked.id "
-        "RETURNING t.id), "
+        f"{_KEY_FREE if action == 'retry' else ''}RETURNING t.id), "
         "last AS (SELECT created_at, id FROM picked ORDER BY created_at DESC, id DESC LIMIT 1) "
         "SELECT (SELECT count(*) FROM picked) AS picked, (SELECT count(*) FROM changed) AS "
         "changed, (SELECT created_at FROM last) AS last_created_at, (SELECT id FROM last) AS "
         "last_id"
     )
     return fetch(sql, picked_params, using=using)[0]
+
+
+class UniqueKeyTaken(TransitionNotAllowed):
+    """Running the task again would make a second unfinished task with its ``unique_key``;
+    ``holder_id`` is the unfinished task that holds it."""
+
+    def __init__(self, task_id: str, status: str, unique_key: str, holder_id: str | None):
+        super().__init__(task_id, status, "run")
+        self.unique_key = unique_key
+        self.holder_id = holder_id
+        holder = f"task {holder_id}" if holder_id else "another task"
+        self.args = (
+            f"cannot run task {task_id}: its unique_key {unique_key!r} is held by unfinished "
+            f"{holder}; cancel that one or wait for it to finish",
+        )
+
+
+# The partial unique index on tasks.unique_key (tasks.models), as its violations name it.
+_UNIQUE_KEY_INDEX = "tasks_unique_key_unfinished"
+
+
+def _constraint_of(exc: IntegrityError) -> str | None:
+    """The constraint a violation names (psycopg's diagnostics, under Django's error)."""
+    return getattr(getattr(exc.__cause__, "diag", None), "constraint_name", None)
+
+
+def _unique_key_taken(task_id: str, *, using: str) -> UniqueKeyTaken:
+    rows = fetch(
+        "SELECT t.status, t.unique_key, h.id AS holder_id FROM tasks AS t "
+        "LEFT JOIN tasks AS h ON h.unique_key = t.unique_key AND h.id <> t.id "
+        f"AND h.{_UNFINISHED} WHERE t.id = %s LIMIT 1",
+        [task_uuid(task_id)],
+        using=using,
+    )
+    row = rows[0]
+    return UniqueKeyTaken(str(task_id), row["status"], row["unique_key"], row["holder_id"])
 
 
 def _current_status(task_id: str, *, using: str) -> str:
@@ -615,7 +737,10 @@ __all__ = [
     "NOTIFY_CHANNEL",
     "STALE",
     "OPERATOR_ACTIONS",
+    "Submitted",
     "TransitionNotAllowed",
+    "UniqueKeyHeld",
+    "UniqueKeyTaken",
     "apply_to_batch",
     "cancel",
     "claim",
@@ -632,4 +757,5 @@ __all__ = [
     "release",
     "renew_leases",
     "run_now",
+    "submit",
 ]

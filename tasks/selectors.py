@@ -29,7 +29,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from tasks.ids import MAX_CANDIDATES, AmbiguousTaskId, TaskNotFound, parse_id_prefix
-from tasks.models import Status, Task
+from tasks.models import UNFINISHED_STATUSES, Status, Task
 from tasks.sql import fetch, task_uuid
 
 # ---------------------------------------------------------------------------------------------
@@ -285,7 +285,7 @@ TASK_COLUMNS = (
     "description, locked_by, locked_at, lease_expires_at, run_after, created_at"
 )
 # ... and the rest, for a task shown in full.
-_DETAIL_COLUMNS = "result, error, error_history, cancel_requested, updated_at"
+_DETAIL_COLUMNS = "result, error, error_history, cancel_requested, unique_key, updated_at"
 
 
 def get_task(task_id: str | uuid.UUID, *, using: str = DEFAULT_DB_ALIAS) -> dict[str, Any]:
@@ -298,6 +298,17 @@ def get_task(task_id: str | uuid.UUID, *, using: str = DEFAULT_DB_ALIAS) -> dict
     if not rows:
         raise TaskNotFound(f"no task with ID {task_id}")
     return rows[0]
+
+
+def unfinished_holder(unique_key: str, *, using: str = DEFAULT_DB_ALIAS) -> dict[str, Any] | None:
+    """The unfinished task holding ``unique_key`` (its id and status), if any."""
+    rows = fetch(
+        "SELECT id, status FROM tasks WHERE unique_key = %s "
+        f"AND status IN ({', '.join(repr(str(s)) for s in UNFINISHED_STATUSES)})",
+        [unique_key],
+        using=using,
+    )
+    return rows[0] if rows else None
 
 
 def resolve_id(text: str, *, using: str = DEFAULT_DB_ALIAS) -> str:

@@ -4,9 +4,9 @@ The HTTP API takes :class:`NewTask` as its body (and the organism API :class:`Ta
 their OpenAPI schema documents these very rules; the CLI and the admin's form call
 :func:`validate_task_spec`, which applies the same model and says which field is wrong.
 
-Limits: ``type`` and ``domain`` up to 200 characters, ``description`` up to 10,000, ``params``
-up to 64 KiB of JSON nested at most 100 levels deep, and nothing PostgreSQL cannot store (NUL,
-lone surrogates, NaN or Infinity).
+Limits: ``type``, ``domain`` and ``unique_key`` up to 200 characters (``unique_key`` not
+empty), ``description`` up to 10,000, ``params`` up to 64 KiB of JSON nested at most 100
+levels deep, and nothing PostgreSQL cannot store (NUL, lone surrogates, NaN or Infinity).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from pydantic import (
 MAX_TYPE_LENGTH = 200
 MAX_DOMAIN_LENGTH = 200
 MAX_DESCRIPTION_LENGTH = 10_000
+MAX_UNIQUE_KEY_LENGTH = 200
 MAX_PARAMS_BYTES = 64 * 1024
 # Far more than any real params need, and far below where encoding or decoding the JSON runs
 # out of Python's recursion limit (a RecursionError, so a 500, at about 900 levels).
@@ -148,6 +149,17 @@ class NewTask(TaskFields):
     max_attempts: Annotated[int, Field(ge=1, le=100), BeforeValidator(_whole_number)] | None = None
     run_after: IsoDatetime | None = Field(
         None, description="Not before this time (with a UTC offset)."
+    )
+    unique_key: str | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_UNIQUE_KEY_LENGTH,
+        pattern=NO_NUL,
+        strict=True,
+        description=(
+            "While an unfinished task (QUEUED, RETRY, RUNNING) holds this key, submitting it "
+            "again returns that task instead of making a second one."
+        ),
     )
 
 

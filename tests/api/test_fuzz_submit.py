@@ -34,7 +34,7 @@ from tests.api.fuzzing import (
 pytestmark = pytest.mark.django_db
 
 FIELDS = tuple(NewTask.model_fields)
-TEXT_FIELDS = {"type", "description", "domain"}
+TEXT_FIELDS = {"type", "description", "domain", "unique_key"}
 ORGANISM_FIELDS = set(TaskFields.model_fields)
 STORED = ("id", "status", "attempts", *FIELDS)
 
@@ -57,6 +57,7 @@ valid_bodies = st.fixed_dictionaries(
         "priority": st.integers(-1000, 1000) | st.integers(-1000, 1000).map(float),
         "max_attempts": st.none() | st.integers(1, 100),
         "run_after": st.none() | aware_datetimes.map(datetime.isoformat),
+        "unique_key": st.none() | st.text(legal_character, min_size=1, max_size=200),
     },
 )
 # Times at the ends of the range, in offsets that push them past it, and malformed ones.
@@ -115,6 +116,7 @@ def assert_stored_as_sent(sent: dict[str, Any], reply: dict[str, Any]) -> None:
         assert shown["drift_score"] == sent.get("drift_score", 0.0)
         assert shown["priority"] == sent.get("priority", 0)
         assert shown["max_attempts"] == sent.get("max_attempts")
+        assert shown["unique_key"] == sent.get("unique_key")
         run_after = shown["run_after"]
         if isinstance(run_after, str):
             run_after = parse_datetime(run_after)
@@ -176,7 +178,9 @@ def poison(text: str, bad: str, at: int) -> str:
 @fuzz(100)
 @given(
     body=valid_bodies,
-    where=st.sampled_from(["type", "description", "domain", "params key", "params value"]),
+    where=st.sampled_from(
+        ["type", "description", "domain", "unique_key", "params key", "params value"]
+    ),
     bad=st.sampled_from(["\x00", "\ud800", "\udbff", "\udc00", "\udfff", "\ud800\x00"]),
     at=st.integers(min_value=0),
     nested=st.integers(min_value=0, max_value=4),

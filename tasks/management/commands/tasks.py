@@ -51,6 +51,10 @@ class Command(BaseCommand):
         submit.add_argument("--domain")
         submit.add_argument("--drift-score", type=float, default=0.0)
         submit.add_argument("--priority", type=int, default=0)
+        submit.add_argument(
+            "--unique-key",
+            help="while an unfinished task holds this key, print that task instead of a new one",
+        )
 
         actions.add_parser("schedules", help="schedules with their next and last run")
 
@@ -62,7 +66,7 @@ class Command(BaseCommand):
             getattr(self, f"do_{action}")(options)
         except TaskIdError as exc:
             raise CommandError(f"{exc}; `manage.py tasks list` shows the IDs") from None
-        except queue.TransitionNotAllowed as exc:
+        except (queue.TransitionNotAllowed, queue.UniqueKeyHeld) as exc:
             raise CommandError(str(exc)) from None
         except selectors.InvalidCursor as exc:
             raise CommandError(str(exc)) from None
@@ -129,7 +133,7 @@ class Command(BaseCommand):
             params = json.loads(options["params"])
         except ValueError as exc:
             raise CommandError(f"--params is not valid JSON ({exc}); pass a JSON object") from None
-        fields = ("type", "description", "domain", "drift_score", "priority")
+        fields = ("type", "description", "domain", "drift_score", "priority", "unique_key")
         try:
             spec = validate_task_spec({"params": params, **{f: options[f] for f in fields}})
         except InvalidTask as exc:
@@ -137,8 +141,13 @@ class Command(BaseCommand):
                 f"--{field.replace('_', '-')}: {message}" for field, message in exc.errors.items()
             )
             raise CommandError(f"invalid task: {problems}") from None
-        task = operations.submit(spec, audit.Actor.cli())
-        self.report(task, options, "queued")
+        submitted = operations.submit(spec, audit.Actor.cli())
+        if options["json"]:
+            return self.print_json({**submitted.task, "existing": not submitted.created})
+        verb = "queued"
+        if not submitted.created:
+            verb = f"existing, not queued again (it holds unique key {spec['unique_key']!r})"
+        self.report(submitted.task, options, verb)
 
     def do_run(self, options: dict[str, Any]) -> None:
         self.report(
