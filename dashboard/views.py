@@ -8,19 +8,20 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django.contrib import messages
-from django.contrib.admin.views.decorators import staff_member_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from dashboard import actions, live, metrics
+from dashboard.access import scope_required
 from dashboard.timeline import attempts_of, routing_of, timeline_of
 from organism import control
 from organism import status as published
 from tasks import queue, selectors
 from tasks.ids import InvalidTaskId, TaskIdError
 from tasks.models import STATUS_ORDER, Status, can_cancel, can_run_now
+from tasks.permissions import ADMIN, OPERATE, READ
 
 PAGE_SIZE = 50
 
@@ -40,7 +41,7 @@ def _health_context() -> dict[str, Any]:
 # Overview
 
 
-@staff_member_required
+@scope_required(READ)
 @require_GET
 def overview(request: HttpRequest) -> HttpResponse:
     context = {
@@ -98,7 +99,7 @@ def _task_filter(request: HttpRequest) -> tuple[selectors.TaskFilter, dict[str, 
     return task_filter, raw, error
 
 
-@staff_member_required
+@scope_required(READ)
 @require_GET
 def task_list(request: HttpRequest) -> HttpResponse:
     task_filter, raw, error = _task_filter(request)
@@ -155,7 +156,7 @@ def _report(request: HttpRequest, outcome: actions.Outcome, verb: str) -> None:
         messages.error(request, f"… and {len(outcome.refused) - 10} more refused.")
 
 
-@staff_member_required
+@scope_required(OPERATE)
 @require_POST
 def task_bulk(request: HttpRequest) -> HttpResponse:
     ids = request.POST.getlist("ids")
@@ -171,7 +172,7 @@ def task_bulk(request: HttpRequest) -> HttpResponse:
     return _back_to_list(request)
 
 
-@staff_member_required
+@scope_required(OPERATE)
 @require_POST
 def task_retry_failed(request: HttpRequest) -> HttpResponse:
     task_filter, _, error = _task_filter(request)
@@ -197,7 +198,7 @@ def _get_task(task_id: str) -> dict[str, Any]:
         raise Http404(str(exc)) from None
 
 
-@staff_member_required
+@scope_required(READ)
 @require_GET
 def task_detail(request: HttpRequest, task_id: str) -> HttpResponse:
     task = _get_task(task_id)
@@ -221,7 +222,7 @@ def task_detail(request: HttpRequest, task_id: str) -> HttpResponse:
     return render(request, "dashboard/task.html", context)
 
 
-@staff_member_required
+@scope_required(OPERATE)
 @require_POST
 def task_action(request: HttpRequest, task_id: str) -> HttpResponse:
     task = _get_task(task_id)
@@ -244,7 +245,7 @@ def task_action(request: HttpRequest, task_id: str) -> HttpResponse:
 # Organism: as rundispatcher published it; control goes through the queue (organism.control).
 
 
-@staff_member_required
+@scope_required(READ)
 @require_GET
 def organism(request: HttpRequest) -> HttpResponse:
     snapshot = published.coordinator_view(published.read())
@@ -255,7 +256,7 @@ def organism(request: HttpRequest) -> HttpResponse:
     )
 
 
-@staff_member_required
+@scope_required(ADMIN)
 @require_POST
 def organism_action(request: HttpRequest) -> HttpResponse:
     action = request.POST.get("action")

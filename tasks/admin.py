@@ -37,7 +37,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
     def has_add_permission(self, request) -> bool:
         return False
 
-    @admin.action(description="Revoke the selected tokens")
+    @admin.action(description="Revoke the selected tokens", permissions=["change"])
     def revoke_tokens(self, request, queryset) -> None:
         count = revoke_tokens(queryset)
         self.message_user(request, f"Revoked {count} token(s).", messages.SUCCESS)
@@ -53,7 +53,7 @@ from django.core.paginator import Paginator  # noqa: E402
 from django.utils.functional import cached_property  # noqa: E402
 from django.utils.html import format_html, format_html_join  # noqa: E402
 
-from tasks import queue  # noqa: E402
+from tasks import permissions, queue  # noqa: E402
 from tasks.ids import InvalidTaskId, TaskIdError, parse_id_prefix  # noqa: E402
 from tasks.models import OPERATOR_TRANSITIONS, Status, Task  # noqa: E402
 from tasks.validation import InvalidTask, NewTask, validate_task_spec  # noqa: E402
@@ -84,6 +84,9 @@ class CappedCountPaginator(Paginator):
 
 
 class TaskAdminForm(forms.ModelForm):
+    # What the admin user may do (tasks.permissions), set by TaskAdmin.get_form.
+    user_scope: str | None = None
+
     class Meta:
         model = Task
         fields = (*SPEC_FIELDS, "status")
@@ -108,6 +111,11 @@ class TaskAdminForm(forms.ModelForm):
             for field, message in exc.errors.items():
                 if field in values and (adding or field in self.changed_data):
                     self.add_error(field, message)
+        task_type = values.get("type")
+        if task_type and (adding or "type" in self.changed_data):
+            needed = permissions.scope_to_submit(task_type)
+            if not permissions.allows(self.user_scope, needed):
+                self.add_error("type", permissions.missing_scope_message(needed).capitalize())
         return cleaned
 
     def clean_status(self) -> str:
@@ -161,6 +169,24 @@ class TaskAdmin(admin.ModelAdmin):
         if obj is None:
             return ((None, {"fields": SPEC_FIELDS}),)
         return self.fieldsets
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change=change, **kwargs)
+        form.user_scope = permissions.user_scope(request.user)
+        return form
+
+    # Who may do what is tasks.permissions' rule, as on the dashboard and the API: reading
+    # needs tasks.view_task (Django's own check); adding a task, editing one (its status is
+    # run now or cancel) and the actions need the operator's permission; deleting stays
+    # Django's tasks.delete_task, which no SeedCore group grants.
+    def has_add_permission(self, request) -> bool:
+        return permissions.user_may(request.user, permissions.OPERATE)
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return permissions.user_may(request.user, permissions.OPERATE)
+
+    def has_operate_permission(self, request) -> bool:
+        return permissions.user_may(request.user, permissions.OPERATE)
 
     @admin.display(description="ID", ordering="id")
     def short_id(self, obj: Task) -> str:
@@ -253,10 +279,10 @@ class TaskAdmin(admin.ModelAdmin):
         if len(refused) > 10:
             self.message_user(request, f"… and {len(refused) - 10} more refused.", messages.ERROR)
 
-    @admin.action(description="Run now")
+    @admin.action(description="Run now", permissions=["operate"])
     def run_now_action(self, request, queryset) -> None:
         self._each(request, queryset, queue.run_now, "Queued")
 
-    @admin.action(description="Cancel")
+    @admin.action(description="Cancel", permissions=["operate"])
     def cancel_action(self, request, queryset) -> None:
         self._each(request, queryset, queue.cancel, "Cancelled")
