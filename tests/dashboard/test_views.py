@@ -37,34 +37,36 @@ def coordinator_down():
 def test_pages_need_a_login(client, name):
     response = client.get(reverse(name))
     assert response.status_code == 302
-    assert response["Location"].startswith(reverse("admin:login"))
+    assert response["Location"].startswith(reverse("dashboard:login"))
 
 
-def test_pages_need_a_staff_user(client, django_user_model):
-    client.force_login(django_user_model.objects.create_user("someone", password="pw"))
-    assert client.get(reverse("dashboard:tasks")).status_code == 302
+@pytest.mark.parametrize("is_staff", [False, True])
+def test_pages_need_a_permission_not_staff_status(client, make_user, is_staff):
+    client.force_login(make_user("someone", None, is_staff=is_staff))
+    refused = client.get(reverse("dashboard:tasks"))
+    assert refused.status_code == 403 and "viewer" in refused.content.decode()
     task = queue.enqueue(type="echo")
     assert (
         client.post(
             reverse("dashboard:task_action", args=[task["id"]]), {"action": "cancel"}
         ).status_code
-        == 302
+        == 403
     )
     assert selectors.get_task(task["id"])["status"] == "QUEUED"
 
 
-def test_root_redirects_to_the_dashboard(staff_client):
-    response = staff_client.get("/")
+def test_root_redirects_to_the_dashboard(organism_admin_client):
+    response = organism_admin_client.get("/")
     assert response.status_code == 302
     assert response["Location"] == reverse("dashboard:overview")
 
 
-def test_overview_shows_counts_and_last_hour(staff_client, coordinator_down):
+def test_overview_shows_counts_and_last_hour(organism_admin_client, coordinator_down):
     queue.enqueue(type="echo")
     completed_task()
     failed_task()
     heartbeats.beat(name="disp-1", node="node-a", pid=1, in_flight=2, processed=7)
-    response = staff_client.get(reverse("dashboard:overview"))
+    response = organism_admin_client.get(reverse("dashboard:overview"))
     assert response.status_code == 200
     counts = {c["status"]: c["count"] for c in response.context["counts"]}
     assert counts == {
@@ -86,27 +88,29 @@ def test_overview_shows_counts_and_last_hour(staff_client, coordinator_down):
     assert "/static/vendor/htmx-2.0.11.min.js" in html
 
 
-def test_overview_stats_partial_for_htmx(staff_client):
-    response = staff_client.get(reverse("dashboard:overview") + "?partial=stats", **HTMX)
+def test_overview_stats_partial_for_htmx(organism_admin_client):
+    response = organism_admin_client.get(reverse("dashboard:overview") + "?partial=stats", **HTMX)
     assert response.status_code == 200
     html = response.content.decode()
     assert "<html" not in html and "Last hour" in html
 
 
-def test_task_list_filters_and_searches(staff_client):
+def test_task_list_filters_and_searches(organism_admin_client):
     echo = queue.enqueue(type="echo", domain="utility")
     other = queue.enqueue(type="resize_image", domain="media")
-    response = staff_client.get(reverse("dashboard:tasks"), {"type": "resize_image"})
+    response = organism_admin_client.get(reverse("dashboard:tasks"), {"type": "resize_image"})
     ids = [row["id"] for row in response.context["page"].items]
     assert ids == [other["id"]]
-    response = staff_client.get(reverse("dashboard:tasks"), {"q": echo["id"][:6]})
+    response = organism_admin_client.get(reverse("dashboard:tasks"), {"q": echo["id"][:6]})
     assert [row["id"] for row in response.context["page"].items] == [echo["id"]]
-    response = staff_client.get(reverse("dashboard:tasks"), {"domain": "media", "status": "QUEUED"})
+    response = organism_admin_client.get(
+        reverse("dashboard:tasks"), {"domain": "media", "status": "QUEUED"}
+    )
     assert [row["id"] for row in response.context["page"].items] == [other["id"]]
 
 
-def test_task_list_reports_bad_input_without_failing(staff_client):
-    response = staff_client.get(
+def test_task_list_reports_bad_input_without_failing(organism_admin_client):
+    response = organism_admin_client.get(
         reverse("dashboard:tasks"), {"q": "xyz", "status": "NOPE", "cursor": "!!"}
     )
     assert response.status_code == 200
@@ -114,44 +118,46 @@ def test_task_list_reports_bad_input_without_failing(staff_client):
     assert "cursor is malformed" in html or "not a task ID" in html
 
 
-def test_task_list_pages_by_keyset(staff_client):
+def test_task_list_pages_by_keyset(organism_admin_client):
     queue.enqueue_many([{"type": "echo"} for _ in range(views.PAGE_SIZE + 3)])
-    first = staff_client.get(reverse("dashboard:tasks"))
+    first = organism_admin_client.get(reverse("dashboard:tasks"))
     assert len(first.context["page"].items) == views.PAGE_SIZE
     assert first.context["next_query"]
-    second = staff_client.get(reverse("dashboard:tasks") + "?" + first.context["next_query"])
+    second = organism_admin_client.get(
+        reverse("dashboard:tasks") + "?" + first.context["next_query"]
+    )
     assert len(second.context["page"].items) == 3
     seen = {row["id"] for row in first.context["page"].items}
     assert seen.isdisjoint(row["id"] for row in second.context["page"].items)
 
 
-def test_task_rows_partial_for_htmx(staff_client):
+def test_task_rows_partial_for_htmx(organism_admin_client):
     task = queue.enqueue(type="echo")
-    response = staff_client.get(reverse("dashboard:tasks") + "?partial=rows", **HTMX)
+    response = organism_admin_client.get(reverse("dashboard:tasks") + "?partial=rows", **HTMX)
     html = response.content.decode()
     assert "<html" not in html and f'id="task-{task["id"]}"' in html
 
 
-def test_bulk_retry_and_cancel_go_through_the_engine(staff_client):
+def test_bulk_retry_and_cancel_go_through_the_engine(organism_admin_client):
     failed = failed_task()
     done = completed_task()
     queued = queue.enqueue(type="echo")
     url = reverse("dashboard:task_bulk")
-    response = staff_client.post(
+    response = organism_admin_client.post(
         url, {"action": "retry", "ids": [failed["id"], done["id"]]}, follow=True
     )
     assert selectors.get_task(failed["id"])["status"] == "QUEUED"
     assert selectors.get_task(done["id"])["status"] == "COMPLETED"
     text = response.content.decode()
     assert "Queued 1 task(s)" in text and "cannot run task" in text
-    staff_client.post(url, {"action": "cancel", "ids": [queued["id"]]})
+    organism_admin_client.post(url, {"action": "cancel", "ids": [queued["id"]]})
     assert selectors.get_task(queued["id"])["status"] == "CANCELLED"
 
 
-def test_retry_all_failed_matching_the_filter(staff_client):
+def test_retry_all_failed_matching_the_filter(organism_admin_client):
     a1, a2 = failed_task("alpha"), failed_task("alpha")
     b = failed_task("beta")
-    response = staff_client.post(reverse("dashboard:task_retry_failed"), {"type": "alpha"})
+    response = organism_admin_client.post(reverse("dashboard:task_retry_failed"), {"type": "alpha"})
     assert response.status_code == 302 and "type=alpha" in response["Location"]
     assert [selectors.get_task(t["id"])["status"] for t in (a1, a2, b)] == [
         "QUEUED",
@@ -160,9 +166,9 @@ def test_retry_all_failed_matching_the_filter(staff_client):
     ]
 
 
-def test_task_detail_shows_history_routing_and_json(staff_client):
+def test_task_detail_shows_history_routing_and_json(organism_admin_client):
     failed = failed_task(params={"size": 3})
-    response = staff_client.get(reverse("dashboard:task", args=[failed["id"]]))
+    response = organism_admin_client.get(reverse("dashboard:task", args=[failed["id"]]))
     html = response.content.decode()
     assert response.status_code == 200
     assert "ValueError: boom" in html and "&quot;size&quot;: 3" in html
@@ -170,40 +176,44 @@ def test_task_detail_shows_history_routing_and_json(staff_client):
     routed = completed_task(
         result={"output": 1, "routing": {"path": "ESCALATED", "organ_id": "o1", "agent_id": "a9"}}
     )
-    html = staff_client.get(reverse("dashboard:task", args=[routed["id"]])).content.decode()
+    html = organism_admin_client.get(
+        reverse("dashboard:task", args=[routed["id"]])
+    ).content.decode()
     assert "ESCALATED" in html and "a9" in html
 
 
-def test_task_detail_by_prefix_and_unknown(staff_client):
+def test_task_detail_by_prefix_and_unknown(organism_admin_client):
     task = queue.enqueue(type="echo")
-    response = staff_client.get(reverse("dashboard:task", args=[task["id"][:8]]))
+    response = organism_admin_client.get(reverse("dashboard:task", args=[task["id"][:8]]))
     assert response.status_code == 302
     assert response["Location"] == reverse("dashboard:task", args=[task["id"]])
-    assert staff_client.get(reverse("dashboard:task", args=["0000ffff"])).status_code == 404
-    assert staff_client.get(reverse("dashboard:task", args=["zz"])).status_code == 404
+    assert (
+        organism_admin_client.get(reverse("dashboard:task", args=["0000ffff"])).status_code == 404
+    )
+    assert organism_admin_client.get(reverse("dashboard:task", args=["zz"])).status_code == 404
 
 
-def test_task_actions_run_now_and_cancel(staff_client):
+def test_task_actions_run_now_and_cancel(organism_admin_client):
     failed = failed_task()
     url = reverse("dashboard:task_action", args=[failed["id"]])
-    staff_client.post(url, {"action": "run"})
+    organism_admin_client.post(url, {"action": "run"})
     assert selectors.get_task(failed["id"])["status"] == "QUEUED"
-    staff_client.post(url, {"action": "cancel"})
+    organism_admin_client.post(url, {"action": "cancel"})
     assert selectors.get_task(failed["id"])["status"] == "CANCELLED"
     done = completed_task()
-    response = staff_client.post(
+    response = organism_admin_client.post(
         reverse("dashboard:task_action", args=[done["id"]]), {"action": "cancel"}, follow=True
     )
     assert "cannot cancel task" in response.content.decode()
     assert selectors.get_task(done["id"])["status"] == "COMPLETED"
 
 
-def test_organism_page_says_when_the_coordinator_is_down(staff_client, coordinator_down):
-    response = staff_client.get(reverse("dashboard:organism"))
+def test_organism_page_says_when_the_coordinator_is_down(organism_admin_client, coordinator_down):
+    response = organism_admin_client.get(reverse("dashboard:organism"))
     assert response.status_code == 200
     html = response.content.decode()
     assert "does not answer" in html and 'data-healthy="no"' in html
-    response = staff_client.post(
+    response = organism_admin_client.post(
         reverse("dashboard:organism_action"), {"action": "initialize"}, follow=True
     )
     assert "initialize failed" in response.content.decode()
