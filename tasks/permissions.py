@@ -82,3 +82,25 @@ def scope_to_submit(task_type: str) -> str:
     from organism.handlers import CONTROL_TYPES
 
     return ADMIN if task_type in CONTROL_TYPES else OPERATE
+
+
+class UnknownRole(ValueError):
+    """A role that is not one of the groups of SCOPE_GROUPS."""
+
+
+def set_role(user: AbstractBaseUser, role: str | None) -> None:
+    """Make ``user`` a member of the group ``role`` and of no other SeedCore group (``None``:
+    of none). Other groups, and a superuser's status, are left alone."""
+    from django.contrib.auth.models import Group
+
+    if role is not None and role not in SCOPE_GROUPS.values():
+        raise UnknownRole(
+            f"role must be one of {', '.join(repr(name) for name in SCOPE_GROUPS.values())}, "
+            f"not {role!r}"
+        )
+    groups = {group.name: group for group in Group.objects.filter(name__in=SCOPE_GROUPS.values())}
+    if role is not None and role not in groups:
+        raise UnknownRole(f"the group {role!r} does not exist; run `python manage.py migrate`")
+    user.groups.remove(*(group for name, group in groups.items() if name != role))
+    if role is not None:
+        user.groups.add(groups[role])

@@ -5,9 +5,11 @@ tests/dashboard/test_consumers.py."""
 
 from __future__ import annotations
 
+import io
+
 import pytest
 from django.contrib.auth.models import AnonymousUser, Group, Permission
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.test import Client
 from django.urls import reverse
 
@@ -252,3 +254,34 @@ def test_queueing_a_control_type_in_the_admin_needs_the_organism_admin(make_user
         assert "organism admin" in response.content.decode()
     queued = selectors.count_by_status()["QUEUED"].count
     assert queued == (1 if role in MAY_CONTROL else 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# setrole
+
+
+def _setrole(*args: str) -> str:
+    out = io.StringIO()
+    call_command("setrole", *args, stdout=out)
+    return out.getvalue()
+
+
+def test_setrole_replaces_the_users_role_and_says_what_they_may_do(make_user):
+    user = make_user("alice", VIEWER)
+    other = Group.objects.create(name="billing")
+    user.groups.add(other)
+    assert _setrole("alice", "organism-admin") == "alice may now: read, operate, admin.\n"
+    assert set(user.groups.values_list("name", flat=True)) == {"organism admin", "billing"}
+    assert _setrole("alice", "operator") == "alice may now: read, operate.\n"
+    assert permissions.user_scope(type(user).objects.get(pk=user.pk)) == permissions.OPERATE
+    assert _setrole("alice", "none") == "alice may now: nothing.\n"
+    assert list(user.groups.values_list("name", flat=True)) == ["billing"]
+
+
+def test_setrole_refuses_an_unknown_user_or_role(make_user):
+    with pytest.raises(CommandError, match="no user named 'ghost'"):
+        _setrole("ghost", "viewer")
+    bob = make_user("bob", VIEWER)
+    with pytest.raises(CommandError, match="role must be one of 'viewer', 'operator'"):
+        _setrole("bob", "root")
+    assert permissions.user_scope(type(bob).objects.get(pk=bob.pk)) == permissions.READ
