@@ -2,47 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from django.db import transaction
 
-from tasks import queue, selectors
-from tasks.ids import TaskIdError
+from tasks import audit, queue, selectors
 from tasks.models import Status
 
 RETRY_ALL_LIMIT = 10_000
 
 
-@dataclass
-class Outcome:
-    done: list[str] = field(default_factory=list)
-    refused: dict[str, str] = field(default_factory=dict)  # task id -> why
-
-
-def run_now_many(task_ids: Iterable[str]) -> Outcome:
-    return _each(queue.run_now, task_ids)
-
-
-def cancel_many(task_ids: Iterable[str]) -> Outcome:
-    return _each(queue.cancel, task_ids)
-
-
-def _each(action: Callable[[str], object], task_ids: Iterable[str]) -> Outcome:
-    """Apply ``action`` to each task; the engine refuses what the task's status forbids."""
-    outcome = Outcome()
-    for task_id in task_ids:
-        try:
-            action(task_id)
-        except (queue.TransitionNotAllowed, TaskIdError, ValueError) as exc:
-            outcome.refused[task_id] = str(exc)
-        else:
-            outcome.done.append(task_id)
-    return outcome
-
-
 def retry_failed_matching(
-    task_filter: selectors.TaskFilter, *, limit: int = RETRY_ALL_LIMIT
+    task_filter: selectors.TaskFilter, actor: audit.Actor, *, limit: int = RETRY_ALL_LIMIT
 ) -> tuple[int, bool]:
-    """Run now every FAILED task matching the filter (status forced to FAILED), page by page.
+    """Run now every FAILED task matching the filter (status forced to FAILED), page by page,
+    and record it (with the filter and the count) in the audit trail.
 
     Returns (how many were queued, whether ``limit`` stopped it before the end).
     """
@@ -56,7 +28,16 @@ def retry_failed_matching(
     cursor = None
     while True:
         page = selectors.list_tasks(only_failed, cursor=cursor, limit=min(500, limit - queued))
-        queued += len(queue.run_now_matching(row["id"] for row in page.items))
+        with transaction.atomic():
+            done = queue.run_now_matching(row["id"] for row in page.items)
+            queued += len(done)
+            if done:
+                audit.record(
+                    actor,
+                    "tasks.retry_failed_matching",
+                    target=f"{len(done)} task(s)",
+                    detail={"filter": only_failed.describe(), "count": len(done)},
+                )
         cursor = page.next_cursor
         if cursor is None:
             return queued, False

@@ -320,3 +320,9 @@ async def stop() -> None:
     for task in entry[2]:
         task.cancel()
     await asyncio.gather(*entry[2], return_exceptions=True)
+
+
+def health_context() -> dict[str, Any]:
+    """What every page's header needs: the monitor's latest health snapshot, if any."""
+    monitor = current_monitor()
+    return {"health": monitor.latest if monitor else None}

@@ -18,12 +18,13 @@ from dashboard.access import scope_required
 from dashboard.timeline import attempts_of, routing_of, timeline_of
 from organism import control
 from organism import status as published
-from tasks import queue, selectors
+from tasks import audit, operations, queue, schedules, selectors
 from tasks.ids import InvalidTaskId, TaskIdError
-from tasks.models import STATUS_ORDER, Status, can_cancel, can_run_now
+from tasks.models import STATUS_ORDER, AuditVia, Status, can_cancel, can_run_now
 from tasks.permissions import ADMIN, OPERATE, READ
 
 PAGE_SIZE = 50
+TASK_AUDIT_ENTRIES = 20  # the newest operator actions shown on a task's page
 
 
 def _partial(request: HttpRequest, name: str) -> bool:
@@ -31,10 +32,12 @@ def _partial(request: HttpRequest, name: str) -> bool:
     return bool(request.htmx) and request.GET.get("partial") == name
 
 
+def _actor(request: HttpRequest) -> audit.Actor:
+    return audit.Actor.of_request(request, AuditVia.DASHBOARD)
+
+
 def _health_context() -> dict[str, Any]:
-    monitor = live.current_monitor()
-    snapshot = monitor.latest if monitor else None
-    return {"health": snapshot}
+    return live.health_context()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,7 +150,7 @@ def _back_to_list(request: HttpRequest) -> HttpResponse:
     return redirect(reverse("dashboard:tasks") + (f"?{query}" if query else ""))
 
 
-def _report(request: HttpRequest, outcome: actions.Outcome, verb: str) -> None:
+def _report(request: HttpRequest, outcome: operations.Outcome, verb: str) -> None:
     if outcome.done:
         messages.success(request, f"{verb} {len(outcome.done)} task(s).")
     for task_id, why in list(outcome.refused.items())[:10]:
@@ -164,9 +167,9 @@ def task_bulk(request: HttpRequest) -> HttpResponse:
     if not ids:
         messages.error(request, "Select at least one task first.")
     elif action == "retry":
-        _report(request, actions.run_now_many(ids), "Queued")
+        _report(request, operations.run_now_many(ids, _actor(request)), "Queued")
     elif action == "cancel":
-        _report(request, actions.cancel_many(ids), "Cancelled")
+        _report(request, operations.cancel_many(ids, _actor(request)), "Cancelled")
     else:
         messages.error(request, "action must be 'retry' or 'cancel'")
     return _back_to_list(request)
@@ -179,7 +182,7 @@ def task_retry_failed(request: HttpRequest) -> HttpResponse:
     if error:
         messages.error(request, error)
         return _back_to_list(request)
-    queued, truncated = actions.retry_failed_matching(task_filter)
+    queued, truncated = actions.retry_failed_matching(task_filter, _actor(request))
     note = (
         f" (stopped at {actions.RETRY_ALL_LIMIT}; run it again for the rest)" if truncated else ""
     )
@@ -215,6 +218,9 @@ def task_detail(request: HttpRequest, task_id: str) -> HttpResponse:
         else json.dumps(task["result"], indent=2, sort_keys=True),
         "can_run": can_run_now(task["status"]),
         "can_cancel": can_cancel(task["status"], cancel_requested=task["cancel_requested"]),
+        "audit_entries": audit.list_entries(
+            audit.AuditFilter(task=task["id"]), limit=TASK_AUDIT_ENTRIES
+        ).items,
         **_health_context(),
     }
     if _partial(request, "task"):
@@ -229,10 +235,10 @@ def task_action(request: HttpRequest, task_id: str) -> HttpResponse:
     action = request.POST.get("action")
     try:
         if action == "run":
-            queue.run_now(task["id"])
+            operations.run_now(task["id"], _actor(request))
             messages.success(request, f"Task {task['id'][:8]} queued to run now.")
         elif action == "cancel":
-            queue.cancel(task["id"])
+            operations.cancel(task["id"], _actor(request))
             messages.success(request, f"Cancel of task {task['id'][:8]} requested.")
         else:
             messages.error(request, "action must be 'run' or 'cancel'")
@@ -265,9 +271,69 @@ def organism_action(request: HttpRequest) -> HttpResponse:
         messages.error(request, "action must be 'initialize' or 'shutdown'")
         return redirect("dashboard:organism")
     try:
-        control.run_control(calls[action])
+        control.run_control(calls[action], actor=_actor(request))
     except (control.ControlUnavailable, control.ControlTimeout, control.ControlFailed) as exc:
         messages.error(request, f"{action} failed: {exc}")
     else:
         messages.success(request, f"Organism {action} done.")
     return redirect("dashboard:organism")
+
+
+# ---------------------------------------------------------------------------------------------
+# Schedules: listed with their runs; Run now, Pause and Resume go through tasks.schedules.
+
+SCHEDULE_ACTIONS = {
+    "run": operations.run_schedule_now,
+    "pause": operations.pause_schedule,
+    "resume": operations.resume_schedule,
+}
+
+
+@scope_required(READ)
+@require_GET
+def schedule_list(request: HttpRequest) -> HttpResponse:
+    context = {
+        "schedules": selectors.list_schedules(),
+        **_health_context(),
+    }
+    if _partial(request, "rows"):
+        return render(request, "dashboard/partials/schedule_rows.html", context)
+    return render(request, "dashboard/schedules.html", context)
+
+
+@scope_required(READ)
+@require_GET
+def schedule_detail(request: HttpRequest, schedule_id: int) -> HttpResponse:
+    schedule = selectors.get_schedule(schedule_id)
+    if schedule is None:
+        raise Http404(f"no schedule with ID {schedule_id}")
+    context = {
+        "schedule": schedule,
+        "params_json": json.dumps(schedule["params"], indent=2, sort_keys=True),
+        "runs": selectors.schedule_runs(schedule_id),
+        "runs_shown": selectors.SCHEDULE_RUNS_SHOWN,
+        **_health_context(),
+    }
+    if _partial(request, "runs"):
+        return render(request, "dashboard/partials/schedule_body.html", context)
+    return render(request, "dashboard/schedule.html", context)
+
+
+@scope_required(OPERATE)
+@require_POST
+def schedule_action(request: HttpRequest, schedule_id: int) -> HttpResponse:
+    action = SCHEDULE_ACTIONS.get(request.POST.get("action", ""))
+    if action is None:
+        messages.error(request, "action must be 'run', 'pause' or 'resume'")
+    else:
+        try:
+            result = action(schedule_id, _actor(request))
+        except schedules.ScheduleNotFound as exc:
+            raise Http404(str(exc)) from None
+        if isinstance(result, str):
+            messages.success(request, f"Queued task {result[:8]} now.")
+        else:
+            messages.success(request, f"{'Resumed' if result.enabled else 'Paused'} {result.name}.")
+    if request.POST.get("back") == "list":
+        return redirect("dashboard:schedules")
+    return redirect("dashboard:schedule", schedule_id=schedule_id)

@@ -23,7 +23,7 @@ from pydantic import ConfigDict, ValidationError
 from organism import status
 from organism.control import run_control
 from organism.handlers import get_handler
-from tasks.api import AUTH_ERRORS, Message
+from tasks.api import AUTH_ERRORS, Message, api_actor
 from tasks.auth import admin_auth, token_scope
 from tasks.permissions import READ, user_may
 from tasks.selectors import list_dispatchers, pending_migrations
@@ -274,7 +274,11 @@ def organism_summary(request: HttpRequest):
 )
 def execute_on_organ(request: HttpRequest, organ_id: str, task: TaskSpec):
     _known_organ(organ_id)
-    return run_control("execute_on_organ", {"organ_id": organ_id, "task": _runs_on_an_organ(task)})
+    return run_control(
+        "execute_on_organ",
+        {"organ_id": organ_id, "task": _runs_on_an_organ(task)},
+        actor=api_actor(request),
+    )
 
 
 @router.post(
@@ -284,7 +288,9 @@ def execute_on_organ(request: HttpRequest, organ_id: str, task: TaskSpec):
     summary="Run a task at once on a random organ",
 )
 def execute_on_random_organ(request: HttpRequest, task: TaskSpec):
-    return run_control("execute_on_random_organ", {"task": _runs_on_an_organ(task)})
+    return run_control(
+        "execute_on_random_organ", {"task": _runs_on_an_organ(task)}, actor=api_actor(request)
+    )
 
 
 @router.post(
@@ -294,7 +300,7 @@ def execute_on_random_organ(request: HttpRequest, task: TaskSpec):
     summary="Bring the organism up",
 )
 def initialize_organism(request: HttpRequest):
-    return run_control("initialize_organism")
+    return run_control("initialize_organism", actor=api_actor(request))
 
 
 @router.post(
@@ -304,4 +310,4 @@ def initialize_organism(request: HttpRequest):
     summary="Stop organs and agents",
 )
 def shutdown_organism(request: HttpRequest):
-    return run_control("shutdown_organism")
+    return run_control("shutdown_organism", actor=api_actor(request))

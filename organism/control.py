@@ -16,9 +16,10 @@ import time
 from typing import Any
 
 from django.conf import settings
+from django.db import transaction
 
 from organism.status import START_HINT
-from tasks import queue, selectors
+from tasks import audit, queue, selectors
 from tasks.models import Status
 
 CONTROL_PRIORITY = 1000  # the highest a task may have: control jumps any backlog
@@ -39,17 +40,29 @@ class ControlFailed(Exception):
 
 
 def run_control(
-    task_type: str, params: dict[str, Any] | None = None, *, timeout: float | None = None
+    task_type: str,
+    params: dict[str, Any] | None = None,
+    *,
+    actor: audit.Actor,
+    timeout: float | None = None,
 ) -> Any:
-    """Queue a control task, wait for it, and return its output.
+    """Queue a control task on ``actor``'s behalf (recorded in the audit trail), wait for it,
+    and return its output.
 
     ``timeout`` defaults to SEEDCORE_COORDINATOR_TIMEOUT. Raises ControlUnavailable,
     ControlTimeout or ControlFailed, each saying what happened and what to do.
     """
     timeout = settings.SEEDCORE_COORDINATOR_TIMEOUT if timeout is None else timeout
-    task_id = queue.enqueue(
-        type=task_type, params=params or {}, priority=CONTROL_PRIORITY, max_attempts=1
-    )["id"]
+    with transaction.atomic():
+        task_id = queue.enqueue(
+            type=task_type, params=params or {}, priority=CONTROL_PRIORITY, max_attempts=1
+        )["id"]
+        audit.record(
+            actor,
+            f"organism.{task_type}",
+            target=(params or {}).get("organ_id", ""),
+            task_ids=[task_id],
+        )
     deadline = time.monotonic() + timeout
     wait = FIRST_POLL
     while True:

@@ -14,8 +14,8 @@ returns a JSON-serialisable value. An exception fails the attempt (with its trac
 task is retried; :class:`PermanentError` fails it for good. Sync handlers run in a thread and
 should poll ``ctx.is_cancelled()``; async ones can ``await ctx.wait_cancelled(seconds)``.
 
-Built-in types (this module): ``echo``, ``test``, ``sleep``, ``fail``, and the control types
-that act on the organism itself (``control=True``; the Coordinator runs them, with
+Built-in types (this module): ``echo``, ``test``, ``probe``, ``sleep``, ``fail``, and the control
+types that act on the organism itself (``control=True``; the Coordinator runs them, with
 ``ctx.organism`` set to its OrganismManager).
 """
 
@@ -189,6 +189,19 @@ async def smoke_test(params: dict, ctx: TaskContext) -> dict:
         "host": platform.node(),
         "params": params,
     }
+
+
+@handler("probe")
+async def probe(params: dict, ctx: TaskContext) -> dict:
+    """Say when the handler started (``time.time()`` here, in the agent), then sleep
+    ``params.sleep`` seconds if given: what ``benchdispatch`` times a start and a busy task by."""
+    started_at = time.time()
+    seconds = params.get("sleep", 0)
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
+        raise PermanentError("params.sleep must be a non-negative number")
+    if seconds and await ctx.wait_cancelled(float(seconds)):
+        raise TaskCancelled("cancelled")
+    return {"started_at": started_at}
 
 
 @handler("sleep")

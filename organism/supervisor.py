@@ -238,14 +238,21 @@ class Supervisor:
         return reaped
 
     def prune_if_due(self) -> int:
-        """Prune finished tasks past retention, at most every ``interval_seconds``."""
-        from tasks import queue
+        """Prune finished tasks (and audit entries) past retention, at most every
+        ``interval_seconds``; returns how many tasks went."""
+        from tasks import audit, queue
 
         now = time.monotonic()
         if now < self._next_prune:
             return 0
-        self._next_prune = now + self.options.retention.interval_seconds
-        return queue.prune_expired(self.options.retention)
+        retention = self.options.retention
+        self._next_prune = now + retention.interval_seconds
+        audit.prune(
+            retention.audit_days,
+            batch_size=retention.batch_size,
+            max_batches=retention.max_batches,
+        )
+        return queue.prune_expired(retention)
 
     def forget_dead_dispatchers(self) -> int:
         from tasks import heartbeats
@@ -310,9 +317,44 @@ class Supervisor:
         )
 
     def supervise(self, stop: threading.Event) -> None:
-        """Tick and report every ``interval`` seconds until ``stop`` is set."""
-        while not stop.wait(self.options.interval):
-            self.out(self.status_line(self.tick()))
+        """Tick and report every ``interval`` seconds until ``stop`` is set; meanwhile a
+        thread of its own enqueues the schedules' due runs (:meth:`run_schedules`)."""
+        scheduler = threading.Thread(
+            target=self.run_schedules, args=(stop,), name="seedcore-schedules", daemon=True
+        )
+        scheduler.start()
+        try:
+            while not stop.wait(self.options.interval):
+                self.out(self.status_line(self.tick()))
+        finally:
+            scheduler.join(timeout=PING_TIMEOUT)
+
+    def run_schedules(self, stop: threading.Event) -> None:
+        """Enqueue due schedule runs until ``stop`` is set, sleeping until the earliest next
+        run but at most ``interval`` (so a new or edited schedule is seen within a round).
+
+        A thread of its own, so a slow round (a Ray call timing out) never delays a schedule,
+        and a 1-second schedule runs every second. The rounds' Ray calls stay in the main
+        thread; this one only talks to PostgreSQL, on its own connection.
+        """
+        from django.db import connections
+        from django.utils import timezone
+
+        from tasks import schedules
+
+        try:
+            while not stop.is_set():
+                earliest = None
+                try:
+                    schedules.enqueue_due()
+                    earliest = schedules.earliest_next_run()
+                except Exception as exc:
+                    self.out(f"supervisor: schedules failed: {exc}")
+                    _close_broken_connections()
+                wait = schedules.seconds_until(earliest, timezone.now(), cap=self.options.interval)
+                stop.wait(wait)
+        finally:
+            connections.close_all()
 
     # -- stopping ----------------------------------------------------------------------------
 

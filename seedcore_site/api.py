@@ -25,6 +25,8 @@ from tasks.api import router as tasks_router
 from tasks.auth import CsrfRequired, InvalidToken, ScopeTooNarrow, api_auth
 from tasks.ids import AmbiguousTaskId, InvalidTaskId, TaskNotFound
 from tasks.queue import TransitionNotAllowed
+from tasks.schedule_api import router as schedules_router
+from tasks.schedules import ScheduleNotFound
 from tasks.selectors import InvalidCursor
 
 logger = logging.getLogger("seedcore.api")
@@ -50,6 +52,7 @@ api = NinjaAPI(
     urls_namespace="api",
 )
 api.add_router("", tasks_router)
+api.add_router("", schedules_router)
 api.add_router("", organism_router)
 api.add_router("", probes)
 
@@ -118,6 +121,11 @@ def invalid_cursor(request: HttpRequest, exc: InvalidCursor) -> HttpResponse:
 
 @api.exception_handler(TaskNotFound)
 def task_not_found(request: HttpRequest, exc: TaskNotFound) -> HttpResponse:
+    return _error(request, 404, str(exc))
+
+
+@api.exception_handler(ScheduleNotFound)
+def schedule_not_found(request: HttpRequest, exc: ScheduleNotFound) -> HttpResponse:
     return _error(request, 404, str(exc))
 
 

@@ -178,6 +178,8 @@ SEEDCORE_SUPERVISE_SECONDS = env_float("SEEDCORE_SUPERVISE_SECONDS", 3.0, minimu
 SEEDCORE_SOCKET_RECHECK_SECONDS = env_float("SEEDCORE_SOCKET_RECHECK_SECONDS", 5.0, minimum=0.1)
 SEEDCORE_RETENTION_DAYS = env_float("SEEDCORE_RETENTION_DAYS", 7.0)
 SEEDCORE_FAILED_RETENTION_DAYS = env_float("SEEDCORE_FAILED_RETENTION_DAYS", 30.0)
+# Operator actions (tasks.audit) are kept far longer than the tasks they name.
+SEEDCORE_AUDIT_RETENTION_DAYS = env_float("SEEDCORE_AUDIT_RETENTION_DAYS", 365.0)
 # The supervisor prunes at most this many batches of this size, at most this often.
 SEEDCORE_PRUNE_INTERVAL_SECONDS = env_float("SEEDCORE_PRUNE_INTERVAL_SECONDS", 300.0, minimum=1.0)
 SEEDCORE_PRUNE_BATCH = env_int("SEEDCORE_PRUNE_BATCH", 500, minimum=1)

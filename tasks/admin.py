@@ -1,11 +1,70 @@
 from django.contrib import admin, messages
 
+from tasks import audit, permissions
 from tasks.auth import revoke_tokens
-from tasks.models import ApiToken
+from tasks.models import ApiToken, AuditVia
+
+
+def admin_actor(request) -> audit.Actor:
+    return audit.Actor.of_request(request, AuditVia.ADMIN)
+
+
+class AuditedAdmin(admin.ModelAdmin):
+    """Every add, change and delete the admin makes is also an audit entry: Django's own change
+    log (its message says which fields changed) is kept as it is, and the trail carries it."""
+
+    def _audit(self, request, action: str, obj, message: str) -> None:
+        is_task = isinstance(obj, Task)
+        audit.record(
+            admin_actor(request),
+            f"{self.opts.model_name}.{action}",
+            target=f"{self.opts.verbose_name} {obj}",
+            task_ids=[str(obj.pk)] if is_task else (),
+            detail={"change": message} if message else None,
+        )
+
+    def log_addition(self, request, obj, message):
+        entry = super().log_addition(request, obj, message)
+        self._audit(request, "add", obj, entry.get_change_message())
+        return entry
+
+    def log_change(self, request, obj, message):
+        entry = super().log_change(request, obj, message)
+        self._audit(request, "change", obj, entry.get_change_message())
+        return entry
+
+    def log_deletions(self, request, queryset):
+        for obj in queryset:
+            self._audit(request, "delete", obj, "")
+        return super().log_deletions(request, queryset)
+
+
+class OperatorAdmin(AuditedAdmin):
+    """Who may do what here is tasks.permissions' rule, as on the dashboard and the API: reading
+    needs the viewer's permission; adding, editing and the actions (``permissions=["operate"]``)
+    the operator's. Django's own add/change permissions of the model are not consulted."""
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return permissions.user_may(request.user, permissions.READ)
+
+    def has_add_permission(self, request) -> bool:
+        return permissions.user_may(request.user, permissions.OPERATE)
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return permissions.user_may(request.user, permissions.OPERATE)
+
+    def has_operate_permission(self, request) -> bool:
+        return permissions.user_may(request.user, permissions.OPERATE)
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        # The form checks what this user may queue (permissions.submit_refusal).
+        form = super().get_form(request, obj, change=change, **kwargs)
+        form.user_scope = permissions.user_scope(request.user)
+        return form
 
 
 @admin.register(ApiToken)
-class ApiTokenAdmin(admin.ModelAdmin):
+class ApiTokenAdmin(AuditedAdmin):
     """Tokens are created with `manage.py createapitoken`; here they are listed and revoked."""
 
     list_display = (
@@ -39,7 +98,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
     @admin.action(description="Revoke the selected tokens", permissions=["change"])
     def revoke_tokens(self, request, queryset) -> None:
-        count = revoke_tokens(queryset)
+        count = revoke_tokens(queryset, admin_actor(request))
         self.message_user(request, f"Revoked {count} token(s).", messages.SUCCESS)
 
 
@@ -53,7 +112,7 @@ from django.core.paginator import Paginator  # noqa: E402
 from django.utils.functional import cached_property  # noqa: E402
 from django.utils.html import format_html, format_html_join  # noqa: E402
 
-from tasks import permissions, queue  # noqa: E402
+from tasks import operations, queue  # noqa: E402
 from tasks.ids import InvalidTaskId, TaskIdError, parse_id_prefix  # noqa: E402
 from tasks.models import OPERATOR_TRANSITIONS, Status, Task  # noqa: E402
 from tasks.validation import InvalidTask, NewTask, validate_task_spec  # noqa: E402
@@ -84,8 +143,7 @@ class CappedCountPaginator(Paginator):
 
 
 class TaskAdminForm(forms.ModelForm):
-    # What the admin user may do (tasks.permissions), set by TaskAdmin.get_form.
-    user_scope: str | None = None
+    user_scope: str | None = None  # set by OperatorAdmin.get_form
 
     class Meta:
         model = Task
@@ -113,9 +171,9 @@ class TaskAdminForm(forms.ModelForm):
                     self.add_error(field, message)
         task_type = values.get("type")
         if task_type and (adding or "type" in self.changed_data):
-            needed = permissions.scope_to_submit(task_type)
-            if not permissions.allows(self.user_scope, needed):
-                self.add_error("type", permissions.missing_scope_message(needed).capitalize())
+            refusal = permissions.submit_refusal(self.user_scope, task_type)
+            if refusal:
+                self.add_error("type", refusal)
         return cleaned
 
     def clean_status(self) -> str:
@@ -138,7 +196,9 @@ class TaskAdminForm(forms.ModelForm):
 
 
 @admin.register(Task)
-class TaskAdmin(admin.ModelAdmin):
+class TaskAdmin(OperatorAdmin):  # editing a task's status is run now or cancel
+    # Deleting stays Django's tasks.delete_task, which no SeedCore group grants: a task's
+    # history is kept until retention prunes it.
     form = TaskAdminForm
 
     class Media:
@@ -169,24 +229,6 @@ class TaskAdmin(admin.ModelAdmin):
         if obj is None:
             return ((None, {"fields": SPEC_FIELDS}),)
         return self.fieldsets
-
-    def get_form(self, request, obj=None, change=False, **kwargs):
-        form = super().get_form(request, obj, change=change, **kwargs)
-        form.user_scope = permissions.user_scope(request.user)
-        return form
-
-    # Who may do what is tasks.permissions' rule, as on the dashboard and the API: reading
-    # needs tasks.view_task (Django's own check); adding a task, editing one (its status is
-    # run now or cancel) and the actions need the operator's permission; deleting stays
-    # Django's tasks.delete_task, which no SeedCore group grants.
-    def has_add_permission(self, request) -> bool:
-        return permissions.user_may(request.user, permissions.OPERATE)
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return permissions.user_may(request.user, permissions.OPERATE)
-
-    def has_operate_permission(self, request) -> bool:
-        return permissions.user_may(request.user, permissions.OPERATE)
 
     @admin.display(description="ID", ordering="id")
     def short_id(self, obj: Task) -> str:
@@ -256,24 +298,20 @@ class TaskAdmin(admin.ModelAdmin):
     def _transition(self, request, task_id: str, status: str) -> bool:
         try:
             if status == Status.QUEUED:
-                queue.run_now(task_id)
+                operations.run_now(task_id, admin_actor(request))
             else:
-                queue.cancel(task_id)
+                operations.cancel(task_id, admin_actor(request))
         except (queue.TransitionNotAllowed, TaskIdError) as exc:
             self.message_user(request, f"Status not changed: {exc}", messages.ERROR)
             return False
         return True
 
     def _each(self, request, queryset, call, verb: str) -> None:
-        done, refused = 0, []
-        for task_id in queryset.values_list("id", flat=True):
-            try:
-                call(str(task_id))
-                done += 1
-            except (queue.TransitionNotAllowed, TaskIdError) as exc:
-                refused.append(str(exc))
-        if done:
-            self.message_user(request, f"{verb} {done} task(s).", messages.SUCCESS)
+        ids = [str(task_id) for task_id in queryset.values_list("id", flat=True)]
+        outcome = call(ids, admin_actor(request))
+        refused = list(outcome.refused.values())
+        if outcome.done:
+            self.message_user(request, f"{verb} {len(outcome.done)} task(s).", messages.SUCCESS)
         for why in refused[:10]:
             self.message_user(request, f"Refused: {why}", messages.ERROR)
         if len(refused) > 10:
@@ -281,8 +319,12 @@ class TaskAdmin(admin.ModelAdmin):
 
     @admin.action(description="Run now", permissions=["operate"])
     def run_now_action(self, request, queryset) -> None:
-        self._each(request, queryset, queue.run_now, "Queued")
+        self._each(request, queryset, operations.run_now_many, "Queued")
 
     @admin.action(description="Cancel", permissions=["operate"])
     def cancel_action(self, request, queryset) -> None:
-        self._each(request, queryset, queue.cancel, "Cancelled")
+        self._each(request, queryset, operations.cancel_many, "Cancelled")
+
+
+# Schedules have an admin module of their own.
+from tasks import schedule_admin  # noqa: E402, F401

@@ -15,7 +15,7 @@ from uuid import UUID
 from django.http import HttpRequest
 from ninja import Field, Query, Router, Schema, Status
 
-from tasks import models, permissions, queue, selectors
+from tasks import audit, models, operations, permissions, selectors
 from tasks.auth import operate_auth, require_scope
 from tasks.ids import parse_id_prefix
 from tasks.validation import NO_NUL, IsoDatetime, NewTask
@@ -34,6 +34,11 @@ TaskIdText = Annotated[
 StatusName = Literal[tuple(models.Status.values)]
 
 router = Router(tags=["tasks"])
+
+
+def api_actor(request: HttpRequest) -> audit.Actor:
+    """Who an API call acts for: the token's owner (naming the token) or the session's user."""
+    return audit.Actor.of_request(request, models.AuditVia.API)
 
 
 class Message(Schema):
@@ -131,7 +136,7 @@ ACTION_ERRORS = {**ID_ERRORS, 409: AmbiguousId | Conflict}
 )
 def submit_task(request: HttpRequest, body: TaskIn):
     require_scope(request, permissions.scope_to_submit(body.type))
-    return Status(201, queue.enqueue(**body.model_dump()))
+    return Status(201, operations.submit(body.model_dump(), api_actor(request)))
 
 
 @router.get(
@@ -176,7 +181,7 @@ def get_task_status(request: HttpRequest, task_id: TaskIdText):
     summary="Queue a FAILED, CANCELLED or RETRY task to run now",
 )
 def run_task(request: HttpRequest, task_id: TaskIdText):
-    return queue.run_now(selectors.resolve_id(task_id))
+    return operations.run_now(selectors.resolve_id(task_id), api_actor(request))
 
 
 @router.post(
@@ -186,4 +191,62 @@ def run_task(request: HttpRequest, task_id: TaskIdText):
     summary="Cancel a task (a RUNNING one ends CANCELLED when its attempt stops)",
 )
 def cancel_task(request: HttpRequest, task_id: TaskIdText):
-    return queue.cancel(selectors.resolve_id(task_id))
+    return operations.cancel(selectors.resolve_id(task_id), api_actor(request))
+
+
+# ---------------------------------------------------------------------------------------------
+# The audit trail
+
+
+class AuditItem(Schema):
+    id: int
+    at: datetime
+    actor: str = Field(description="The user (and the API token, if one was used) or CLI user.")
+    via: Literal[tuple(models.AuditVia.values)]
+    address: str | None = Field(description="The client address the action came from.")
+    action: str = Field(description="e.g. `task.cancel`, `organism.shutdown_organism`.")
+    target: str
+    task_id: UUID | None
+    detail: dict[str, Any]
+
+
+class AuditPage(Schema):
+    items: list[AuditItem]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null on the last page."
+    )
+
+
+class AuditFilters(Schema):
+    task: TaskIdText | None = Field(None, description="Entries about this task (UUID or prefix).")
+    actor: Text | None = Field(None, description="Actor name contains this.")
+    via: Literal[tuple(models.AuditVia.values)] | None = None
+    action: Text | None = Field(None, description="Action contains this, e.g. `cancel`.")
+    since: IsoDatetime | None = Field(None, description="At or after.")
+    before: IsoDatetime | None = Field(None, description="Before.")
+    cursor: Text | None = Field(None, description="The `next_cursor` of the previous page.")
+    limit: int = Field(50, ge=1, le=audit.MAX_PAGE)
+
+
+@router.get(
+    "/audit",
+    response={200: AuditPage, 400: Message, **AUTH_ERRORS},
+    summary="Operator actions, newest first (who did what, when, from where)",
+    tags=["audit"],
+)
+def list_audit(request: HttpRequest, filters: Query[AuditFilters]):
+    if filters.task is not None:
+        parse_id_prefix(filters.task)  # an empty ?task= is a malformed ID, not "no filter"
+    page = audit.list_entries(
+        audit.AuditFilter(
+            task=filters.task,
+            actor=filters.actor,
+            via=filters.via,
+            action=filters.action,
+            since=filters.since,
+            before=filters.before,
+        ),
+        cursor=filters.cursor,
+        limit=filters.limit,
+    )
+    return {"items": page.items, "next_cursor": page.next_cursor}

@@ -20,6 +20,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
@@ -27,7 +28,7 @@ from ninja.security import HttpBearer
 from ninja.security.apikey import APIKeyCookie
 from ninja.utils import check_csrf
 
-from tasks import permissions
+from tasks import audit, permissions
 from tasks.models import ApiToken
 
 PREFIX_LENGTH = 8
@@ -75,6 +76,29 @@ def create_token(
     return row, token
 
 
+def issue_token(
+    user: AbstractBaseUser,
+    actor: audit.Actor,
+    *,
+    name: str = "",
+    scope: str = permissions.READ,
+    expires_at: datetime | None = None,
+) -> tuple[ApiToken, str]:
+    """:func:`create_token` on ``actor``'s behalf, recorded in the audit trail."""
+    with transaction.atomic():
+        row, token = create_token(user, name=name, scope=scope, expires_at=expires_at)
+        audit.record(
+            actor,
+            "token.create",
+            target=f"{row} of {user.get_username()}",
+            detail={
+                "scope": scope,
+                **({"expires_at": expires_at.isoformat()} if expires_at else {}),
+            },
+        )
+    return row, token
+
+
 def token_for(token: str) -> ApiToken | None:
     """The live token row (not revoked, not expired, its user active), noting its use."""
     if not token:
@@ -108,9 +132,15 @@ def user_for_token(token: str) -> AbstractBaseUser | None:
     return None if row is None else row.user
 
 
-def revoke_tokens(tokens: QuerySet[ApiToken]) -> int:
-    """Revoke every token of ``tokens``; returns how many were live."""
-    return tokens.filter(revoked=False).update(revoked=True)
+def revoke_tokens(tokens: QuerySet[ApiToken], actor: audit.Actor) -> int:
+    """Revoke every token of ``tokens`` on ``actor``'s behalf (recorded); returns how many
+    were live."""
+    with transaction.atomic():
+        live = list(tokens.filter(revoked=False).select_related("user").select_for_update())
+        ApiToken.objects.filter(pk__in=[row.pk for row in live]).update(revoked=True)
+        for row in live:
+            audit.record(actor, "token.revoke", target=f"{row} of {row.user.get_username()}")
+    return len(live)
 
 
 def _require(request: HttpRequest, scope: str | None, needed: str, hint: str) -> None:
@@ -143,6 +173,7 @@ class BearerToken(HttpBearer):
         else:
             hint = f"the token's owner lacks it; {permissions.missing_scope_message(self.needed)}"
         _require(request, scope, self.needed, hint)
+        request.api_token = row  # the audit trail names the token an action came through
         return row.user
 
 

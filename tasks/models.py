@@ -201,3 +201,148 @@ class ApiToken(models.Model):
     def __str__(self) -> str:
         label = f" ({self.name})" if self.name else ""
         return f"{self.prefix}…{label}"
+
+
+class AuditVia(models.TextChoices):
+    """Where an operator action came from."""
+
+    DASHBOARD = "dashboard", "dashboard"
+    ADMIN = "admin", "admin"
+    API = "api", "API"
+    CLI = "cli", "CLI"
+
+
+class AuditEntry(models.Model):
+    """One operator action: who did what, to what, when and from where (``tasks.audit``).
+
+    ``task_id`` is a plain column, not a foreign key: the trail outlives the tasks it names
+    (retention prunes tasks long before it prunes their audit).
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    at = models.DateTimeField(db_default=Now())
+    actor = models.TextField()
+    via = models.TextField(choices=AuditVia.choices)
+    address = models.GenericIPAddressField(null=True, blank=True)
+    action = models.TextField()
+    target = models.TextField(default="", db_default="", blank=True)
+    task_id = models.UUIDField(null=True, blank=True)
+    detail = models.JSONField(default=dict, db_default={}, blank=True)
+
+    class Meta:
+        db_table = "audit_log"
+        ordering = ["-id"]
+        verbose_name_plural = "audit entries"
+        indexes = [
+            models.Index(fields=["task_id", "-id"], name="audit_log_task_idx"),
+            models.Index(fields=["at"], name="audit_log_at_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor} ({self.via}) {self.action} {self.target}"
+
+
+class CatchUp(models.TextChoices):
+    """What a schedule does with the runs it missed while nothing was running."""
+
+    SKIP = "skip", "skip missed runs"
+    ONCE = "once", "run missed runs once"
+
+
+class Schedule(models.Model):
+    """A periodic task: every slot of ``cron`` (in ``timezone``) or of ``interval_seconds``,
+    ``rundispatcher``'s supervisor enqueues one task of ``type`` with ``params``.
+
+    The rules (validation, slots, catch-up, exactly-once enqueueing) are ``tasks.schedules``;
+    ``next_run_at``, ``last_run_at`` and ``last_task`` are kept by it and only shown elsewhere.
+    """
+
+    name = models.TextField(unique=True)
+    type = models.TextField()
+    params = models.JSONField(default=dict, blank=True)
+    # Exactly one of the two (a CHECK below; tasks.schedules says which field is wrong).
+    cron = models.TextField(blank=True, default="", help_text="e.g. 30 2 * * * (minute hour …)")
+    interval_seconds = models.IntegerField(
+        null=True, blank=True, help_text="or run every N seconds (aligned to the Unix epoch)"
+    )
+    timezone = models.TextField(default="UTC", help_text="an IANA name, e.g. Europe/Berlin")
+    enabled = models.BooleanField(default=True)
+    priority = models.IntegerField(default=0)
+    catch_up = models.TextField(
+        choices=CatchUp.choices,
+        default=CatchUp.SKIP,
+        help_text="runs missed while nothing ran: none, or one task for all",
+    )
+    # NULL while paused.
+    next_run_at = models.DateTimeField(null=True, blank=True)
+    last_run_at = models.DateTimeField(null=True, blank=True)
+    # No Django-level constraint: pruning deletes tasks by SQL, and the database's own foreign
+    # key (migration 0007) then clears this column (ON DELETE SET NULL).
+    last_task = models.ForeignKey(
+        Task,
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="+",
+    )
+    created_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        db_table = "schedules"
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(cron="") & Q(interval_seconds__gte=1))
+                | (~Q(cron="") & Q(interval_seconds__isnull=True)),
+                name="schedules_cron_xor_interval",
+            ),
+            models.CheckConstraint(
+                condition=Q(catch_up__in=CatchUp.values), name="schedules_catch_up_valid"
+            ),
+        ]
+        indexes = [
+            # The supervisor's "what is due" and "when is the next one" read only enabled rows.
+            models.Index(
+                fields=["next_run_at"], name="schedules_due_idx", condition=Q(enabled=True)
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        from tasks import schedules
+
+        schedules.check_model(self)
+
+
+class ScheduleRun(models.Model):
+    """One task a schedule enqueued: for the slot it was due at, or (``slot`` NULL) by Run now.
+
+    The unique (schedule, slot) key is what makes a slot run at most once, whichever
+    supervisor gets there. The database's foreign keys (migration 0007) delete a run with its
+    task when the task is pruned, and with its schedule.
+    """
+
+    schedule = models.ForeignKey(
+        Schedule, on_delete=models.DO_NOTHING, db_constraint=False, related_name="runs"
+    )
+    slot = models.DateTimeField(null=True, blank=True)
+    task = models.ForeignKey(
+        Task, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+    created_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        db_table = "schedule_runs"
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["schedule", "slot"], name="schedule_runs_one_per_slot")
+        ]
+        indexes = [
+            models.Index(fields=["schedule", "-created_at"], name="schedule_runs_recent_idx")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.schedule_id} {self.slot or 'run now'}"

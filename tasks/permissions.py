@@ -10,7 +10,7 @@ Three scopes, each including the ones before it, each held through a Django perm
 
 A user holds the widest scope whose permission they have, together with every narrower one's;
 a superuser holds them all; an inactive or anonymous user none. The groups ``viewer``,
-``operator`` and ``organism admin`` (made by migration ``tasks.0006_permission_groups``) carry
+``operator`` and ``organism admin`` (made by migration ``tasks.0008_permission_groups``) carry
 exactly these sets, so adding a user to one group is all it takes. A token's power is the
 smaller of its own scope and what its owner may do now, decided on every request.
 """
@@ -75,6 +75,13 @@ def missing_scope_message(needed: str) -> str:
         f"this needs the {SCOPE_GROUPS[needed]!r} permission; an administrator can add you to the "
         f"{SCOPE_GROUPS[needed]!r} group (see the README, 'Permissions')"
     )
+
+
+def submit_refusal(scope: str | None, task_type: str) -> str | None:
+    """Why a caller holding ``scope`` may not queue ``task_type`` (by hand or by schedule), or
+    None when they may."""
+    needed = scope_to_submit(task_type)
+    return None if allows(scope, needed) else missing_scope_message(needed).capitalize()
 
 
 def scope_to_submit(task_type: str) -> str:

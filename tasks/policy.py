@@ -58,6 +58,7 @@ class RetentionPolicy(_FromSettings):
 
     finished_days: float = 7.0  # COMPLETED and CANCELLED
     failed_days: float = 30.0
+    audit_days: float = 365.0  # the audit trail (tasks.audit)
     interval_seconds: float = 300.0
     batch_size: int = 500
     max_batches: int = 20
@@ -65,6 +66,7 @@ class RetentionPolicy(_FromSettings):
     SETTINGS = {
         "finished_days": "SEEDCORE_RETENTION_DAYS",
         "failed_days": "SEEDCORE_FAILED_RETENTION_DAYS",
+        "audit_days": "SEEDCORE_AUDIT_RETENTION_DAYS",
         "interval_seconds": "SEEDCORE_PRUNE_INTERVAL_SECONDS",
         "batch_size": "SEEDCORE_PRUNE_BATCH",
         "max_batches": "SEEDCORE_PRUNE_MAX_BATCHES",

@@ -90,6 +90,14 @@ class TaskFilter:
             q &= Q(id__gte=id_range.low, id__lte=id_range.high)
         return q
 
+    def describe(self) -> dict[str, Any]:
+        """The fields that are set, as JSON values (how the audit trail records a filter)."""
+        return {
+            name: value.isoformat() if isinstance(value, datetime) else value
+            for name, value in vars(self).items()
+            if value not in (None, "")
+        }
+
 
 def encode_cursor(created_at: datetime, task_id: Any) -> str:
     raw = f"{created_at.isoformat()}|{task_id}".encode()
@@ -299,3 +307,48 @@ def pending_migrations(using: str = DEFAULT_DB_ALIAS) -> int:
     connection.ensure_connection()
     executor = MigrationExecutor(connection)
     return len(executor.migration_plan(executor.loader.graph.leaf_nodes()))
+
+
+# ---------------------------------------------------------------------------------------------
+# Schedules (tasks.schedules keeps them)
+
+SCHEDULE_RUNS_SHOWN = 50
+
+
+def list_schedules(*, using: str = DEFAULT_DB_ALIAS) -> list[dict[str, Any]]:
+    """Every schedule with its timing, next and last run and its last task's status."""
+    return fetch(
+        "SELECT s.id, s.name, s.type, s.cron, s.interval_seconds, s.timezone, s.enabled, "
+        "s.catch_up, s.priority, s.next_run_at, s.last_run_at, s.last_task_id, "
+        "t.status AS last_task_status "
+        "FROM schedules s LEFT JOIN tasks t ON t.id = s.last_task_id ORDER BY s.name",
+        using=using,
+    )
+
+
+def get_schedule(schedule_id: int, *, using: str = DEFAULT_DB_ALIAS) -> dict[str, Any] | None:
+    """One schedule, or None (also for an ID no bigint can hold)."""
+    if not 1 <= schedule_id <= 2**63 - 1:
+        return None
+    rows = fetch(
+        "SELECT s.id, s.name, s.type, s.params, s.cron, s.interval_seconds, s.timezone, "
+        "s.enabled, s.catch_up, s.priority, s.next_run_at, s.last_run_at, s.last_task_id "
+        "FROM schedules s WHERE s.id = %s",
+        [schedule_id],
+        using=using,
+    )
+    return rows[0] if rows else None
+
+
+def schedule_runs(
+    schedule_id: int, *, limit: int = SCHEDULE_RUNS_SHOWN, using: str = DEFAULT_DB_ALIAS
+) -> list[dict[str, Any]]:
+    """A schedule's newest runs: the slot (None for Run now), when it was enqueued, and its
+    task's id and status."""
+    return fetch(
+        "SELECT r.slot, r.created_at, r.task_id, t.status, t.attempts, t.updated_at "
+        "FROM schedule_runs r JOIN tasks t ON t.id = r.task_id "
+        "WHERE r.schedule_id = %s ORDER BY r.created_at DESC, r.id DESC LIMIT %s",
+        [schedule_id, limit],
+        using=using,
+    )

@@ -143,7 +143,7 @@ ROLES = (VIEWER, OPERATOR, ORGANISM_ADMIN)
 
 
 def role_group(name: str):
-    """The group ``name`` as migration tasks.0006 made it. A transactional test's flush deletes
+    """The group ``name`` as migration tasks.0008 made it. A transactional test's flush deletes
     groups (the permissions themselves come back), so it is made again from tasks.permissions,
     the same sets tests/integration/test_permissions.py checks the migration against."""
     from django.contrib.auth.models import Group, Permission

@@ -81,9 +81,10 @@ def test_tokens_are_stored_hashed(api_token):
 
 
 def test_a_revoked_token_is_refused(api, api_token):
+    from tasks.audit import Actor
     from tasks.auth import revoke_tokens
 
-    assert revoke_tokens(ApiToken.objects.all()) == 1
+    assert revoke_tokens(ApiToken.objects.all(), Actor("ops", "cli")) == 1
     response = api.get("/tasks")
     assert response.status_code == 401
     assert "revoked" in response.json()["detail"]

@@ -39,8 +39,12 @@ by_role = pytest.mark.parametrize("role", ALL_ROLES, ids=_id)
 def controls(monkeypatch) -> list[str]:
     """Organism control that would reach the Coordinator, recorded instead (no Ray here)."""
     ran: list[str] = []
-    monkeypatch.setattr("organism.api.run_control", lambda kind, params=None: ran.append(kind))
-    monkeypatch.setattr("organism.control.run_control", lambda kind, params=None: ran.append(kind))
+    monkeypatch.setattr(
+        "organism.api.run_control", lambda kind, params=None, **options: ran.append(kind)
+    )
+    monkeypatch.setattr(
+        "organism.control.run_control", lambda kind, params=None, **options: ran.append(kind)
+    )
     return ran
 
 
@@ -63,7 +67,7 @@ def test_the_migration_makes_each_group_with_its_scopes_permissions(scope):
 
 @pytest.mark.django_db(transaction=True)
 def test_the_group_migration_reverses_and_applies_again():
-    call_command("migrate", "tasks", "0005", verbosity=0)
+    call_command("migrate", "tasks", "0007", verbosity=0)
     assert not Group.objects.filter(name__in=permissions.SCOPE_GROUPS.values()).exists()
     call_command("migrate", "tasks", verbosity=0)
     assert set(Group.objects.values_list("name", flat=True)) >= {"viewer", "operator"}
@@ -285,3 +289,72 @@ def test_setrole_refuses_an_unknown_user_or_role(make_user):
     with pytest.raises(CommandError, match="role must be one of 'viewer', 'operator'"):
         _setrole("bob", "root")
     assert permissions.user_scope(type(bob).objects.get(pk=bob.pk)) == permissions.READ
+
+
+# ---------------------------------------------------------------------------------------------
+# Schedules and the audit trail follow the same rule
+
+
+def _schedule():
+    from tasks import schedules
+    from tasks.models import Schedule
+
+    return schedules.save(Schedule(name="hourly", type="echo", interval_seconds=3600))
+
+
+@by_role
+def test_schedule_pages_audit_and_pausing_follow_the_role(make_user, role):
+    client = _signed_in(make_user, role)
+    schedule = _schedule()
+    for url in (
+        reverse("dashboard:schedules"),
+        reverse("dashboard:schedule", args=[schedule.pk]),
+        reverse("dashboard:audit"),
+    ):
+        assert client.get(url).status_code == (200 if role in MAY_READ else 403), url
+    page = client.get(reverse("dashboard:schedule", args=[schedule.pk])).content.decode()
+    assert ('value="pause"' in page) is (role in MAY_OPERATE)
+    paused = client.post(
+        reverse("dashboard:schedule_action", args=[schedule.pk]), {"action": "pause"}
+    )
+    assert paused.status_code == (302 if role in MAY_OPERATE else 403)
+    schedule.refresh_from_db()
+    assert schedule.enabled is (role not in MAY_OPERATE)
+    by_api = client.post(f"/schedules/{schedule.pk}/resume")
+    assert by_api.status_code == (200 if role in MAY_OPERATE else 403)
+
+
+@by_role
+def test_schedule_admin_actions_need_the_operator_permission(make_user, role):
+    client = _signed_in(make_user, role)
+    schedule = _schedule()
+    listing = client.get("/admin/tasks/schedule/")
+    assert listing.status_code == (200 if role in MAY_READ else 403)
+    client.post(
+        "/admin/tasks/schedule/", {"action": "pause_action", "_selected_action": [schedule.pk]}
+    )
+    schedule.refresh_from_db()
+    assert schedule.enabled is (role not in MAY_OPERATE)
+
+
+@pytest.mark.parametrize("role", [OPERATOR, ORGANISM_ADMIN], ids=_id)
+def test_a_schedule_of_a_control_type_needs_the_organism_admin(make_user, role):
+    from tasks.models import Schedule
+
+    response = _signed_in(make_user, role).post(
+        "/admin/tasks/schedule/add/",
+        {
+            "name": "nightly shutdown",
+            "type": "shutdown_organism",
+            "params": "{}",
+            "priority": 0,
+            "interval_seconds": 86400,
+            "timezone": "UTC",
+            "catch_up": "skip",
+            "enabled": "on",
+        },
+    )
+    made = Schedule.objects.filter(type="shutdown_organism").exists()
+    assert made is (role in MAY_CONTROL), response.content.decode()[-3000:]
+    if role not in MAY_CONTROL:
+        assert "organism admin" in response.content.decode()

@@ -1,38 +1,53 @@
-"""``manage.py benchdispatch``: throughput and start latency of the dispatchers."""
+"""``manage.py benchdispatch``: throughput of a released backlog, handler start latency, and the
+CPU each process spends per task, end to end through Ray, on the defaults (``organism.bench``)."""
 
-import statistics
-import time
+from __future__ import annotations
+
+import os
 import uuid
 
 from django.core.management.base import BaseCommand, CommandError
 
-from organism import supervisor
+from organism import bench, supervisor
 from organism.dispatcher import DispatcherConfig
-from tasks import queue
-from tasks.models import Status, Task
 
-UNFINISHED = (Status.QUEUED, Status.RUNNING, Status.RETRY)
+TAG = "benchdispatch"
 
 
 class Command(BaseCommand):
     help = (
-        "Enqueue N echo tasks, run the dispatchers until drained and print tasks/s; then "
-        "enqueue tasks one by one at low load and print enqueue-to-start latency p50/p95."
+        "Start rundispatcher's organism and dispatchers, warm them up, then: release a held "
+        "backlog of N tasks at once and print tasks/s and CPU µs per task per process group; "
+        "then insert probe tasks one at a time and print enqueue-to-handler-start p50/p95/p99. "
+        "Runs on the SEEDCORE_* defaults unless told otherwise."
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--tasks", type=int, default=20_000)
+        parser.add_argument("--tasks", type=int, default=20_000, help="backlog size")
+        parser.add_argument(
+            "--sleep-ms",
+            type=float,
+            default=0.0,
+            help="each backlog task's handler time (0: the echo handler; else probe sleeping)",
+        )
         parser.add_argument("--latency-tasks", type=int, default=200)
-        parser.add_argument("--gap-ms", type=float, default=20.0)
-        parser.add_argument("--dispatchers", type=int, default=None)
-        parser.add_argument("--batch", type=int, default=200, help="claim batch size")
-        parser.add_argument("--in-flight", type=int, default=2000, help="max in flight each")
+        parser.add_argument("--rate", type=float, default=50.0, help="latency tasks per second")
+        parser.add_argument("--dispatchers", type=int, default=None, help="default: settings")
+        parser.add_argument("--batch", type=int, default=None, help="claim batch (override)")
+        parser.add_argument("--in-flight", type=int, default=None, help="in flight (override)")
+        parser.add_argument("--timeout", type=float, default=600.0, help="seconds for the drain")
 
     def handle(self, *args, **options):
-        config = DispatcherConfig.from_settings(
-            claim_batch=options["batch"], max_in_flight=options["in_flight"]
+        if options["tasks"] < 1 or options["latency_tasks"] < 0 or options["rate"] <= 0:
+            raise CommandError("--tasks must be ≥ 1, --latency-tasks ≥ 0 and --rate > 0")
+        overrides = {
+            name: options[option]
+            for name, option in (("claim_batch", "batch"), ("max_in_flight", "in_flight"))
+            if options[option] is not None
+        }
+        run_options = supervisor.SupervisorOptions(
+            config=DispatcherConfig.from_settings(**overrides)
         )
-        run_options = supervisor.SupervisorOptions(config=config)
         if options["dispatchers"]:
             run_options.dispatchers = options["dispatchers"]
         try:
@@ -42,49 +57,59 @@ class Command(BaseCommand):
             boss.bootstrap()
         except supervisor.SupervisorError as exc:
             raise CommandError(str(exc)) from None
+        run = f"{TAG}-{uuid.uuid4().hex[:8]}"
+        config = run_options.config
+        self.stdout.write(
+            f"{run_options.dispatchers} dispatchers, claim batch {config.claim_batch}, "
+            f"max in flight {config.max_in_flight}{' (overridden)' if overrides else ''}; "
+            f"{os.cpu_count()} CPUs"
+        )
         try:
-            self.throughput(boss, options["tasks"])
-            self.latency(options["latency_tasks"], options["gap_ms"] / 1000)
+            self.warm_up(run)
+            self.throughput(run, options)
+            if options["latency_tasks"]:
+                self.latency(run, options)
         finally:
             boss.stop_dispatchers()
+            bench.forget(run)
 
-    def throughput(self, boss: supervisor.Supervisor, count: int) -> None:
-        # Fill the queue while the dispatchers are stopped, so they start from a full queue.
-        boss.stop_dispatchers(kill=False)
-        tag = f"bench-{uuid.uuid4().hex[:8]}"
-        queue.enqueue_many(
-            {"type": "echo", "params": {"i": i}, "description": tag} for i in range(count)
+    def warm_up(self, run: str) -> None:
+        # Actors, agents and connections up before anything is timed.
+        result = bench.drain(f"{run}-warm", [{"type": "echo"}] * 200, timeout=120)
+        if result.completed < result.tasks:
+            raise CommandError(
+                f"warm-up: only {result.completed} of {result.tasks} tasks completed; "
+                "is the Coordinator healthy? (python manage.py rundispatcher shows why)"
+            )
+
+    def throughput(self, run: str, options: dict) -> None:
+        count, sleep_ms = options["tasks"], options["sleep_ms"]
+        spec = (
+            {"type": "probe", "params": {"sleep": sleep_ms / 1000}}
+            if sleep_ms
+            else {"type": "echo", "params": {}}
         )
-        started = time.perf_counter()
-        boss.ensure_dispatchers()
-        while self.unfinished(tag):
-            time.sleep(0.05)
-        elapsed = time.perf_counter() - started
-        completed = Task.objects.filter(description=tag, status=Status.COMPLETED).count()
+        load_before = os.getloadavg()[0]
+        result = bench.drain(f"{run}-drain", [spec] * count, timeout=options["timeout"])
+        what = f"{sleep_ms:g} ms probe" if sleep_ms else "echo"
         self.stdout.write(
-            f"throughput: {completed}/{count} echo tasks completed in {elapsed:.2f} s = "
-            f"{completed / elapsed:,.0f} tasks/s ({boss.options.dispatchers} dispatchers)"
+            f"throughput: {result.completed:,}/{count:,} {what} tasks in {result.seconds:.2f} s "
+            f"= {result.per_second:,.0f} tasks/s (release → last COMPLETED, database clock; "
+            f"load average {load_before:.2f} → {os.getloadavg()[0]:.2f})"
         )
+        per_task = result.cpu_us_per_task()
+        self.stdout.write("CPU per task (µs), by process group:")
+        for group in bench.GROUPS:
+            self.stdout.write(f"  {group:<12} {per_task[group]:>8.0f}")
+        self.stdout.write(f"  {'total':<12} {sum(per_task.values()):>8.0f}")
 
-    def latency(self, count: int, gap: float) -> None:
-        tag = f"bench-latency-{uuid.uuid4().hex[:8]}"
-        for i in range(count):
-            queue.enqueue(type="echo", params={"i": i}, description=tag)
-            time.sleep(gap)
-        deadline = time.monotonic() + 60
-        while self.unfinished(tag) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        waits = [
-            (row.locked_at - row.created_at).total_seconds() * 1000
-            for row in Task.objects.filter(description=tag, locked_at__isnull=False)
-        ]
-        if len(waits) < 2:
+    def latency(self, run: str, options: dict) -> None:
+        count, rate = options["latency_tasks"], options["rate"]
+        result = bench.start_latency(f"{run}-latency", count, rate)
+        if result.started < 2:
             raise CommandError("the latency tasks did not start; is the Coordinator healthy?")
-        p95 = statistics.quantiles(waits, n=20)[-1]
         self.stdout.write(
-            f"latency: {len(waits)} tasks {gap * 1000:.0f} ms apart, enqueue->start "
-            f"p50 {statistics.median(waits):.1f} ms, p95 {p95:.1f} ms, max {max(waits):.1f} ms"
+            f"start latency: {result.started}/{count} probe tasks at {rate:g}/s, enqueue → "
+            f"handler start p50 {result.p50:.1f} ms, p95 {result.p95:.1f} ms, "
+            f"p99 {result.p99:.1f} ms, max {result.max:.1f} ms"
         )
-
-    def unfinished(self, tag: str) -> bool:
-        return Task.objects.filter(description=tag, status__in=UNFINISHED).exists()

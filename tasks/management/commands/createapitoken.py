@@ -8,8 +8,8 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from tasks import permissions
-from tasks.auth import create_token
+from tasks import audit, permissions
+from tasks.auth import issue_token
 
 UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
@@ -59,7 +59,9 @@ class Command(BaseCommand):
                 "'Permissions')"
             )
         expires_at = timezone.now() + parse_duration(expires) if expires else None
-        row, token = create_token(user, name=name, scope=scope, expires_at=expires_at)
+        row, token = issue_token(
+            user, audit.Actor.cli(), name=name, scope=scope, expires_at=expires_at
+        )
         self.stdout.write(token)
         until = f", until {expires_at:%Y-%m-%d %H:%M} UTC" if expires_at else ""
         self.stderr.write(

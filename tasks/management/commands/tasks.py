@@ -1,4 +1,4 @@
-"""``manage.py tasks list | show ID | submit TYPE | run ID | cancel ID | status ID``.
+"""``manage.py tasks list | show ID | submit TYPE | run ID | cancel ID | status ID | schedules``.
 
 Thin over ``tasks.queue`` and ``tasks.selectors``, with the API's rules: IDs are full UUIDs
 or prefixes of at least 4 hex digits, and a submitted task is checked by ``tasks.validation``.
@@ -13,7 +13,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import OperationalError, ProgrammingError
 
-from tasks import queue, selectors
+from tasks import audit, operations, queue, selectors
 from tasks.ids import TaskIdError
 from tasks.models import Status
 from tasks.validation import InvalidTask, validate_task_spec
@@ -51,6 +51,8 @@ class Command(BaseCommand):
         submit.add_argument("--domain")
         submit.add_argument("--drift-score", type=float, default=0.0)
         submit.add_argument("--priority", type=int, default=0)
+
+        actions.add_parser("schedules", help="schedules with their next and last run")
 
         for subparser in actions.choices.values():
             subparser.add_argument("--json", action="store_true", help="print JSON")
@@ -135,18 +137,44 @@ class Command(BaseCommand):
                 f"--{field.replace('_', '-')}: {message}" for field, message in exc.errors.items()
             )
             raise CommandError(f"invalid task: {problems}") from None
-        task = queue.enqueue(**spec)
+        task = operations.submit(spec, audit.Actor.cli())
         self.report(task, options, "queued")
 
     def do_run(self, options: dict[str, Any]) -> None:
         self.report(
-            queue.run_now(selectors.resolve_id(options["id"])), options, "queued to run now"
+            operations.run_now(selectors.resolve_id(options["id"]), audit.Actor.cli()),
+            options,
+            "queued to run now",
         )
 
     def do_cancel(self, options: dict[str, Any]) -> None:
-        task = queue.cancel(selectors.resolve_id(options["id"]))
+        task = operations.cancel(selectors.resolve_id(options["id"]), audit.Actor.cli())
         verb = "cancel requested" if task["status"] == Status.RUNNING else "cancelled"
         self.report(task, options, verb)
+
+    def do_schedules(self, options: dict[str, Any]) -> None:
+        schedules = selectors.list_schedules()
+        if options["json"]:
+            return self.print_json(schedules)
+        header = ["ID", "NAME", "TYPE", "WHEN", "ENABLED", "NEXT_RUN", "LAST_RUN", "LAST_TASK"]
+        rows = [
+            [
+                str(item["id"]),
+                item["name"],
+                item["type"],
+                f"{item['cron']} ({item['timezone']})"
+                if item["cron"]
+                else f"every {item['interval_seconds']} s",
+                "yes" if item["enabled"] else "paused",
+                self.cell("next_run_at", item["next_run_at"]),
+                self.cell("last_run_at", item["last_run_at"]),
+                self.cell("id", item["last_task_id"]),
+            ]
+            for item in schedules
+        ]
+        self.print_table(header, rows)
+        if not schedules:
+            self.stdout.write("(no schedules; add one at /admin/tasks/schedule/)")
 
     # -- output ----------------------------------------------------------------------------
 

@@ -47,7 +47,7 @@ class Migration(migrations.Migration):
     """The permission model (issue #15): the operator's permission and the three groups."""
 
     dependencies = [
-        ("tasks", "0005_api_token_scope"),
+        ("tasks", "0007_schedules"),
         ("organism", "0002_control_permission"),
         ("auth", "0012_alter_user_first_name_max_length"),
         ("contenttypes", "0002_remove_content_type_name"),
