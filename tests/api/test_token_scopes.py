@@ -106,7 +106,9 @@ def test_an_operate_token_operates_but_does_not_control_the_organism(staff, cont
 
 def test_an_admin_token_controls_the_organism(staff, monkeypatch):
     ran = []
-    monkeypatch.setattr("organism.api.run_control", lambda kind, params=None: ran.append(kind))
+    monkeypatch.setattr(
+        "organism.api.run_control", lambda kind, params=None, **options: ran.append(kind)
+    )
     api = _client(create_token(staff, scope="admin")[1])
     assert api.post("/organism/shutdown").status_code == 200
     assert ran == ["shutdown_organism"]
