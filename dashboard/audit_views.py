@@ -5,21 +5,22 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
-from django.contrib.admin.views.decorators import staff_member_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from dashboard import live
+from dashboard.access import scope_required
 from tasks import audit, selectors
 from tasks.ids import InvalidTaskId
 from tasks.models import AuditVia
+from tasks.permissions import READ
 
 PAGE_SIZE = 50
 FILTER_FIELDS = ("actor", "via", "action", "task")
 
 
-@staff_member_required
+@scope_required(READ)
 @require_GET
 def audit_list(request: HttpRequest) -> HttpResponse:
     raw = {key: request.GET.get(key, "").strip() for key in FILTER_FIELDS}

@@ -1,8 +1,10 @@
-"""The dashboard's one websocket: staff only; joins the live groups and forwards their frames.
+"""The dashboard's one websocket: for users who may read; joins the live groups and forwards
+their frames.
 
 Who may watch is checked at the handshake and again every ``SEEDCORE_SOCKET_RECHECK_SECONDS``
 (5 s by default) from the session as stored now, so a socket closes within seconds of its
-session ending (logout, expiry, a password change) or its user losing staff status.
+session ending (logout, expiry, a password change) or its user losing the viewer permission
+(``tasks.permissions``).
 
 Frames are HTML fragments rendered once per process by :mod:`dashboard.live`; the htmx ws
 extension swaps them out of band. Each connection's :class:`dashboard.flow.Outbox` decides
@@ -25,6 +27,7 @@ from django.conf import settings
 from django.contrib import auth
 
 from dashboard import flow, live
+from tasks.permissions import READ, user_may
 
 GROUPS = (live.TASKS_GROUP, live.HEALTH_GROUP)
 # Close code sent when a re-check fails (4000-4999 are free for applications; the page reconnects
@@ -36,7 +39,7 @@ logger = logging.getLogger("seedcore.dashboard")
 
 def may_watch(user) -> bool:
     """Whether ``user`` may watch the dashboard: the one rule for the handshake and re-checks."""
-    return bool(user is not None and user.is_authenticated and user.is_active and user.is_staff)
+    return user_may(user, READ)
 
 
 def session_may_watch(session_key: str | None) -> bool:
@@ -52,8 +55,8 @@ def session_may_watch(session_key: str | None) -> bool:
 
 class DashboardConsumer(AsyncWebsocketConsumer):
     async def connect(self) -> None:
-        user = self.scope.get("user")
-        if not may_watch(user):
+        # Permissions are read from the database, so in a worker thread.
+        if not await database_sync_to_async(may_watch)(self.scope.get("user")):
             await self.close()  # before accept: the handshake is refused with 403
             return
         session = self.scope.get("session")

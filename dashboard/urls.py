@@ -1,3 +1,4 @@
+from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from dashboard import audit_views, views
@@ -6,6 +7,10 @@ app_name = "dashboard"
 
 urlpatterns = [
     path("", views.overview, name="overview"),
+    path(
+        "login/", auth_views.LoginView.as_view(template_name="dashboard/login.html"), name="login"
+    ),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("tasks/", views.task_list, name="tasks"),
     path("tasks/bulk/", views.task_bulk, name="task_bulk"),
     # Before tasks/<task_id>/, which would take "matching" for a task ID.

@@ -9,20 +9,21 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django.contrib import messages
-from django.contrib.admin.views.decorators import staff_member_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from dashboard import live, metrics
+from dashboard.access import scope_required
 from dashboard.timeline import attempts_of, routing_of, timeline_of
 from organism import control
 from organism import status as published
-from tasks import audit, bulk, operations, permissions, queue, schedules, selectors
+from tasks import audit, bulk, operations, queue, schedules, selectors
+from tasks.auth import ScopeTooNarrow
 from tasks.ids import InvalidTaskId, TaskIdError
 from tasks.models import STATUS_ORDER, AuditVia, Status, can_cancel, can_run_now
-from tasks.permissions import OPERATE, allows, user_scope
+from tasks.permissions import ADMIN, OPERATE, READ
 
 PAGE_SIZE = 50
 TASK_AUDIT_ENTRIES = 20  # the newest operator actions shown on a task's page
@@ -45,7 +46,7 @@ def _health_context() -> dict[str, Any]:
 # Overview
 
 
-@staff_member_required
+@scope_required(READ)
 @require_GET
 def overview(request: HttpRequest) -> HttpResponse:
     context = {
@@ -125,12 +126,7 @@ def _task_filter(request: HttpRequest) -> tuple[selectors.TaskFilter, dict[str, 
     return selectors.TaskFilter(**values), raw, "; ".join(errors) or None
 
 
-def _can_operate(request: HttpRequest) -> bool:
-    """Whether to show the operator's buttons (retry, cancel)."""
-    return permissions.allows(permissions.user_scope(request.user), permissions.OPERATE)
-
-
-@staff_member_required
+@scope_required(READ)
 @require_GET
 def task_list(request: HttpRequest) -> HttpResponse:
     task_filter, raw, error = _task_filter(request)
@@ -153,7 +149,6 @@ def task_list(request: HttpRequest) -> HttpResponse:
         "live_query": urlencode({**query, **({"cursor": cursor} if cursor else {})}),
         "filter_active": not task_filter.is_empty(),
         "filter_query_failed": urlencode({**query, "status": Status.FAILED}),
-        "can_operate": _can_operate(request),
         **_health_context(),
     }
     if _partial(request, "rows"):
@@ -190,7 +185,7 @@ def _report(request: HttpRequest, outcome: operations.Outcome, verb: str) -> Non
         messages.error(request, f"… and {len(outcome.refused) - 10} more refused.")
 
 
-@staff_member_required
+@scope_required(OPERATE)
 @require_POST
 def task_bulk(request: HttpRequest) -> HttpResponse:
     ids = request.POST.getlist("ids")
@@ -217,7 +212,7 @@ def _matching_action(request: HttpRequest) -> str | None:
     return action if action in MATCHING_VERBS else None
 
 
-@staff_member_required
+@scope_required(OPERATE)
 @require_GET
 def task_matching_confirm(request: HttpRequest) -> HttpResponse:
     task_filter, raw, error = _task_filter(request)
@@ -242,7 +237,7 @@ def task_matching_confirm(request: HttpRequest) -> HttpResponse:
     return render(request, "dashboard/matching_confirm.html", context)
 
 
-@staff_member_required
+@scope_required(OPERATE)
 @require_POST
 def task_matching_start(request: HttpRequest) -> HttpResponse:
     task_filter, _, error = _task_filter(request)
@@ -256,11 +251,17 @@ def task_matching_start(request: HttpRequest) -> HttpResponse:
     if action is None or error or task_filter.is_empty() or snapshot_at is None:
         messages.error(request, error or "Confirm the action from its confirmation page.")
         return _back_to_list(request)
-    started = operations.start_bulk(action, task_filter, _actor(request), snapshot_at=snapshot_at)
+    try:
+        started = operations.start_bulk(
+            action, task_filter, _actor(request), snapshot_at=snapshot_at
+        )
+    except ScopeTooNarrow as exc:
+        messages.error(request, str(exc))
+        return _back_to_list(request)
     return redirect("dashboard:task_matching", bulk_id=started.pk)
 
 
-@staff_member_required
+@scope_required(READ)
 @require_GET
 def task_matching(request: HttpRequest, bulk_id: int) -> HttpResponse:
     try:
@@ -271,7 +272,6 @@ def task_matching(request: HttpRequest, bulk_id: int) -> HttpResponse:
         "bulk": progress,
         "verb": MATCHING_VERBS[progress["action"]],
         "filter_query": urlencode(_raw_filter_of(progress["filter"])),
-        "can_operate": _can_operate(request),
         **_health_context(),
     }
     if _partial(request, "progress"):
@@ -279,7 +279,7 @@ def task_matching(request: HttpRequest, bulk_id: int) -> HttpResponse:
     return render(request, "dashboard/matching.html", context)
 
 
-@staff_member_required
+@scope_required(OPERATE)
 @require_POST
 def task_matching_continue(request: HttpRequest, bulk_id: int) -> HttpResponse:
     try:
@@ -310,7 +310,7 @@ def _get_task(task_id: str) -> dict[str, Any]:
         raise Http404(str(exc)) from None
 
 
-@staff_member_required
+@scope_required(READ)
 @require_GET
 def task_detail(request: HttpRequest, task_id: str) -> HttpResponse:
     task = _get_task(task_id)
@@ -337,7 +337,7 @@ def task_detail(request: HttpRequest, task_id: str) -> HttpResponse:
     return render(request, "dashboard/task.html", context)
 
 
-@staff_member_required
+@scope_required(OPERATE)
 @require_POST
 def task_action(request: HttpRequest, task_id: str) -> HttpResponse:
     task = _get_task(task_id)
@@ -351,7 +351,7 @@ def task_action(request: HttpRequest, task_id: str) -> HttpResponse:
             messages.success(request, f"Cancel of task {task['id'][:8]} requested.")
         else:
             messages.error(request, "action must be 'run' or 'cancel'")
-    except queue.TransitionNotAllowed as exc:
+    except (queue.TransitionNotAllowed, ScopeTooNarrow) as exc:
         messages.error(request, str(exc))
     return redirect("dashboard:task", task_id=task["id"])
 
@@ -360,7 +360,7 @@ def task_action(request: HttpRequest, task_id: str) -> HttpResponse:
 # Organism: as rundispatcher published it; control goes through the queue (organism.control).
 
 
-@staff_member_required
+@scope_required(READ)
 @require_GET
 def organism(request: HttpRequest) -> HttpResponse:
     snapshot = published.coordinator_view(published.read())
@@ -371,7 +371,7 @@ def organism(request: HttpRequest) -> HttpResponse:
     )
 
 
-@staff_member_required
+@scope_required(ADMIN)
 @require_POST
 def organism_action(request: HttpRequest) -> HttpResponse:
     action = request.POST.get("action")
@@ -398,16 +398,11 @@ SCHEDULE_ACTIONS = {
 }
 
 
-def _can_operate(request: HttpRequest) -> bool:
-    return allows(user_scope(request.user), OPERATE)
-
-
-@staff_member_required
+@scope_required(READ)
 @require_GET
 def schedule_list(request: HttpRequest) -> HttpResponse:
     context = {
         "schedules": selectors.list_schedules(),
-        "can_operate": _can_operate(request),
         **_health_context(),
     }
     if _partial(request, "rows"):
@@ -415,7 +410,7 @@ def schedule_list(request: HttpRequest) -> HttpResponse:
     return render(request, "dashboard/schedules.html", context)
 
 
-@staff_member_required
+@scope_required(READ)
 @require_GET
 def schedule_detail(request: HttpRequest, schedule_id: int) -> HttpResponse:
     schedule = selectors.get_schedule(schedule_id)
@@ -426,7 +421,6 @@ def schedule_detail(request: HttpRequest, schedule_id: int) -> HttpResponse:
         "params_json": json.dumps(schedule["params"], indent=2, sort_keys=True),
         "runs": selectors.schedule_runs(schedule_id),
         "runs_shown": selectors.SCHEDULE_RUNS_SHOWN,
-        "can_operate": _can_operate(request),
         **_health_context(),
     }
     if _partial(request, "runs"):
@@ -434,7 +428,14 @@ def schedule_detail(request: HttpRequest, schedule_id: int) -> HttpResponse:
     return render(request, "dashboard/schedule.html", context)
 
 
-@staff_member_required
+def _report_schedule(request: HttpRequest, result: str | Any) -> None:
+    if isinstance(result, str):  # Run now: the task's id
+        messages.success(request, f"Queued task {result[:8]} now.")
+    else:
+        messages.success(request, f"{'Resumed' if result.enabled else 'Paused'} {result.name}.")
+
+
+@scope_required(OPERATE)
 @require_POST
 def schedule_action(request: HttpRequest, schedule_id: int) -> HttpResponse:
     action = SCHEDULE_ACTIONS.get(request.POST.get("action", ""))
@@ -445,10 +446,10 @@ def schedule_action(request: HttpRequest, schedule_id: int) -> HttpResponse:
             result = action(schedule_id, _actor(request))
         except schedules.ScheduleNotFound as exc:
             raise Http404(str(exc)) from None
-        if isinstance(result, str):
-            messages.success(request, f"Queued task {result[:8]} now.")
+        except ScopeTooNarrow as exc:
+            messages.error(request, str(exc))
         else:
-            messages.success(request, f"{'Resumed' if result.enabled else 'Paused'} {result.name}.")
+            _report_schedule(request, result)
     if request.POST.get("back") == "list":
         return redirect("dashboard:schedules")
     return redirect("dashboard:schedule", schedule_id=schedule_id)

@@ -4,7 +4,7 @@ What they show of the Coordinator is what ``rundispatcher`` publishes (``organis
 organism control travels through the queue as control tasks (``organism.control``). So the web
 process keeps answering when Ray restarts, and its replicas cost Ray nothing. The probes
 (/healthz, /readyz, /coordinator/health) are public; /coordinator/health tells strangers its
-status only, and staff (a staff session or an API token) the details.
+status only, and readers (the session of a user who may read, or an API token) the details.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from organism.control import run_control
 from organism.handlers import get_handler
 from tasks.api import AUTH_ERRORS, Message, api_actor
 from tasks.auth import admin_auth, token_scope
+from tasks.permissions import READ, user_may
 from tasks.selectors import list_dispatchers, pending_migrations
 from tasks.validation import TaskFields
 
@@ -127,9 +128,8 @@ def _coordinator_health() -> tuple:
 
 
 def sees_details(request: HttpRequest) -> bool:
-    """A logged-in staff session, or a live API token whose owner is still staff: details."""
-    user = getattr(request, "user", None)
-    if user is not None and user.is_authenticated and user.is_active and user.is_staff:
+    """The session of a user who may read, or a live API token whose owner still may: details."""
+    if user_may(getattr(request, "user", None), READ):
         return True
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     token = token.strip()
@@ -159,7 +159,7 @@ UNKNOWN_HEALTH = {
         503: CoordinatorHealth | PublicHealth,
     },
     summary="The Coordinator as rundispatcher last reported it, and the dispatchers' heartbeats",
-    description="Without credentials: the status only. A staff session or an API token also "
+    description="Without credentials: the status only. A reader's session or an API token also "
     "gets the ping, the report's age, the dispatchers and the message.",
 )
 def coordinator_health(request: HttpRequest):

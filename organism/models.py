@@ -22,6 +22,11 @@ class CoordinatorStatus(models.Model):
 
     class Meta:
         db_table = "coordinator_status"
+        # The organism admin's permission (tasks.permissions): initialize, shut down, control
+        # task types and the organism endpoints. It lives here, with the organism's one model.
+        permissions = [
+            ("control_organism", "Can control the organism (initialize, shut down, run on organs)")
+        ]
 
     def __str__(self) -> str:
         return f"{self.namespace}: {'healthy' if self.error is None else self.error}"

@@ -1,8 +1,8 @@
 """``/metrics``: the Prometheus text exposition (see :mod:`organism.metrics`).
 
 Open when SEEDCORE_METRICS_PUBLIC is set; otherwise it takes the API's credentials, a bearer
-token or a logged-in staff session. It reads the database only (the Coordinator's ping as
-rundispatcher last published it), in a thread.
+token or the session of a user who may read (``tasks.permissions``). It reads the database only
+(the Coordinator's ping as rundispatcher last published it), in a thread.
 """
 
 from __future__ import annotations
@@ -23,22 +23,22 @@ logger = logging.getLogger("seedcore.metrics")
 
 def _authorised(request: HttpRequest) -> bool:
     from tasks.auth import token_scope
+    from tasks.permissions import READ, user_may
 
     if settings.SEEDCORE_METRICS_PUBLIC:
         return True
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token_scope(token.strip()) is not None
-    user = request.user
-    return bool(user.is_authenticated and user.is_active and user.is_staff)
+    return user_may(request.user, READ)
 
 
 @require_GET
 async def prometheus_metrics(request: HttpRequest) -> HttpResponse:
     if not await sync_to_async(_authorised)(request):
         response = HttpResponse(
-            "metrics need a bearer token (python manage.py createapitoken USERNAME) or a staff "
-            "session; or set SEEDCORE_METRICS_PUBLIC=1\n",
+            "metrics need a bearer token (python manage.py createapitoken USERNAME) or the "
+            "session of a user who may read; or set SEEDCORE_METRICS_PUBLIC=1\n",
             status=401,
             content_type="text/plain; charset=utf-8",
         )

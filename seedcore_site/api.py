@@ -1,7 +1,8 @@
 """The root NinjaAPI: mounts each app's router and turns every error into JSON.
 
 Docs at /api/docs, the schema at /api/openapi.json. Every endpoint needs a bearer token or a
-staff session (``tasks.auth``) except the probes, which say so themselves (``auth=None``).
+signed-in user's session (``tasks.auth``) except the probes, which say so themselves
+(``auth=None``).
 Every error answer is ``{"detail": "<what went wrong and what to do>", …}``, never a
 traceback: the handlers below map each domain exception to its status code.
 """
@@ -34,7 +35,7 @@ logger = logging.getLogger("seedcore.api")
 
 AUTH_HINT = (
     "authentication required: send `Authorization: Bearer <token>` (make one with "
-    "`python manage.py createapitoken USERNAME`) or log in as a staff user at /admin/"
+    "`python manage.py createapitoken USERNAME`) or sign in at /dashboard/login/"
 )
 
 api = NinjaAPI(
@@ -42,7 +43,9 @@ api = NinjaAPI(
     version="1.0.0",
     description=(
         "A durable task queue on Ray. Authenticate with `Authorization: Bearer <token>` "
-        "(`python manage.py createapitoken USERNAME`) or a staff session with CSRF. "
+        "(`python manage.py createapitoken USERNAME`) or a signed-in session with CSRF. "
+        "What a caller may do is its user's permission (groups viewer, operator, "
+        "organism admin), and a token's never more than its own scope. "
         "Task IDs in paths are full UUIDs or prefixes of at least 4 hex digits."
     ),
     docs_url="/api/docs",

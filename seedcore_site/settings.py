@@ -116,6 +116,8 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                # can_operate, can_control: which buttons the signed-in user may see
+                "dashboard.access.permission_flags",
             ],
         },
     },
@@ -140,9 +142,12 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = VAR_DIR / "static"
-LOGIN_URL = "admin:login"
+# The dashboard's own login: it admits any user (a viewer need not be staff); the admin keeps
+# its login, which admits staff only, as Django requires.
+LOGIN_URL = "dashboard:login"
 # Where a login goes when its `next` is missing or refused (Django's default is a 404).
 LOGIN_REDIRECT_URL = "dashboard:overview"
+LOGOUT_REDIRECT_URL = "dashboard:login"
 
 # Channels: in-process, on purpose. Each web process LISTENs on PostgreSQL and feeds only its
 # own websockets (dashboard/live.py), so every change reaches every socket once, however many

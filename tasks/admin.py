@@ -1,7 +1,7 @@
 from django.contrib import admin, messages
 
-from tasks import audit
-from tasks.auth import revoke_tokens
+from tasks import audit, permissions
+from tasks.auth import ScopeTooNarrow, revoke_tokens
 from tasks.models import ApiToken, AuditVia
 
 
@@ -39,6 +39,30 @@ class AuditedAdmin(admin.ModelAdmin):
         return super().log_deletions(request, queryset)
 
 
+class OperatorAdmin(AuditedAdmin):
+    """Who may do what here is tasks.permissions' rule, as on the dashboard and the API: reading
+    needs the viewer's permission; adding, editing and the actions (``permissions=["operate"]``)
+    the operator's. Django's own add/change permissions of the model are not consulted."""
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return permissions.user_may(request.user, permissions.READ)
+
+    def has_add_permission(self, request) -> bool:
+        return permissions.user_may(request.user, permissions.OPERATE)
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return permissions.user_may(request.user, permissions.OPERATE)
+
+    def has_operate_permission(self, request) -> bool:
+        return permissions.user_may(request.user, permissions.OPERATE)
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        # The form checks what this user may queue (permissions.submit_refusal).
+        form = super().get_form(request, obj, change=change, **kwargs)
+        form.user_scope = permissions.user_scope(request.user)
+        return form
+
+
 @admin.register(ApiToken)
 class ApiTokenAdmin(AuditedAdmin):
     """Tokens are created with `manage.py createapitoken`; here they are listed and revoked."""
@@ -72,7 +96,7 @@ class ApiTokenAdmin(AuditedAdmin):
     def has_add_permission(self, request) -> bool:
         return False
 
-    @admin.action(description="Revoke the selected tokens")
+    @admin.action(description="Revoke the selected tokens", permissions=["change"])
     def revoke_tokens(self, request, queryset) -> None:
         count = revoke_tokens(queryset, admin_actor(request))
         self.message_user(request, f"Revoked {count} token(s).", messages.SUCCESS)
@@ -119,6 +143,8 @@ class CappedCountPaginator(Paginator):
 
 
 class TaskAdminForm(forms.ModelForm):
+    user_scope: str | None = None  # set by OperatorAdmin.get_form
+
     class Meta:
         model = Task
         fields = (*SPEC_FIELDS, "status")
@@ -144,6 +170,11 @@ class TaskAdminForm(forms.ModelForm):
             for field, message in exc.errors.items():
                 if field in values and (adding or field in self.changed_data):
                     self.add_error(field, message)
+        task_type = values.get("type")
+        if task_type and (adding or "type" in self.changed_data):
+            refusal = permissions.submit_refusal(self.user_scope, task_type)
+            if refusal:
+                self.add_error("type", refusal)
         return cleaned
 
     def clean_unique_key(self) -> str | None:
@@ -179,7 +210,9 @@ class TaskAdminForm(forms.ModelForm):
 
 
 @admin.register(Task)
-class TaskAdmin(AuditedAdmin):
+class TaskAdmin(OperatorAdmin):  # editing a task's status is run now or cancel
+    # Deleting stays Django's tasks.delete_task, which no SeedCore group grants: a task's
+    # history is kept until retention prunes it.
     form = TaskAdminForm
 
     class Media:
@@ -305,7 +338,7 @@ class TaskAdmin(AuditedAdmin):
                 operations.run_now(task_id, admin_actor(request))
             else:
                 operations.cancel(task_id, admin_actor(request))
-        except (queue.TransitionNotAllowed, TaskIdError) as exc:
+        except (queue.TransitionNotAllowed, TaskIdError, ScopeTooNarrow) as exc:
             self.message_user(request, f"Status not changed: {exc}", messages.ERROR)
             return False
         return True
@@ -321,11 +354,11 @@ class TaskAdmin(AuditedAdmin):
         if len(refused) > 10:
             self.message_user(request, f"… and {len(refused) - 10} more refused.", messages.ERROR)
 
-    @admin.action(description="Run now")
+    @admin.action(description="Run now", permissions=["operate"])
     def run_now_action(self, request, queryset) -> None:
         self._each(request, queryset, operations.run_now_many, "Queued")
 
-    @admin.action(description="Cancel")
+    @admin.action(description="Cancel", permissions=["operate"])
     def cancel_action(self, request, queryset) -> None:
         self._each(request, queryset, operations.cancel_many, "Cancelled")
 

@@ -201,7 +201,7 @@ class BulkOut(Schema):
 
 
 # The error answers every endpoint may give (seedcore_site/api.py makes them): no or bad
-# credentials, a staff session's unsafe request without CSRF, and an invalid request.
+# credentials, a session's unsafe request without CSRF, and an invalid request.
 AUTH_ERRORS = {401: Message, 403: Message, 422: InvalidInput}
 ID_ERRORS = {**AUTH_ERRORS, 400: Message, 404: Message, 409: AmbiguousId}
 ACTION_ERRORS = {**ID_ERRORS, 409: AmbiguousId | Conflict}

@@ -22,6 +22,7 @@ from django.db.models import Q
 from django.http import HttpRequest
 from django.utils import timezone
 
+from tasks import permissions
 from tasks.ids import parse_id_prefix
 from tasks.models import AuditEntry, AuditVia
 from tasks.selectors import InvalidCursor, Page
@@ -38,25 +39,33 @@ class Actor:
     name: str
     via: str
     address: str | None = None
+    # What the actor may do (tasks.permissions): some actions depend on what they act on (re-running
+    # an organism control task is organism control), so operations check it too.
+    scope: str | None = None
 
     @classmethod
     def of_request(cls, request: HttpRequest, via: str) -> Actor:
-        """The logged-in user (or the API token's owner, naming the token) behind ``request``."""
+        """The logged-in user (or the API token's owner, naming the token) behind ``request``,
+        with the scope the request was granted (a token's, capped by its owner's)."""
         user = getattr(request, "auth", None) or getattr(request, "user", None)
         name = user.get_username() if user is not None and user.is_authenticated else "anonymous"
         token = getattr(request, "api_token", None)
         if token is not None:
             name = f"{name} (token {token})"
-        return cls(name=name, via=via, address=request.META.get("REMOTE_ADDR") or None)
+        scope = getattr(request, "api_scope", None)
+        if scope is None and token is None:
+            scope = permissions.user_scope(user)
+        return cls(name, via, request.META.get("REMOTE_ADDR") or None, scope)
 
     @classmethod
     def cli(cls) -> Actor:
-        """A ``manage.py`` command: the shell user who ran it."""
+        """A ``manage.py`` command: the shell user who ran it, who may do everything (a shell
+        with the project's settings can reach the database anyway)."""
         try:
             name = getpass.getuser()
         except (KeyError, OSError):  # no passwd entry for the uid (some containers)
             name = "unknown"
-        return cls(name=name, via=AuditVia.CLI)
+        return cls(name=name, via=AuditVia.CLI, scope=permissions.ADMIN)
 
 
 def record(

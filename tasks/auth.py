@@ -1,9 +1,9 @@
-"""Who may call the HTTP API: a bearer token, or a logged-in staff member's session.
+"""Who may call the HTTP API: a bearer token, or a signed-in user's session.
 
 Tokens are ``secrets.token_urlsafe`` strings shown once at creation; only their SHA-256 is
 stored, with the first characters kept in clear (``prefix``) so tokens can be told apart in
-the admin. A session only counts for staff, and an unsafe method (POST, …) over a session
-must carry the CSRF token, as any Django form post must.
+the admin. An unsafe method (POST, …) over a session must carry the CSRF token, as any Django
+form post must.
 
 Every request is given a scope (``request.api_scope``, see :mod:`tasks.permissions`): a
 session's is its user's; a token's is the smaller of the token's own scope and its owner's
@@ -143,11 +143,13 @@ def revoke_tokens(tokens: QuerySet[ApiToken], actor: audit.Actor) -> int:
     return len(live)
 
 
-def _require(request: HttpRequest, scope: str | None, needed: str) -> None:
+def _require(request: HttpRequest, scope: str | None, needed: str, hint: str) -> None:
     request.api_scope = scope
     if not permissions.allows(scope, needed):
-        have = f"only {scope!r}" if scope else "no permissions (its owner is not active staff)"
-        raise ScopeTooNarrow(f"this needs the {needed!r} scope; the credentials have {have}")
+        have = f"only {scope!r}" if scope else "none"
+        raise ScopeTooNarrow(
+            f"this needs the {needed!r} scope; the credentials have {have}: {hint}"
+        )
 
 
 class BearerToken(HttpBearer):
@@ -164,20 +166,25 @@ class BearerToken(HttpBearer):
                 "the bearer token is unknown, revoked or expired; "
                 "create one with `python manage.py createapitoken USERNAME`"
             )
-        scope = permissions.narrower(row.scope, permissions.user_scope(row.user))
-        _require(request, scope, self.needed)
+        owner_scope = permissions.user_scope(row.user)
+        scope = permissions.narrower(row.scope, owner_scope)
+        if permissions.allows(owner_scope, self.needed):
+            hint = f"make a token with --scope {self.needed}"
+        else:
+            hint = f"the token's owner lacks it; {permissions.missing_scope_message(self.needed)}"
+        _require(request, scope, self.needed, hint)
         request.api_token = row  # the audit trail names the token an action came through
         return row.user
 
 
-class StaffSession(APIKeyCookie):
-    """A logged-in staff member's session (the admin login), CSRF-checked for unsafe methods."""
+class UserSession(APIKeyCookie):
+    """A signed-in user's session (dashboard or admin login), CSRF-checked for unsafe methods."""
 
     param_name = settings.SESSION_COOKIE_NAME
 
     def __init__(self, needed: str = permissions.READ) -> None:
-        # CSRF is checked in authenticate, and only for staff sessions, so a request with no
-        # credentials at all gets a 401 rather than a CSRF complaint.
+        # CSRF is checked in authenticate, and only for signed-in sessions, so a request with
+        # no credentials at all gets a 401 rather than a CSRF complaint.
         super().__init__(csrf=False)
         self.needed = needed
 
@@ -186,25 +193,30 @@ class StaffSession(APIKeyCookie):
             # No session key holds NUL, and looking one up makes PostgreSQL raise (a 500).
             return None
         user = getattr(request, "user", None)
-        if user is None or not (user.is_authenticated and user.is_active and user.is_staff):
+        if user is None or not (user.is_authenticated and user.is_active):
             return None
         if request.method not in SAFE_METHODS and check_csrf(request) is not None:
             raise CsrfRequired(
                 "CSRF check failed: a session-authenticated request must send the csrftoken "
                 "cookie's value in the X-CSRFToken header (or use a bearer token)"
             )
-        _require(request, permissions.user_scope(user), self.needed)
+        hint = permissions.missing_scope_message(self.needed)
+        _require(request, permissions.user_scope(user), self.needed, hint)
         return user
 
 
 def api_auth_for(needed: str) -> list:
     """The API's credentials, admitting only callers whose scope reaches ``needed``."""
-    return [BearerToken(needed), StaffSession(needed)]
+    return [BearerToken(needed), UserSession(needed)]
 
 
 def require_scope(request: HttpRequest, needed: str) -> None:
     """Refuse (403) a request whose authenticated scope is below ``needed``."""
-    _require(request, getattr(request, "api_scope", None), needed)
+    hint = (
+        "a token does no more than its own scope and its owner's permissions; "
+        f"{permissions.missing_scope_message(needed)}"
+    )
+    _require(request, getattr(request, "api_scope", None), needed, hint)
 
 
 api_auth = api_auth_for(permissions.READ)

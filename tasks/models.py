@@ -110,6 +110,8 @@ class Task(models.Model):
     class Meta:
         db_table = "tasks"
         ordering = ["-created_at", "-id"]
+        # The operator's permission (tasks.permissions): submit, run now, cancel, bulk actions.
+        permissions = [("operate_task", "Can operate tasks (submit, run now, cancel)")]
         constraints = [
             models.CheckConstraint(
                 condition=Q(status__in=Status.values), name="tasks_status_valid"

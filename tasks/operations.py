@@ -14,8 +14,9 @@ from typing import Any
 
 from django.db import transaction
 
-from tasks import audit, bulk, idempotency, queue, schedules, selectors
+from tasks import audit, bulk, idempotency, permissions, queue, schedules, selectors
 from tasks.audit import Actor
+from tasks.auth import ScopeTooNarrow
 from tasks.ids import TaskIdError
 
 
@@ -47,10 +48,19 @@ def submit(
     return submitted
 
 
+def may_run(actor: Actor, task_type: str) -> None:
+    """Raise ScopeTooNarrow unless ``actor`` may make a task of ``task_type`` run: running an
+    organism control type again (or a schedule of one) is organism control."""
+    refusal = permissions.submit_refusal(actor.scope, task_type)
+    if refusal:
+        raise ScopeTooNarrow(f"{refusal}: {task_type} is an organism control type")
+
+
 def run_now(task_id: str, actor: Actor) -> dict[str, Any]:
     """Queue a FAILED, CANCELLED or RETRY task to run now (``queue.run_now``), recorded."""
     with transaction.atomic():
         task = queue.run_now(task_id)
+        may_run(actor, task["type"])  # refused: the transaction rolls the run back
         audit.record(actor, "task.run_now", task_ids=[task["id"]], target=task["type"])
     return task
 
@@ -77,7 +87,7 @@ def _each(action: Callable[[str, Actor], object], task_ids: Iterable[str], actor
     for task_id in task_ids:
         try:
             action(task_id, actor)
-        except (queue.TransitionNotAllowed, TaskIdError, ValueError) as exc:
+        except (queue.TransitionNotAllowed, TaskIdError, ScopeTooNarrow, ValueError) as exc:
             outcome.refused[task_id] = str(exc)
         else:
             outcome.done.append(task_id)
@@ -95,7 +105,11 @@ def start_bulk(
     *,
     snapshot_at: datetime | None = None,
 ) -> bulk.BulkAction:
-    """Start cancelling or retrying all that match; recorded with its filter and count."""
+    """Start cancelling or retrying all that match; recorded with its filter and count. A retry
+    that would re-run organism control tasks needs the organism admin's scope."""
+    if action == "retry":
+        for task_type in _control_types_matching(task_filter):
+            may_run(actor, task_type)
     with transaction.atomic():
         started = bulk.start(action, task_filter, snapshot_at=snapshot_at, requested_by=actor.name)
         audit.record(
@@ -105,6 +119,12 @@ def start_bulk(
             detail={"filter": started.filter, "count": started.total, "bulk_action": started.pk},
         )
     return started
+
+
+def _control_types_matching(task_filter: selectors.TaskFilter) -> list[str]:
+    from organism.handlers import CONTROL_TYPES
+
+    return selectors.types_matching(task_filter, among=CONTROL_TYPES)
 
 
 def resume_bulk(bulk_id: int, actor: Actor) -> bulk.BulkAction:
@@ -128,8 +148,9 @@ def run_schedule_now(schedule_id: int, actor: Actor) -> str:
     """Enqueue a schedule's task at once; returns the task's id."""
     with transaction.atomic():
         task_id = schedules.run_now(schedule_id)
-        name = schedules.Schedule.objects.values_list("name", flat=True).get(pk=schedule_id)
-        audit.record(actor, "schedule.run_now", target=name, task_ids=[task_id])
+        schedule = schedules.Schedule.objects.only("name", "type").get(pk=schedule_id)
+        may_run(actor, schedule.type)  # refused: the transaction rolls the run back
+        audit.record(actor, "schedule.run_now", target=schedule.name, task_ids=[task_id])
     return task_id
 
 

@@ -11,8 +11,9 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.timezone import localtime
 
-from tasks import audit, operations, schedules
-from tasks.admin import AuditedAdmin, admin_actor
+from tasks import audit, operations, permissions, schedules
+from tasks.admin import OperatorAdmin, admin_actor
+from tasks.auth import ScopeTooNarrow
 from tasks.models import Schedule
 
 # A change to any of these moves the next run to the new timing's first slot after now.
@@ -24,6 +25,8 @@ def _when(moment) -> str:
 
 
 class ScheduleAdminForm(forms.ModelForm):
+    user_scope: str | None = None  # set by OperatorAdmin.get_form
+
     class Meta:
         model = Schedule
         fields = (
@@ -45,6 +48,15 @@ class ScheduleAdminForm(forms.ModelForm):
             "params": forms.Textarea(attrs={"rows": 4, "cols": 80}),
         }
 
+    def clean_type(self) -> str:
+        # A schedule of a control type would be organism control by the clock.
+        task_type = self.cleaned_data["type"]
+        if "type" in self.changed_data:
+            refusal = permissions.submit_refusal(self.user_scope, task_type)
+            if refusal:
+                raise forms.ValidationError(refusal)
+        return task_type
+
     def clean_params(self):
         # An empty box means no params, as for a task.
         params = self.cleaned_data.get("params")
@@ -52,7 +64,7 @@ class ScheduleAdminForm(forms.ModelForm):
 
 
 @admin.register(Schedule)
-class ScheduleAdmin(AuditedAdmin):  # adds, changes and deletes join the audit trail
+class ScheduleAdmin(OperatorAdmin):  # adds, changes and deletes join the audit trail
     form = ScheduleAdminForm
     list_display = ("name", "type", "timing", "enabled", "next_run", "last_run", "last_task_link")
     list_filter = ("enabled", "catch_up")
@@ -70,6 +82,9 @@ class ScheduleAdmin(AuditedAdmin):  # adds, changes and deletes join the audit t
         ("Runs", {"fields": ("next_run_at", "last_run_at", "last_task_link", "created_at")}),
     )
     actions = ("run_now_action", "pause_action", "resume_action")
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return permissions.user_may(request.user, permissions.OPERATE)  # schedules are theirs
 
     @admin.display(description="When")
     def timing(self, obj: Schedule) -> str:
@@ -109,18 +124,18 @@ class ScheduleAdmin(AuditedAdmin):  # adds, changes and deletes join the audit t
             try:
                 action(schedule_id, admin_actor(request))
                 done += 1
-            except schedules.ScheduleNotFound as exc:
+            except (schedules.ScheduleNotFound, ScopeTooNarrow) as exc:
                 self.message_user(request, str(exc), messages.ERROR)
         self.message_user(request, f"{verb} {done} schedule(s).", messages.SUCCESS)
 
-    @admin.action(description="Run now")
+    @admin.action(description="Run now", permissions=["operate"])
     def run_now_action(self, request, queryset) -> None:
         self._each(request, queryset, operations.run_schedule_now, "Queued a task for")
 
-    @admin.action(description="Pause")
+    @admin.action(description="Pause", permissions=["operate"])
     def pause_action(self, request, queryset) -> None:
         self._each(request, queryset, operations.pause_schedule, "Paused")
 
-    @admin.action(description="Resume")
+    @admin.action(description="Resume", permissions=["operate"])
     def resume_action(self, request, queryset) -> None:
         self._each(request, queryset, operations.resume_schedule, "Resumed")

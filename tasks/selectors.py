@@ -18,6 +18,7 @@ import base64
 import binascii
 import json
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -250,6 +251,19 @@ def count_matching(
 ) -> int:
     """How many tasks match ``task_filter`` among those created up to ``created_until``."""
     return _matching(task_filter, created_until, using).count()
+
+
+def types_matching(
+    task_filter: TaskFilter, *, among: Iterable[str], using: str = DEFAULT_DB_ALIAS
+) -> list[str]:
+    """Which of the types ``among`` some task matching ``task_filter`` has."""
+    found = (
+        Task.objects.using(using)
+        .filter(task_filter.q(), type__in=list(among))
+        .values_list("type", flat=True)
+        .distinct()
+    )
+    return sorted(found)
 
 
 def batch_query(

@@ -143,3 +143,43 @@ def supervisor_running(namespace: str, *, dispatchers: int = 2, **config: Any):
         stop.set()
         thread.join(timeout=30)
         boss.stop_dispatchers()
+
+
+# ---------------------------------------------------------------------------------------------
+# Users by role (tasks.permissions): the groups the migration makes, or no group at all.
+
+VIEWER, OPERATOR, ORGANISM_ADMIN = "viewer", "operator", "organism admin"
+ROLES = (VIEWER, OPERATOR, ORGANISM_ADMIN)
+
+
+def role_group(name: str):
+    """The group ``name`` as migration tasks.0008 made it. A transactional test's flush deletes
+    groups (the permissions themselves come back), so it is made again from tasks.permissions,
+    the same sets tests/integration/test_permissions.py checks the migration against."""
+    from django.contrib.auth.models import Group, Permission
+
+    from tasks import permissions
+
+    group, created = Group.objects.get_or_create(name=name)
+    if created:
+        scope = {group: scope for scope, group in permissions.SCOPE_GROUPS.items()}[name]
+        for dotted in permissions.group_permissions(scope):
+            app_label, codename = dotted.split(".")
+            group.permissions.add(
+                Permission.objects.get(content_type__app_label=app_label, codename=codename)
+            )
+    return group
+
+
+@pytest.fixture
+def make_user(django_user_model):
+    """``make_user(username, role)``: an active user in the group ``role`` (None: no group).
+    Not staff unless asked, since a SeedCore role needs no staff status."""
+
+    def make(username: str, role: str | None, *, password: str = "pw", **fields: Any):
+        user = django_user_model.objects.create_user(username, password=password, **fields)
+        if role is not None:
+            user.groups.add(role_group(role))
+        return user
+
+    return make

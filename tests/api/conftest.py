@@ -7,10 +7,9 @@ from django.test import Client
 
 
 @pytest.fixture
-def api_user(django_user_model):
-    return django_user_model.objects.create_user(
-        "api-user", password="secret-password", is_staff=True
-    )
+def api_user(make_user):
+    """May do everything (the organism admin group), so its token is limited by its scope."""
+    return make_user("api-user", "organism admin", password="secret-password")
 
 
 @pytest.fixture

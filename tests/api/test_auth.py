@@ -96,22 +96,21 @@ def test_the_token_of_an_inactive_user_is_refused(api, api_user):
     assert api.get("/tasks").status_code == 401
 
 
-def test_a_staff_session_may_read(client, django_user_model):
-    staff = django_user_model.objects.create_user("staff", password="pw", is_staff=True)
-    client.force_login(staff)
+def test_a_viewers_session_may_read(client, make_user):
+    client.force_login(make_user("viewer", "viewer"))
     assert client.get("/tasks").status_code == 200
 
 
-def test_a_non_staff_session_is_refused(client, django_user_model):
-    client.force_login(django_user_model.objects.create_user("plain", password="pw"))
+@pytest.mark.parametrize("is_staff", [False, True])
+def test_a_session_without_permissions_is_refused(client, make_user, is_staff):
+    client.force_login(make_user("plain", None, is_staff=is_staff))
     response = client.get("/tasks")
-    assert response.status_code == 401
+    assert response.status_code == 403 and "'viewer' group" in response.json()["detail"]
 
 
-def test_a_staff_session_needs_csrf_for_unsafe_methods(django_user_model):
-    staff = django_user_model.objects.create_user("staff", password="pw", is_staff=True)
+def test_a_session_needs_csrf_for_unsafe_methods(make_user):
     client = Client(enforce_csrf_checks=True)
-    client.force_login(staff)
+    client.force_login(make_user("operator", "operator"))
     body = json.dumps({"type": "echo"})
 
     refused = client.post("/tasks", body, content_type="application/json")
@@ -119,7 +118,7 @@ def test_a_staff_session_needs_csrf_for_unsafe_methods(django_user_model):
     assert "X-CSRFToken" in refused.json()["detail"]
     assert not selectors.count_by_status()["QUEUED"].count
 
-    client.get("/admin/")  # a page with a form (logout) sets the csrftoken cookie
+    client.get("/dashboard/")  # a page with a form (sign out) sets the csrftoken cookie
     token = client.cookies["csrftoken"].value
     accepted = client.post(
         "/tasks", body, content_type="application/json", headers={"X-CSRFToken": token}
@@ -205,7 +204,7 @@ def test_openapi_documents_every_path_and_both_ways_to_authenticate(client):
         "/healthz",
     ):
         assert path in schema["paths"], path
-    assert {"BearerToken", "StaffSession"} <= set(schema["components"]["securitySchemes"])
+    assert {"BearerToken", "UserSession"} <= set(schema["components"]["securitySchemes"])
     assert "security" not in schema["paths"]["/healthz"]["get"]
     assert schema["paths"]["/tasks"]["post"]["security"]
     assert client.get("/api/docs").status_code == 200

@@ -1,5 +1,5 @@
 """Scoped tokens (issue #15 finding 2): a token does at most its scope, never more than its
-owner may do now (today: active staff may do everything, others nothing), until it expires."""
+owner may do now (tasks.permissions: the owner's groups), until it expires."""
 
 from __future__ import annotations
 
@@ -24,8 +24,9 @@ def _client(token: str) -> Client:
 
 
 @pytest.fixture
-def staff(django_user_model):
-    return django_user_model.objects.create_user("ops", password="pw", is_staff=True)
+def staff(make_user):
+    """A user who may do everything (the organism admin group), so a token's scope decides."""
+    return make_user("ops", "organism admin")
 
 
 @pytest.fixture
@@ -43,11 +44,14 @@ def _queued() -> int:
     return selectors.count_by_status()["QUEUED"].count
 
 
-def test_a_non_staff_users_token_can_do_nothing(django_user_model, control_refused):
-    plain = django_user_model.objects.create_user("plain", password="pw")
+@pytest.mark.parametrize("is_staff", [False, True])
+def test_the_token_of_a_user_without_permissions_can_do_nothing(
+    make_user, control_refused, is_staff
+):
+    plain = make_user("plain", None, is_staff=is_staff)
     api = _client(create_token(plain, scope="admin")[1])
     created = api.post("/tasks", {"type": "echo"}, content_type="application/json")
-    assert created.status_code == 403 and "not active staff" in created.json()["detail"]
+    assert created.status_code == 403 and "token's owner lacks it" in created.json()["detail"]
     shutdown = api.post("/tasks", {"type": "shutdown_organism"}, content_type="application/json")
     assert shutdown.status_code == 403
     assert api.post("/organism/shutdown").status_code == 403
@@ -60,8 +64,7 @@ def test_demoting_the_owner_disarms_the_token_at_once(staff):
     api = _client(create_token(staff, scope="operate")[1])
     assert api.post("/tasks", {"type": "echo"}, content_type="application/json").status_code == 201
     assert api.get("/metrics").status_code == 200
-    staff.is_staff = False
-    staff.save()
+    staff.groups.clear()
     assert api.post("/tasks", {"type": "echo"}, content_type="application/json").status_code == 403
     assert api.get("/tasks").status_code == 403
     assert api.get("/metrics").status_code == 401
@@ -103,7 +106,9 @@ def test_an_operate_token_operates_but_does_not_control_the_organism(staff, cont
 
 def test_an_admin_token_controls_the_organism(staff, monkeypatch):
     ran = []
-    monkeypatch.setattr("organism.api.run_control", lambda kind, params=None: ran.append(kind))
+    monkeypatch.setattr(
+        "organism.api.run_control", lambda kind, params=None, **options: ran.append(kind)
+    )
     api = _client(create_token(staff, scope="admin")[1])
     assert api.post("/organism/shutdown").status_code == 200
     assert ran == ["shutdown_organism"]
@@ -120,7 +125,7 @@ def test_an_expired_token_is_refused(staff):
     assert _client(token).get("/metrics").status_code == 401
 
 
-def test_a_staff_session_keeps_its_full_power(client, staff, control_refused):
+def test_a_session_keeps_its_users_full_power(client, staff, control_refused):
     client.force_login(staff)
     assert (
         client.post("/tasks", {"type": "echo"}, content_type="application/json").status_code == 201
@@ -144,11 +149,18 @@ def test_createapitoken_takes_a_scope_and_an_expiry(staff):
         call_command("createapitoken", "ops", "--scope", "root")
 
 
-def test_createapitoken_warns_when_the_owner_cannot_use_it(django_user_model):
-    django_user_model.objects.create_user("plain", password="pw")
+def test_createapitoken_refuses_a_user_without_permissions(make_user):
+    make_user("plain", None, is_staff=True)
+    with pytest.raises(CommandError, match="no SeedCore permission.*viewer, operator"):
+        call_command("createapitoken", "plain", stdout=io.StringIO(), stderr=io.StringIO())
+    assert not ApiToken.objects.exists()
+
+
+def test_createapitoken_warns_when_the_scope_is_wider_than_the_owner(make_user):
+    make_user("watcher", "viewer")
     err = io.StringIO()
-    call_command("createapitoken", "plain", stdout=io.StringIO(), stderr=err)
-    assert "can do nothing" in err.getvalue()
+    call_command("createapitoken", "watcher", "--scope", "admin", stdout=io.StringIO(), stderr=err)
+    assert "may only read now" in err.getvalue()
 
 
 def test_the_admin_shows_a_tokens_scope(admin_client, staff):

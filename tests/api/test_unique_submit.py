@@ -112,8 +112,8 @@ def test_the_same_key_with_another_request_is_a_409_naming_the_header(api):
     assert Task.objects.count() == 1
 
 
-def test_keys_belong_to_their_caller(api, django_user_model):
-    other_user = django_user_model.objects.create_user("other", is_staff=True)
+def test_keys_belong_to_their_caller(api, make_user):
+    other_user = make_user("other", "operator")
     other = Client(
         headers={"Authorization": f"Bearer {create_token(other_user, scope='operate')[1]}"}
     )

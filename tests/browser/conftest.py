@@ -167,5 +167,5 @@ def log_in(page, base_url: str, username: str = "operator") -> None:
     page.goto(f"{base_url}/dashboard/")
     page.fill("#id_username", username)
     page.fill("#id_password", PASSWORD)
-    page.click("input[type=submit]")
+    page.click("main [type=submit]")
     page.wait_for_url(f"{base_url}/dashboard/")

@@ -43,9 +43,9 @@ def completed_task(type: str = "echo", *, result=None, **spec) -> dict:
 
 
 @pytest.fixture
-def staff_client(client, django_user_model):
-    user = django_user_model.objects.create_user("operator", password="pw", is_staff=True)
-    client.force_login(user)
+def organism_admin_client(client, make_user):
+    """Signed in as a member of the widest group, who may do everything (and is not staff)."""
+    client.force_login(make_user("organism-admin", "organism admin"))
     return client
 
 

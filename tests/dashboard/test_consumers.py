@@ -78,26 +78,24 @@ def test_anonymous_websocket_is_refused():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_non_staff_and_foreign_origin_are_refused(django_user_model):
-    plain = _session_cookie(django_user_model.objects.create_user("plain", password="pw"))
-    staff = _session_cookie(
-        django_user_model.objects.create_user("staff", password="pw", is_staff=True)
-    )
+def test_users_without_the_viewer_permission_and_foreign_origins_are_refused(make_user):
+    plain = _session_cookie(make_user("plain", None))
+    staff_without_permissions = _session_cookie(make_user("staff", None, is_staff=True))
+    viewer = _session_cookie(make_user("viewer", "viewer"))
 
     async def scenario():
-        _, connected = await _connect(ORIGIN, plain)
-        assert not connected
-        _, connected = await _connect((b"origin", b"http://evil.example"), staff)
+        for cookie in (plain, staff_without_permissions):
+            _, connected = await _connect(ORIGIN, cookie)
+            assert not connected
+        _, connected = await _connect((b"origin", b"http://evil.example"), viewer)
         assert not connected
 
     run(scenario)
 
 
 @pytest.mark.django_db(transaction=True)
-def test_staff_receives_a_task_event_and_health(django_user_model, coordinator_down):
-    cookie = _session_cookie(
-        django_user_model.objects.create_user("staff", password="pw", is_staff=True)
-    )
+def test_a_viewer_receives_a_task_event_and_health(make_user, coordinator_down):
+    cookie = _session_cookie(make_user("viewer", "viewer"))
 
     async def scenario():
         communicator, connected = await _connect(ORIGIN, cookie)
@@ -121,11 +119,9 @@ def test_staff_receives_a_task_event_and_health(django_user_model, coordinator_d
 
 @pytest.mark.django_db(transaction=True)
 def test_a_page_that_stops_acking_gets_a_window_of_frames_then_one_merged_frame(
-    django_user_model, coordinator_down
+    make_user, coordinator_down
 ):
-    cookie = _session_cookie(
-        django_user_model.objects.create_user("staff", password="pw", is_staff=True)
-    )
+    cookie = _session_cookie(make_user("viewer", "viewer"))
     statuses = ["QUEUED", "RUNNING", "RETRY", "COMPLETED"]
 
     async def burst(batches: list[Batch]) -> None:
@@ -311,34 +307,51 @@ def assert_socket_closes_after(cookie, revoke, *, stays_open_first: bool = True)
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_socket_closes_soon_after_logout(django_user_model, settings, coordinator_down):
+def test_a_socket_closes_soon_after_logout(make_user, settings, coordinator_down):
     settings.SEEDCORE_SOCKET_RECHECK_SECONDS = 0.2
-    user = django_user_model.objects.create_user("staff", password="pw", is_staff=True)
+    user = make_user("viewer", "viewer")
     client, cookie = _logged_in(user)
     assert_socket_closes_after(cookie, client.logout)
 
 
+def _leave_every_group(user) -> None:
+    user.groups.clear()
+
+
+def _deactivate(user) -> None:
+    type(user).objects.filter(pk=user.pk).update(is_active=False)
+
+
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("demote", ["is_staff", "is_active"])
-def test_a_socket_closes_soon_after_its_user_is_demoted(
-    django_user_model, settings, coordinator_down, demote
+@pytest.mark.parametrize("demote", [_leave_every_group, _deactivate])
+def test_a_socket_closes_soon_after_its_user_loses_the_viewer_permission(
+    make_user, settings, coordinator_down, demote
 ):
     settings.SEEDCORE_SOCKET_RECHECK_SECONDS = 0.2
-    user = django_user_model.objects.create_user("staff", password="pw", is_staff=True)
+    user = make_user("viewer", "viewer")
+    _, cookie = _logged_in(user)
+    assert_socket_closes_after(cookie, lambda: demote(user))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_superusers_socket_closes_soon_after_they_stop_being_one(
+    make_user, settings, coordinator_down
+):
+    """A superuser holds every permission without a group; losing the flag loses them."""
+    settings.SEEDCORE_SOCKET_RECHECK_SECONDS = 0.2
+    user = make_user("root", None, is_superuser=True)
     _, cookie = _logged_in(user)
     assert_socket_closes_after(
-        cookie, lambda: django_user_model.objects.filter(pk=user.pk).update(**{demote: False})
+        cookie, lambda: type(user).objects.filter(pk=user.pk).update(is_superuser=False)
     )
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_socket_closes_soon_after_a_password_change(
-    django_user_model, settings, coordinator_down
-):
+def test_a_socket_closes_soon_after_a_password_change(make_user, settings, coordinator_down):
     """Changing the password ends the user's other sessions (Django's session hash), and so
     their sockets."""
     settings.SEEDCORE_SOCKET_RECHECK_SECONDS = 0.2
-    user = django_user_model.objects.create_user("staff", password="pw", is_staff=True)
+    user = make_user("viewer", "viewer")
     _, cookie = _logged_in(user)
 
     def change_password():

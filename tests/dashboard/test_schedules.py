@@ -29,50 +29,52 @@ def test_the_page_needs_a_staff_login(client):
     assert not Task.objects.exists()
 
 
-def test_the_list_shows_next_and_last_run_and_the_last_task(staff_client):
+def test_the_list_shows_next_and_last_run_and_the_last_task(organism_admin_client):
     schedule = every_minute()
     paused = every_minute("paused one", enabled=False)
     task_id = schedules.run_now(schedule.pk)
-    page = staff_client.get(reverse("dashboard:schedules")).content.decode()
+    page = organism_admin_client.get(reverse("dashboard:schedules")).content.decode()
     assert "heartbeat" in page and "every 60 s" in page
     assert reverse("dashboard:task", args=[task_id]) in page
     assert reverse("dashboard:schedule", args=[paused.pk]) in page and "paused" in page
     assert 'value="resume"' in page and 'value="pause"' in page and "Run now" in page
-    rows = staff_client.get(reverse("dashboard:schedules") + "?partial=rows", **HTMX)
+    rows = organism_admin_client.get(reverse("dashboard:schedules") + "?partial=rows", **HTMX)
     assert "<html" not in rows.content.decode() and "heartbeat" in rows.content.decode()
 
 
-def test_run_now_pause_and_resume_from_the_page(staff_client):
+def test_run_now_pause_and_resume_from_the_page(organism_admin_client):
     schedule = every_minute()
     url = reverse("dashboard:schedule_action", args=[schedule.pk])
-    response = staff_client.post(url, {"action": "run"})
+    response = organism_admin_client.post(url, {"action": "run"})
     assert response.status_code == 302
     assert ScheduleRun.objects.filter(schedule=schedule, slot=None).count() == 1
 
-    staff_client.post(url, {"action": "pause", "back": "list"})
+    organism_admin_client.post(url, {"action": "pause", "back": "list"})
     schedule.refresh_from_db()
     assert not schedule.enabled
-    staff_client.post(url, {"action": "resume"})
+    organism_admin_client.post(url, {"action": "resume"})
     schedule.refresh_from_db()
     assert schedule.enabled and schedule.next_run_at is not None
 
-    response = staff_client.post(url, {"action": "explode"}, follow=True)
+    response = organism_admin_client.post(url, {"action": "explode"}, follow=True)
     assert "action must be" in response.content.decode()
     unknown = reverse("dashboard:schedule_action", args=[10**9])
-    assert staff_client.post(unknown, {"action": "run"}).status_code == 404
+    assert organism_admin_client.post(unknown, {"action": "run"}).status_code == 404
 
 
-def test_the_schedule_page_lists_its_runs(staff_client):
+def test_the_schedule_page_lists_its_runs(organism_admin_client):
     schedule = every_minute()
     Schedule.objects.filter(pk=schedule.pk).update(
         next_run_at=datetime.now(UTC) - timedelta(seconds=1)
     )
     [scheduled] = schedules.enqueue_due()
     manual = schedules.run_now(schedule.pk)
-    page = staff_client.get(reverse("dashboard:schedule", args=[schedule.pk])).content.decode()
+    page = organism_admin_client.get(
+        reverse("dashboard:schedule", args=[schedule.pk])
+    ).content.decode()
     assert page.count('class="schedule-run"') == 2
     assert scheduled[:8] in page and manual[:8] in page and "run now" in page
-    assert staff_client.get(reverse("dashboard:schedule", args=[10**9])).status_code == 404
+    assert organism_admin_client.get(reverse("dashboard:schedule", args=[10**9])).status_code == 404
 
 
 def admin_form(**overrides):
@@ -131,8 +133,8 @@ def test_the_admin_actions_run_pause_and_resume(admin_client):
     assert schedule.enabled and schedule.next_run_at is not None
 
 
-def test_an_id_no_bigint_holds_is_404_not_an_error(staff_client):
+def test_an_id_no_bigint_holds_is_404_not_an_error(organism_admin_client):
     huge = 2**64
-    assert staff_client.get(reverse("dashboard:schedule", args=[huge])).status_code == 404
+    assert organism_admin_client.get(reverse("dashboard:schedule", args=[huge])).status_code == 404
     action = reverse("dashboard:schedule_action", args=[huge])
-    assert staff_client.post(action, {"action": "run"}).status_code == 404
+    assert organism_admin_client.post(action, {"action": "run"}).status_code == 404

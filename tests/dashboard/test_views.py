@@ -40,34 +40,36 @@ def coordinator_down():
 def test_pages_need_a_login(client, name):
     response = client.get(reverse(name))
     assert response.status_code == 302
-    assert response["Location"].startswith(reverse("admin:login"))
+    assert response["Location"].startswith(reverse("dashboard:login"))
 
 
-def test_pages_need_a_staff_user(client, django_user_model):
-    client.force_login(django_user_model.objects.create_user("someone", password="pw"))
-    assert client.get(reverse("dashboard:tasks")).status_code == 302
+@pytest.mark.parametrize("is_staff", [False, True])
+def test_pages_need_a_permission_not_staff_status(client, make_user, is_staff):
+    client.force_login(make_user("someone", None, is_staff=is_staff))
+    refused = client.get(reverse("dashboard:tasks"))
+    assert refused.status_code == 403 and "viewer" in refused.content.decode()
     task = queue.enqueue(type="echo")
     assert (
         client.post(
             reverse("dashboard:task_action", args=[task["id"]]), {"action": "cancel"}
         ).status_code
-        == 302
+        == 403
     )
     assert selectors.get_task(task["id"])["status"] == "QUEUED"
 
 
-def test_root_redirects_to_the_dashboard(staff_client):
-    response = staff_client.get("/")
+def test_root_redirects_to_the_dashboard(organism_admin_client):
+    response = organism_admin_client.get("/")
     assert response.status_code == 302
     assert response["Location"] == reverse("dashboard:overview")
 
 
-def test_overview_shows_counts_and_last_hour(staff_client, coordinator_down):
+def test_overview_shows_counts_and_last_hour(organism_admin_client, coordinator_down):
     queue.enqueue(type="echo")
     completed_task()
     failed_task()
     heartbeats.beat(name="disp-1", node="node-a", pid=1, in_flight=2, processed=7)
-    response = staff_client.get(reverse("dashboard:overview"))
+    response = organism_admin_client.get(reverse("dashboard:overview"))
     assert response.status_code == 200
     counts = {c["status"]: c["count"] for c in response.context["counts"]}
     assert counts == {
@@ -89,27 +91,29 @@ def test_overview_shows_counts_and_last_hour(staff_client, coordinator_down):
     assert "/static/vendor/htmx-2.0.11.min.js" in html
 
 
-def test_overview_stats_partial_for_htmx(staff_client):
-    response = staff_client.get(reverse("dashboard:overview") + "?partial=stats", **HTMX)
+def test_overview_stats_partial_for_htmx(organism_admin_client):
+    response = organism_admin_client.get(reverse("dashboard:overview") + "?partial=stats", **HTMX)
     assert response.status_code == 200
     html = response.content.decode()
     assert "<html" not in html and "Last hour" in html
 
 
-def test_task_list_filters_and_searches(staff_client):
+def test_task_list_filters_and_searches(organism_admin_client):
     echo = queue.enqueue(type="echo", domain="utility")
     other = queue.enqueue(type="resize_image", domain="media")
-    response = staff_client.get(reverse("dashboard:tasks"), {"type": "resize_image"})
+    response = organism_admin_client.get(reverse("dashboard:tasks"), {"type": "resize_image"})
     ids = [row["id"] for row in response.context["page"].items]
     assert ids == [other["id"]]
-    response = staff_client.get(reverse("dashboard:tasks"), {"q": echo["id"][:6]})
+    response = organism_admin_client.get(reverse("dashboard:tasks"), {"q": echo["id"][:6]})
     assert [row["id"] for row in response.context["page"].items] == [echo["id"]]
-    response = staff_client.get(reverse("dashboard:tasks"), {"domain": "media", "status": "QUEUED"})
+    response = organism_admin_client.get(
+        reverse("dashboard:tasks"), {"domain": "media", "status": "QUEUED"}
+    )
     assert [row["id"] for row in response.context["page"].items] == [other["id"]]
 
 
-def test_task_list_reports_bad_input_without_failing(staff_client):
-    response = staff_client.get(
+def test_task_list_reports_bad_input_without_failing(organism_admin_client):
+    response = organism_admin_client.get(
         reverse("dashboard:tasks"), {"q": "xyz", "status": "NOPE", "cursor": "!!"}
     )
     assert response.status_code == 200
@@ -117,51 +121,53 @@ def test_task_list_reports_bad_input_without_failing(staff_client):
     assert "cursor is malformed" in html or "not a task ID" in html
 
 
-def test_task_list_pages_by_keyset(staff_client):
+def test_task_list_pages_by_keyset(organism_admin_client):
     queue.enqueue_many([{"type": "echo"} for _ in range(views.PAGE_SIZE + 3)])
-    first = staff_client.get(reverse("dashboard:tasks"))
+    first = organism_admin_client.get(reverse("dashboard:tasks"))
     assert len(first.context["page"].items) == views.PAGE_SIZE
     assert first.context["next_query"]
-    second = staff_client.get(reverse("dashboard:tasks") + "?" + first.context["next_query"])
+    second = organism_admin_client.get(
+        reverse("dashboard:tasks") + "?" + first.context["next_query"]
+    )
     assert len(second.context["page"].items) == 3
     seen = {row["id"] for row in first.context["page"].items}
     assert seen.isdisjoint(row["id"] for row in second.context["page"].items)
 
 
-def test_task_rows_partial_for_htmx(staff_client):
+def test_task_rows_partial_for_htmx(organism_admin_client):
     task = queue.enqueue(type="echo")
-    response = staff_client.get(reverse("dashboard:tasks") + "?partial=rows", **HTMX)
+    response = organism_admin_client.get(reverse("dashboard:tasks") + "?partial=rows", **HTMX)
     html = response.content.decode()
     assert "<html" not in html and f'id="task-{task["id"]}"' in html
 
 
-def test_bulk_retry_and_cancel_go_through_the_engine(staff_client):
+def test_bulk_retry_and_cancel_go_through_the_engine(organism_admin_client):
     failed = failed_task()
     done = completed_task()
     queued = queue.enqueue(type="echo")
     url = reverse("dashboard:task_bulk")
-    response = staff_client.post(
+    response = organism_admin_client.post(
         url, {"action": "retry", "ids": [failed["id"], done["id"]]}, follow=True
     )
     assert selectors.get_task(failed["id"])["status"] == "QUEUED"
     assert selectors.get_task(done["id"])["status"] == "COMPLETED"
     text = response.content.decode()
     assert "Queued 1 task(s)" in text and "cannot run task" in text
-    staff_client.post(url, {"action": "cancel", "ids": [queued["id"]]})
+    organism_admin_client.post(url, {"action": "cancel", "ids": [queued["id"]]})
     assert selectors.get_task(queued["id"])["status"] == "CANCELLED"
 
 
-def test_retry_all_failed_is_a_preset_of_retry_all_matching(staff_client):
+def test_retry_all_failed_is_a_preset_of_retry_all_matching(organism_admin_client):
     a1, a2 = failed_task("alpha"), failed_task("alpha")
     b = failed_task("beta")
-    page = staff_client.get(reverse("dashboard:tasks"), {"type": "alpha"}).content.decode()
+    page = organism_admin_client.get(reverse("dashboard:tasks"), {"type": "alpha"}).content.decode()
     assert "action=retry&amp;type=alpha&amp;status=FAILED" in page
-    confirm = staff_client.get(
+    confirm = organism_admin_client.get(
         reverse("dashboard:task_matching_confirm"),
         {"action": "retry", "type": "alpha", "status": "FAILED"},
     )
     assert "Retry 2 tasks matching this filter?" in confirm.content.decode()
-    response = staff_client.post(
+    response = organism_admin_client.post(
         reverse("dashboard:task_matching_start"),
         {
             "action": "retry",
@@ -179,10 +185,10 @@ def test_retry_all_failed_is_a_preset_of_retry_all_matching(staff_client):
     ]
 
 
-def test_the_filter_form_searches_params_error_and_updated_time(staff_client):
+def test_the_filter_form_searches_params_error_and_updated_time(organism_admin_client):
     match = queue.enqueue(type="echo", params={"customer": {"id": 42}, "x": 1})
     other = queue.enqueue(type="echo", params={"customer": {"id": 43}})
-    response = staff_client.get(
+    response = organism_admin_client.get(
         reverse("dashboard:tasks"),
         {"params": '{"customer": {"id": 42}}', "updated_after": "2000-01-01T00:00"},
     )
@@ -202,27 +208,27 @@ def test_the_filter_form_searches_params_error_and_updated_time(staff_client):
         ({"updated_before": "2026-13-01T00:00"}, "updated_before: must be a date and time"),
     ],
 )
-def test_a_bad_search_value_is_a_form_error_naming_the_field(staff_client, query, message):
-    response = staff_client.get(reverse("dashboard:tasks"), query)
+def test_a_bad_search_value_is_a_form_error_naming_the_field(organism_admin_client, query, message):
+    response = organism_admin_client.get(reverse("dashboard:tasks"), query)
     assert response.status_code == 200
     assert message in response.context["filter_error"]
     # And no action on all matching starts from it.
-    confirm = staff_client.get(
+    confirm = organism_admin_client.get(
         reverse("dashboard:task_matching_confirm"), {"action": "cancel", **query}, follow=True
     )
     assert message in confirm.content.decode() and not BulkAction.objects.exists()
 
 
-def test_cancel_all_matching_confirms_the_count_then_shows_progress(staff_client):
+def test_cancel_all_matching_confirms_the_count_then_shows_progress(organism_admin_client):
     for n in range(3):
         queue.enqueue(type="echo", params={"customer": 42, "n": n})
     untouched = queue.enqueue(type="echo", params={"customer": 7})
     query = {"action": "cancel", "params": '{"customer": 42}'}
-    confirm = staff_client.get(reverse("dashboard:task_matching_confirm"), query)
+    confirm = organism_admin_client.get(reverse("dashboard:task_matching_confirm"), query)
     html = confirm.content.decode()
     assert "Cancel 3 tasks matching this filter?" in html and "Confirm: cancel 3 tasks" in html
     assert selectors.get_task(untouched["id"])["status"] == "QUEUED"
-    started = staff_client.post(
+    started = organism_admin_client.post(
         reverse("dashboard:task_matching_start"),
         {**query, "snapshot_at": confirm.context["snapshot_at"]},
         follow=True,
@@ -231,7 +237,7 @@ def test_cancel_all_matching_confirms_the_count_then_shows_progress(staff_client
     assert 'data-state="finished"' in progress and "3</strong> of" in progress
     assert selectors.get_task(untouched["id"])["status"] == "QUEUED"
     bulk_id = BulkAction.objects.get().pk
-    partial = staff_client.get(
+    partial = organism_admin_client.get(
         reverse("dashboard:task_matching", args=[bulk_id]),
         {"partial": "progress"},
         headers={"HX-Request": "true"},
@@ -240,21 +246,23 @@ def test_cancel_all_matching_confirms_the_count_then_shows_progress(staff_client
     assert "hx-trigger" not in partial.content.decode()  # finished: polling stops
 
 
-def test_all_matching_needs_a_filter_and_a_confirmation(staff_client):
+def test_all_matching_needs_a_filter_and_a_confirmation(organism_admin_client):
     queue.enqueue(type="echo")
-    no_filter = staff_client.get(
+    no_filter = organism_admin_client.get(
         reverse("dashboard:task_matching_confirm"), {"action": "cancel"}, follow=True
     )
     assert "Set a filter first" in no_filter.content.decode()
-    unconfirmed = staff_client.post(
+    unconfirmed = organism_admin_client.post(
         reverse("dashboard:task_matching_start"), {"action": "cancel", "type": "echo"}, follow=True
     )
     assert "Confirm the action" in unconfirmed.content.decode()
     assert not BulkAction.objects.exists()
-    assert staff_client.get(reverse("dashboard:task_matching", args=[999])).status_code == 404
+    assert (
+        organism_admin_client.get(reverse("dashboard:task_matching", args=[999])).status_code == 404
+    )
 
 
-def test_an_interrupted_action_offers_to_continue(staff_client):
+def test_an_interrupted_action_offers_to_continue(organism_admin_client):
     for _ in range(3):
         queue.enqueue(type="echo")
     task_filter = selectors.TaskFilter(type="echo")
@@ -265,20 +273,22 @@ def test_an_interrupted_action_offers_to_continue(staff_client):
     BulkAction.objects.filter(pk=row.pk).update(
         updated_at=timezone.now() - bulk.STALE_AFTER - timedelta(seconds=5)
     )
-    page = staff_client.get(reverse("dashboard:task_matching", args=[row.pk])).content.decode()
+    page = organism_admin_client.get(
+        reverse("dashboard:task_matching", args=[row.pk])
+    ).content.decode()
     assert "Interrupted" in page and "Continue from where it stopped" in page
-    staff_client.post(reverse("dashboard:task_matching_continue", args=[row.pk]))
+    organism_admin_client.post(reverse("dashboard:task_matching_continue", args=[row.pk]))
     assert bulk.get(row.pk).state == "finished"
     assert set(Task.objects.values_list("status", flat=True)) == {"CANCELLED"}
-    again = staff_client.post(
+    again = organism_admin_client.post(
         reverse("dashboard:task_matching_continue", args=[row.pk]), follow=True
     )
     assert "is not interrupted" in again.content.decode()
 
 
-def test_task_detail_shows_history_routing_and_json(staff_client):
+def test_task_detail_shows_history_routing_and_json(organism_admin_client):
     failed = failed_task(params={"size": 3})
-    response = staff_client.get(reverse("dashboard:task", args=[failed["id"]]))
+    response = organism_admin_client.get(reverse("dashboard:task", args=[failed["id"]]))
     html = response.content.decode()
     assert response.status_code == 200
     assert "ValueError: boom" in html and "&quot;size&quot;: 3" in html
@@ -286,40 +296,44 @@ def test_task_detail_shows_history_routing_and_json(staff_client):
     routed = completed_task(
         result={"output": 1, "routing": {"path": "ESCALATED", "organ_id": "o1", "agent_id": "a9"}}
     )
-    html = staff_client.get(reverse("dashboard:task", args=[routed["id"]])).content.decode()
+    html = organism_admin_client.get(
+        reverse("dashboard:task", args=[routed["id"]])
+    ).content.decode()
     assert "ESCALATED" in html and "a9" in html
 
 
-def test_task_detail_by_prefix_and_unknown(staff_client):
+def test_task_detail_by_prefix_and_unknown(organism_admin_client):
     task = queue.enqueue(type="echo")
-    response = staff_client.get(reverse("dashboard:task", args=[task["id"][:8]]))
+    response = organism_admin_client.get(reverse("dashboard:task", args=[task["id"][:8]]))
     assert response.status_code == 302
     assert response["Location"] == reverse("dashboard:task", args=[task["id"]])
-    assert staff_client.get(reverse("dashboard:task", args=["0000ffff"])).status_code == 404
-    assert staff_client.get(reverse("dashboard:task", args=["zz"])).status_code == 404
+    assert (
+        organism_admin_client.get(reverse("dashboard:task", args=["0000ffff"])).status_code == 404
+    )
+    assert organism_admin_client.get(reverse("dashboard:task", args=["zz"])).status_code == 404
 
 
-def test_task_actions_run_now_and_cancel(staff_client):
+def test_task_actions_run_now_and_cancel(organism_admin_client):
     failed = failed_task()
     url = reverse("dashboard:task_action", args=[failed["id"]])
-    staff_client.post(url, {"action": "run"})
+    organism_admin_client.post(url, {"action": "run"})
     assert selectors.get_task(failed["id"])["status"] == "QUEUED"
-    staff_client.post(url, {"action": "cancel"})
+    organism_admin_client.post(url, {"action": "cancel"})
     assert selectors.get_task(failed["id"])["status"] == "CANCELLED"
     done = completed_task()
-    response = staff_client.post(
+    response = organism_admin_client.post(
         reverse("dashboard:task_action", args=[done["id"]]), {"action": "cancel"}, follow=True
     )
     assert "cannot cancel task" in response.content.decode()
     assert selectors.get_task(done["id"])["status"] == "COMPLETED"
 
 
-def test_organism_page_says_when_the_coordinator_is_down(staff_client, coordinator_down):
-    response = staff_client.get(reverse("dashboard:organism"))
+def test_organism_page_says_when_the_coordinator_is_down(organism_admin_client, coordinator_down):
+    response = organism_admin_client.get(reverse("dashboard:organism"))
     assert response.status_code == 200
     html = response.content.decode()
     assert "does not answer" in html and 'data-healthy="no"' in html
-    response = staff_client.post(
+    response = organism_admin_client.post(
         reverse("dashboard:organism_action"), {"action": "initialize"}, follow=True
     )
     assert "initialize failed" in response.content.decode()

@@ -105,8 +105,8 @@ def test_health_probe_and_readyz_judge_by_the_publication(
     assert client.get("/readyz").status_code == 503
 
 
-def test_health_tells_strangers_the_status_only_and_staff_or_tokens_the_details(
-    client, admin_client, django_user_model, namespace
+def test_health_tells_strangers_the_status_only_and_readers_or_tokens_the_details(
+    client, admin_client, make_user, namespace
 ):
     from tasks.auth import create_token
 
@@ -119,7 +119,7 @@ def test_health_tells_strangers_the_status_only_and_staff_or_tokens_the_details(
     assert wrong.json() == {"status": "unhealthy"}
     staff = admin_client.get("/coordinator/health").json()
     assert staff["message"] == error and staff["dispatchers"][0]["name"] == "dispatcher-secret-name"
-    user = django_user_model.objects.create_user("robot", password="x", is_staff=True)
+    user = make_user("robot", "viewer")
     _, token = create_token(user)
     with_token = client.get("/coordinator/health", HTTP_AUTHORIZATION=f"Bearer {token}").json()
     assert with_token["message"] == error

@@ -191,24 +191,24 @@ def test_statuses_map_onto_django_s():
     assert app.add.get_result(retry.id).status == TaskResultStatus.READY
 
 
-def test_the_api_and_the_dashboard_show_such_tasks_typed_by_their_path(django_user_model):
+def test_the_api_and_the_dashboard_show_such_tasks_typed_by_their_path(make_user):
     from django.test import Client
 
     from tasks.auth import create_token
 
     path = "tests.taskapp.tasks.add"
     result = app.add.enqueue(2, 3)
-    user = django_user_model.objects.create_user("operator", password="pw", is_staff=True)
+    user = make_user("viewer", "viewer")
     api = Client(headers={"Authorization": f"Bearer {create_token(user, name='t')[1]}"})
     listed = api.get("/tasks", {"type": path}).json()["items"]
     assert [(task["id"], task["type"]) for task in listed] == [(result.id, path)]
     assert api.get(f"/tasks/{result.id}").json()["params"] == {"args": [2, 3], "kwargs": {}}
 
-    staff = Client()
-    staff.force_login(user)
-    page = staff.get("/dashboard/tasks/", {"type": path})
+    viewer = Client()
+    viewer.force_login(user)
+    page = viewer.get("/dashboard/tasks/", {"type": path})
     assert page.status_code == 200 and path in page.content.decode()
-    detail = staff.get(f"/dashboard/tasks/{result.id}/")
+    detail = viewer.get(f"/dashboard/tasks/{result.id}/")
     assert detail.status_code == 200 and path in detail.content.decode()
 
 

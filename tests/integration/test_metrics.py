@@ -33,8 +33,8 @@ def coordinator_up():
 
 
 @pytest.fixture
-def scrape(django_user_model):
-    user = django_user_model.objects.create_user("scraper", is_staff=True)
+def scrape(make_user):
+    user = make_user("scraper", "viewer")
     token = create_token(user, name="prometheus")[1]
     web = Client(headers={"Authorization": f"Bearer {token}"})
 
@@ -84,11 +84,14 @@ def test_it_needs_a_token_or_a_staff_session_unless_public(settings, coordinator
     assert client.get("/metrics").status_code == 200
 
 
-def test_a_staff_session_may_scrape(django_user_model, coordinator_down):
-    staff = django_user_model.objects.create_user("op", password="pw", is_staff=True)
+def test_a_viewers_session_may_scrape_and_a_session_without_permissions_may_not(
+    make_user, coordinator_down
+):
     web = Client()
-    web.force_login(staff)
+    web.force_login(make_user("op", "viewer"))
     assert web.get("/metrics").status_code == 200
+    web.force_login(make_user("staff", None, is_staff=True))
+    assert web.get("/metrics").status_code == 401
 
 
 def test_counts_by_status_and_a_down_coordinator_are_metrics_not_errors(scrape, coordinator_down):
@@ -213,7 +216,7 @@ def test_an_open_circuit_shows_in_health_and_on_the_dashboard(admin_client, coor
 
 
 def test_labels_are_only_registered_types_so_random_types_keep_metrics_small(
-    coordinator_down, django_user_model
+    coordinator_down, make_user
 ):
     import random
     import string
@@ -234,9 +237,8 @@ def test_labels_are_only_registered_types_so_random_types_keep_metrics_small(
     unbounded = {t: {"buckets": [1] + [0] * 13, "sum": 0.001, "count": 1} for t in types}
     beat("old/1", {"counters": {}, "histograms": {"run_seconds": unbounded}})
     heartbeats.add_to_totals("old-totals", {"histograms": {"run_seconds": unbounded}})
-    staff = django_user_model.objects.create_user("op", password="pw", is_staff=True)
     web = Client()
-    web.force_login(staff)
+    web.force_login(make_user("op", "viewer"))
     body = web.get("/metrics").content
     assert len(body) < 200_000, len(body)
     samples = parse(body.decode())

@@ -51,6 +51,13 @@ class Command(BaseCommand):
             ) from None
         if not user.is_active:
             raise CommandError(f"user {username!r} is inactive; activate it in the admin first")
+        user_scope = permissions.user_scope(user)
+        if user_scope is None:
+            raise CommandError(
+                f"user {username!r} holds no SeedCore permission, so a token could do nothing; "
+                "add them to a group first (viewer, operator or organism admin: see the README, "
+                "'Permissions')"
+            )
         expires_at = timezone.now() + parse_duration(expires) if expires else None
         row, token = issue_token(
             user, audit.Actor.cli(), name=name, scope=scope, expires_at=expires_at
@@ -61,7 +68,8 @@ class Command(BaseCommand):
             f"Created a {scope} token {row.prefix}… for {username}{until}. Keep it now: it is "
             "not shown again. Send it as `Authorization: Bearer <token>`."
         )
-        if permissions.user_scope(user) is None:
+        if not permissions.allows(user_scope, scope):
             self.stderr.write(
-                f"Note: {username} is not active staff, so the token can do nothing until they are."
+                f"Note: {username} may only {user_scope} now, so the token does no more than "
+                "that until they are given more."
             )

@@ -1,0 +1,46 @@
+"""``manage.py setrole USERNAME viewer|operator|organism-admin|none``: give a user one SeedCore
+role (tasks.permissions), replacing the one they had."""
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+
+from tasks import permissions
+
+NONE = "none"
+
+
+def role_named(text: str) -> str | None:
+    """``organism-admin`` and ``organism_admin`` name the group ``organism admin``."""
+    name = text.strip().lower().replace("-", " ").replace("_", " ")
+    return None if name == NONE else name
+
+
+class Command(BaseCommand):
+    help = (
+        "Put USERNAME in one SeedCore group: viewer (read the dashboard and the API), operator "
+        "(also submit, run now, cancel, bulk actions) or organism-admin (also organism "
+        "control); none removes them from all three. The Django admin also needs is_staff."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("username")
+        parser.add_argument("role", help="viewer, operator, organism-admin or none")
+
+    def handle(self, *args, username: str, role: str, **options):
+        user_model = get_user_model()
+        try:
+            user = user_model.objects.get(**{user_model.USERNAME_FIELD: username})
+        except user_model.DoesNotExist:
+            raise CommandError(
+                f"no user named {username!r}; create one first with "
+                "`python manage.py createsuperuser` or in the admin"
+            ) from None
+        try:
+            permissions.set_role(user, role_named(role))
+        except permissions.UnknownRole as exc:
+            raise CommandError(f"{exc} (or 'none')") from None
+        scope = permissions.user_scope(user_model.objects.get(pk=user.pk))
+        held = ", ".join(permissions.SCOPES[: permissions.SCOPES.index(scope) + 1]) if scope else ""
+        self.stdout.write(f"{username} may now: {held or 'nothing'}.")
+        if user.is_superuser:
+            self.stdout.write(f"Note: {username} is a superuser, who may do everything anyway.")
