@@ -6,6 +6,7 @@ app_name = "dashboard"
 
 urlpatterns = [
     path("", views.overview, name="overview"),
+    path("queue/", views.queue_action, name="queue_action"),
     path("tasks/", views.task_list, name="tasks"),
     path("tasks/bulk/", views.task_bulk, name="task_bulk"),
     path("tasks/retry-failed/", views.task_retry_failed, name="task_retry_failed"),

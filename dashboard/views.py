@@ -18,9 +18,10 @@ from dashboard import actions, live, metrics
 from dashboard.timeline import attempts_of, routing_of, timeline_of
 from organism import control
 from organism import status as published
-from tasks import queue, selectors
+from tasks import permissions, queue, selectors
 from tasks.ids import InvalidTaskId, TaskIdError
 from tasks.models import STATUS_ORDER, Status, can_cancel, can_run_now
+from tasks.validation import InvalidTask
 
 PAGE_SIZE = 50
 
@@ -34,6 +35,25 @@ def _health_context() -> dict[str, Any]:
     monitor = live.current_monitor()
     snapshot = monitor.latest if monitor else None
     return {"health": snapshot}
+
+
+def _can_operate(request: HttpRequest) -> bool:
+    """Whether the operator's buttons (pause, resume, limits) are shown to this user."""
+    return permissions.allows(permissions.user_scope(request.user), permissions.OPERATE)
+
+
+def _queue_context(request: HttpRequest, state: selectors.QueueState, back: str) -> dict[str, Any]:
+    """The paused banner: what is paused and since when, and where its Resume returns."""
+    paused = (
+        [{"type": "", "label": "all types", "since": state.all_paused_at}]
+        if (state.all_paused)
+        else []
+    )
+    paused += [
+        {"type": t, "label": f"type {t}", "since": since}
+        for t, since in sorted(state.paused.items())
+    ]
+    return {"paused": paused, "queue_back": back, "can_operate": _can_operate(request)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -52,6 +72,8 @@ def overview(request: HttpRequest) -> HttpResponse:
     if _partial(request, "stats"):
         return render(request, "dashboard/partials/overview_stats.html", context)
     context["dispatchers"] = live.dispatcher_rows()
+    context["queue"] = selectors.queue_overview()
+    context.update(_queue_context(request, selectors.queue_state(), "overview"))
     return render(request, "dashboard/overview.html", context)
 
 
@@ -109,9 +131,10 @@ def task_list(request: HttpRequest) -> HttpResponse:
         error, cursor = str(exc), None
         page = selectors.list_tasks(task_filter, limit=PAGE_SIZE)
     query = {key: value for key, value in raw.items() if value}
+    state = selectors.queue_state()
     context = {
         "page": page,
-        "rows": [_row_labels(row) for row in page.items],
+        "rows": [_row_labels(row, state) for row in page.items],
         "filter": raw,
         "filter_error": error,
         "statuses": STATUS_ORDER,
@@ -123,10 +146,11 @@ def task_list(request: HttpRequest) -> HttpResponse:
     }
     if _partial(request, "rows"):
         return render(request, "dashboard/partials/task_rows.html", context)
+    context.update(_queue_context(request, state, "tasks"))
     return render(request, "dashboard/tasks.html", context)
 
 
-def _row_labels(row: dict[str, Any]) -> dict[str, Any]:
+def _row_labels(row: dict[str, Any], state: selectors.QueueState) -> dict[str, Any]:
     """A listing row with its labels formatted once here: Django's ``date`` filter, run three
     times per row, was most of a 50-row page's render time."""
     created, updated = row["created_at"], row["updated_at"]
@@ -137,6 +161,7 @@ def _row_labels(row: dict[str, Any]) -> dict[str, Any]:
         "created_label": created.strftime("%b %d %H:%M:%S"),
         "updated_iso": updated.isoformat(),
         "updated_label": updated.strftime("%H:%M:%S"),
+        "waiting": selectors.waiting_reason(row, state),
     }
 
 
@@ -214,6 +239,7 @@ def task_detail(request: HttpRequest, task_id: str) -> HttpResponse:
         else json.dumps(task["result"], indent=2, sort_keys=True),
         "can_run": can_run_now(task["status"]),
         "can_cancel": can_cancel(task["status"], cancel_requested=task["cancel_requested"]),
+        "waiting": selectors.waiting_reason(task),
         **_health_context(),
     }
     if _partial(request, "task"):
@@ -238,6 +264,48 @@ def task_action(request: HttpRequest, task_id: str) -> HttpResponse:
     except queue.TransitionNotAllowed as exc:
         messages.error(request, str(exc))
     return redirect("dashboard:task", task_id=task["id"])
+
+
+# ---------------------------------------------------------------------------------------------
+# The queue's controls: pause, resume, limits (tasks.queue)
+
+QUEUE_BACK = {"overview": "dashboard:overview", "tasks": "dashboard:tasks"}
+
+
+@staff_member_required
+@require_POST
+def queue_action(request: HttpRequest) -> HttpResponse:
+    """Pause or resume a type (``type``) or everything (``all=1``), or set a type's limit
+    (``limit``: a whole number, blank to clear the override)."""
+    action = request.POST.get("action")
+    everything = request.POST.get("all") == "1"
+    task_type = None if everything else request.POST.get("type", "")
+    what = "all types" if everything else f"type {task_type.strip()}"
+    try:
+        if action == "pause":
+            queue.pause(task_type)
+            messages.success(request, f"Paused {what}; running tasks finish.")
+        elif action == "resume":
+            queue.resume(task_type)
+            messages.success(request, f"Resumed {what}.")
+        elif action == "limit" and not everything:
+            limit = _limit_field(request.POST.get("limit", ""))
+            queue.set_concurrency_limit(task_type, limit)
+            messages.success(request, f"Limit of {what}: {limit or 'as declared in code'}.")
+        else:
+            messages.error(request, "action must be 'pause', 'resume' or 'limit' (of one type)")
+    except InvalidTask as exc:
+        messages.error(request, str(exc))
+    return redirect(QUEUE_BACK.get(request.POST.get("back", ""), "dashboard:overview"))
+
+
+def _limit_field(text: str) -> int | None:
+    text = text.strip()
+    if not text:
+        return None
+    if not (text.isascii() and text.isdigit()):
+        raise InvalidTask({"limit": "must be a whole number, or blank to clear the override"})
+    return int(text)
 
 
 # ---------------------------------------------------------------------------------------------

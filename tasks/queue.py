@@ -176,30 +176,31 @@ def claim(
     claimed rows as plain dicts; ``attempts`` is the fencing token that every later write for
     this attempt must present.
 
-    Types with a concurrency limit are claimed under their control row's lock
-    (:func:`_claim_capped`): first, when the previous claim on this connection saw capped
-    types (so a backlog of other types cannot starve them), else only when the batch has room
-    left. Every other type is claimed by one statement, which also says whether capped types
-    exist; so with no caps a busy dispatcher pays one statement per claim, as before caps.
+    Every type without a concurrency limit is claimed by one statement, which also says
+    whether capped types exist; so with no caps a claim is one statement, as before caps.
+    Capped types are claimed under their control row's lock (:func:`_claim_capped`): first
+    when the previous claim on this connection saw capped types (so a backlog of other types
+    cannot starve them), else when the statement saw them and the batch has room left.
     """
     lease = lease_seconds if lease_seconds is not None else settings.SEEDCORE_LEASE_SECONDS
     connection = connections[using]
-    capped_first = getattr(connection, "_seedcore_capped_types", True)
+    capped_first = getattr(connection, "_seedcore_capped_types", False)
     capped: list[dict[str, Any]] = []
     if capped_first:
         capped = _claim_capped(dispatcher=dispatcher, batch=batch, lease=lease, using=using)
     rows: list[dict[str, Any]] = []
+    capped_types = capped_first
     if batch > len(capped):
-        rows = fetch(
+        answer = fetch(
             _CLAIM_SQL, [batch - len(capped), dispatcher, lease], using=using, prepare=True
         )
-    # No row, no news: capped types may exist.
-    capped_types = rows[0]["capped_types"] if rows else True
-    for row in rows:
-        del row["capped_types"]
+        capped_types = answer[0]["capped_types"]
+        rows = [row for row in answer if row["id"] is not None]
+        for row in rows:
+            del row["capped_types"]
     connection._seedcore_capped_types = capped_types
     if not capped_first and capped_types and len(rows) < batch:
-        # Room left and capped types may wait: not a busy round, so the extra look is cheap.
+        # Room left and capped types wait: not a busy round, so the extra look is cheap.
         capped = _claim_capped(
             dispatcher=dispatcher, batch=batch - len(rows), lease=lease, using=using
         )
@@ -208,7 +209,8 @@ def claim(
 
 def claim_statement() -> str:
     """The statement :func:`claim` runs when no type is capped (``%s`` placeholders), for the
-    benchmark's bare loop. Parameters: batch, dispatcher, lease seconds."""
+    benchmark's bare loop. Parameters: batch, dispatcher, lease seconds. It answers the
+    claimed rows, or one row whose ``id`` is null when it claimed nothing."""
     return _CLAIM_SQL
 
 
@@ -232,12 +234,15 @@ _CLAIM_SQL = (
     f"WITH picked AS (SELECT id FROM tasks WHERE status IN {_sql_list(CLAIMABLE_STATUSES)} "
     "AND (run_after IS NULL OR run_after <= now()) "
     f"AND type <> ALL ({_HELD_TYPES}) AND NOT {_ALL_PAUSED} "
-    "ORDER BY priority DESC, created_at LIMIT %s FOR UPDATE SKIP LOCKED) "
-    "UPDATE tasks AS t SET status = 'RUNNING', locked_by = %s, locked_at = now(), "
+    "ORDER BY priority DESC, created_at LIMIT %s FOR UPDATE SKIP LOCKED), "
+    "claimed AS (UPDATE tasks AS t SET status = 'RUNNING', locked_by = %s, locked_at = now(), "
     "lease_expires_at = now() + %s * interval '1 second', attempts = t.attempts + 1, "
     "cancel_requested = false "
-    f"FROM picked WHERE t.id = picked.id RETURNING {_T_COLUMNS}, "
-    f"{_CAPPED_TYPES_EXIST} AS capped_types"
+    f"FROM picked WHERE t.id = picked.id RETURNING {_T_COLUMNS}) "
+    # The claimed rows, each saying whether capped types exist; one row of nulls but that
+    # answer when nothing was claimed.
+    f"SELECT claimed.*, {_CAPPED_TYPES_EXIST} AS capped_types "
+    "FROM (SELECT) AS answer LEFT JOIN claimed ON true"
 )
 
 

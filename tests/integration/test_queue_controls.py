@@ -63,8 +63,9 @@ def test_pause_keeps_its_first_time_and_running_tasks_finish():
     first = queue.pause("resize")["paused_at"]
     assert queue.pause("resize")["paused_at"] == first  # pausing twice changes nothing
 
-    status = queue.complete(task_id=task["id"], dispatcher="d1", attempt=claimed["attempts"],
-                            result={})
+    status = queue.complete(
+        task_id=task["id"], dispatcher="d1", attempt=claimed["attempts"], result={}
+    )
 
     assert status == "COMPLETED"
 

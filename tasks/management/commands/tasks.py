@@ -196,7 +196,7 @@ class Command(BaseCommand):
         text = options["limit"].strip().lower()
         if text == "none":
             limit = None
-        elif text.isdigit():
+        elif text.isascii() and text.isdigit():
             limit = int(text)
         else:
             raise CommandError(f"N must be a whole number or `none`, not {options['limit']!r}")
