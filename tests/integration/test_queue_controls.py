@@ -279,3 +279,17 @@ def test_the_claim_stays_one_statement_without_controls(django_assert_max_num_qu
     queue.claim(dispatcher="d1", batch=5)  # sees that no type is capped
     with django_assert_max_num_queries(1):
         assert len(queue.claim(dispatcher="d1", batch=5)) == 5
+
+
+def test_rundispatcher_records_the_limits_handlers_declare(monkeypatch):
+    from organism import handlers, supervisor
+
+    monkeypatch.setattr(handlers, "_registry", dict(handlers._registry))
+    handlers.handler("unit_capped", concurrency=2)(lambda params, ctx: None)
+    queue.declare_concurrency({"gone": 5})  # declared by a handler that no longer exists
+
+    supervisor.declare_concurrency()
+
+    assert selectors.queue_control("unit_capped")["declared_concurrency"] == 2
+    assert selectors.queue_control("gone")["limit"] is None
+    assert handlers.declared_concurrency() == {"unit_capped": 2}
