@@ -27,7 +27,7 @@ from django.db.models import Q
 from django.utils.dateparse import parse_datetime
 
 from tasks.ids import MAX_CANDIDATES, AmbiguousTaskId, TaskNotFound, parse_id_prefix
-from tasks.models import Status, Task
+from tasks.models import ALL_TYPES, Status, Task
 from tasks.sql import fetch, task_uuid
 
 # ---------------------------------------------------------------------------------------------
@@ -352,9 +352,14 @@ class QueueState:
 def queue_state(*, using: str = DEFAULT_DB_ALIAS) -> QueueState:
     """The queue controls and the RUNNING count of each type (RUNNING rows only, through
     their partial index: as many as the dispatchers hold, never the whole table)."""
-    from tasks.models import ALL_TYPES
+    return _queue_state(_controls(using), using=using)
 
-    controls = fetch(f"SELECT {_CONTROL_COLUMNS} FROM queue_controls", using=using)
+
+def _controls(using: str) -> list[dict[str, Any]]:
+    return fetch(f"SELECT {_CONTROL_COLUMNS} FROM queue_controls ORDER BY type", using=using)
+
+
+def _queue_state(controls: list[dict[str, Any]], *, using: str) -> QueueState:
     running = fetch(
         "SELECT type, count(*) AS n FROM tasks WHERE status = 'RUNNING' GROUP BY type",
         using=using,
@@ -388,11 +393,9 @@ QUEUE_HEAD = 1000
 def queue_overview(*, using: str = DEFAULT_DB_ALIAS) -> dict[str, Any]:
     """What ``GET /queue`` and the dashboard show: whether all claiming is paused, and per
     type (controlled, running or next in line) its pause, limits and RUNNING count."""
-    state = queue_state(using=using)
-    controls = {
-        row["type"]: row
-        for row in fetch(f"SELECT {_CONTROL_COLUMNS} FROM queue_controls", using=using)
-    }
+    rows = _controls(using)
+    state = _queue_state(rows, using=using)
+    controls = {row["type"]: row for row in rows}
     waiting = fetch(
         "SELECT DISTINCT type FROM (SELECT type FROM tasks WHERE status IN ('QUEUED', 'RETRY') "
         "ORDER BY priority DESC, created_at LIMIT %s) AS head",
