@@ -73,3 +73,20 @@ def test_pause_a_type_while_its_tasks_are_queued_then_resume_it(
 
     page.goto(f"{live_url}/dashboard/")
     page.screenshot(path=ARTIFACTS / "queue-overview.png", full_page=True)
+
+
+def test_the_queue_section_pauses_any_type_and_sets_a_limit(live_url, page):
+    in_thread(queue.enqueue_many, [{"type": "resize_image"}, {"type": "echo"}])
+    log_in(page, live_url)
+
+    page.fill('#queue input[name="type"]', "not_yet_arrived")
+    page.click('#queue button:has-text("Pause type")')
+    page.wait_for_selector('#paused-banner li[data-paused-type="not_yet_arrived"]')
+
+    row = page.locator('tr[data-type="resize_image"]')
+    row.locator('input[name="limit"]').fill("2")
+    row.locator('button[value="limit"]').click()
+    page.wait_for_selector('tr[data-type="resize_image"] input[name="limit"][value="2"]')
+    assert in_thread(selectors.queue_control, "resize_image")["concurrency_limit"] == 2
+    assert "0 of 2" in page.locator('tr[data-type="resize_image"]').inner_text()
+    page.screenshot(path=ARTIFACTS / "queue-section.png", full_page=True)
