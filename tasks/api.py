@@ -240,7 +240,7 @@ def get_queue(request: HttpRequest):
 @router.post(
     "/queue/pause",
     auth=operate_auth,
-    response={200: QueueOut, **AUTH_ERRORS},
+    response={200: QueueOut, 400: Message, **AUTH_ERRORS},
     summary="Pause claiming of a type, or of everything with {}",
 )
 def pause_queue(request: HttpRequest, body: QueueTypeIn):
@@ -251,7 +251,7 @@ def pause_queue(request: HttpRequest, body: QueueTypeIn):
 @router.post(
     "/queue/resume",
     auth=operate_auth,
-    response={200: QueueOut, **AUTH_ERRORS},
+    response={200: QueueOut, 400: Message, **AUTH_ERRORS},
     summary="Resume claiming of a type, or of everything with {}; dispatchers wake at once",
 )
 def resume_queue(request: HttpRequest, body: QueueTypeIn):
@@ -262,7 +262,7 @@ def resume_queue(request: HttpRequest, body: QueueTypeIn):
 @router.put(
     "/queue/limit",
     auth=operate_auth,
-    response={200: QueueOut, **AUTH_ERRORS},
+    response={200: QueueOut, 400: Message, **AUTH_ERRORS},
     summary="Override how many tasks of a type run at once (null clears the override)",
 )
 def set_queue_limit(request: HttpRequest, body: QueueLimitIn):

@@ -215,25 +215,29 @@ def claim_statement() -> str:
 
 
 # A type the one-statement claim leaves alone: paused, or capped (claimed by _claim_capped).
+# NOT IN over the control rows is a hashed subplan, run once per statement, which the planner
+# estimates as keeping half the rows, so it still reads tasks_claimable_idx in claim order
+# (``type <> ALL (array)`` of the same rows it estimated as keeping none, and chose to scan
+# and sort the whole table). The key is never NULL, so NOT IN has no NULL surprise.
 _HELD_TYPES = (
-    "coalesce((SELECT array_agg(c.type) FROM queue_controls AS c WHERE c.paused "
-    "OR c.concurrency_limit IS NOT NULL OR c.declared_concurrency IS NOT NULL), '{}')"
+    "SELECT c.type FROM queue_controls AS c WHERE c.paused "
+    "OR c.concurrency_limit IS NOT NULL OR c.declared_concurrency IS NOT NULL"
 )
 _ALL_PAUSED = f"EXISTS (SELECT FROM queue_controls WHERE type = '{ALL_TYPES}' AND paused)"
 _CAPPED_TYPES_EXIST = (
-    "EXISTS (SELECT FROM queue_controls WHERE NOT paused AND type <> '' "
+    f"EXISTS (SELECT FROM queue_controls WHERE NOT paused AND type <> '{ALL_TYPES}' "
     "AND coalesce(concurrency_limit, declared_concurrency) IS NOT NULL)"
 )
 
 # SKIP LOCKED: concurrent claims pass over each other's rows instead of queueing behind them.
 # The picked rows are read through tasks_claimable_idx, in claim order (the status list is a
 # literal, as in the index's condition, so the planner can use it). The queue controls are
-# read once per statement (uncorrelated subqueries: init plans over a table of a few rows), so
-# they cost the hot path next to nothing, and a pause holds from the very next claim.
+# read once per statement (uncorrelated subqueries over a table of a few rows), so they cost
+# the hot path next to nothing, and a pause holds from the very next claim.
 _CLAIM_SQL = (
     f"WITH picked AS (SELECT id FROM tasks WHERE status IN {_sql_list(CLAIMABLE_STATUSES)} "
     "AND (run_after IS NULL OR run_after <= now()) "
-    f"AND type <> ALL ({_HELD_TYPES}) AND NOT {_ALL_PAUSED} "
+    f"AND type NOT IN ({_HELD_TYPES}) AND NOT {_ALL_PAUSED} "
     "ORDER BY priority DESC, created_at LIMIT %s FOR UPDATE SKIP LOCKED), "
     "claimed AS (UPDATE tasks AS t SET status = 'RUNNING', locked_by = %s, locked_at = now(), "
     "lease_expires_at = now() + %s * interval '1 second', attempts = t.attempts + 1, "
@@ -272,7 +276,7 @@ def _claim_capped(*, dispatcher: str, batch: int, lease: float, using: str) -> l
 # In type order, so two claimers that block (an operator's update) never deadlock.
 _LOCK_CAPPED_SQL = (
     "SELECT type, coalesce(concurrency_limit, declared_concurrency) AS limit "
-    "FROM queue_controls WHERE NOT paused AND type <> '' "
+    f"FROM queue_controls WHERE NOT paused AND type <> '{ALL_TYPES}' "
     f"AND coalesce(concurrency_limit, declared_concurrency) IS NOT NULL AND NOT {_ALL_PAUSED} "
     "ORDER BY type FOR UPDATE SKIP LOCKED"
 )

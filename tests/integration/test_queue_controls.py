@@ -293,3 +293,17 @@ def test_rundispatcher_records_the_limits_handlers_declare(monkeypatch):
     assert selectors.queue_control("unit_capped")["declared_concurrency"] == 2
     assert selectors.queue_control("gone")["limit"] is None
     assert handlers.declared_concurrency() == {"unit_capped": 2}
+
+
+def test_the_claim_still_reads_the_claimable_index_with_types_paused():
+    # Written as `type <> ALL (array)` the planner thought the filter kept no row and scanned
+    # and sorted the whole table on every claim.
+    queue.enqueue_many([{"type": "echo"}] * 2000)
+    queue.pause("resize")
+    queue.set_concurrency_limit("mail", 2)
+    sql = queue.claim_statement()
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE tasks")
+        cursor.execute("EXPLAIN " + sql, [50, "d1", 90])
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "tasks_claimable_idx" in plan, plan
