@@ -281,6 +281,9 @@ _LOCK_CAPPED_SQL = (
     "ORDER BY type FOR UPDATE SKIP LOCKED"
 )
 
+# Each capped type's tasks are read through tasks_claimable_idx in claim order, filtered by
+# type: cheap while they are near the head of the queue; a per-type index would keep it cheap
+# behind any backlog, but every insert would pay for it.
 # locked_at is this statement's start, after the lock was granted (now() is the transaction's
 # start, before it), so the start of a capped task is never earlier than the end of the task
 # whose slot it took.
