@@ -182,11 +182,16 @@ def validate_task_spec(values: Mapping[str, Any]) -> dict[str, Any]:
 
 MAX_CONCURRENCY_LIMIT = 100_000
 
+# Not blank, no NUL: what validate_queue_type accepts, said in the schema too.
+NOT_BLANK_NO_NUL = r"^[^\x00]*[^\x00\s][^\x00]*$"
 QueueType = Annotated[
     str,
-    Field(min_length=1, max_length=MAX_TYPE_LENGTH, pattern=NO_NUL, strict=True),
+    Field(min_length=1, max_length=MAX_TYPE_LENGTH, pattern=NOT_BLANK_NO_NUL, strict=True),
 ]
-ConcurrencyLimit = Annotated[int, Field(ge=1, le=MAX_CONCURRENCY_LIMIT, strict=True)]
+# A whole number, as JSON has it (2.0 is one).
+ConcurrencyLimit = Annotated[
+    int, Field(ge=1, le=MAX_CONCURRENCY_LIMIT), BeforeValidator(_whole_number)
+]
 
 
 def validate_queue_type(value: Any) -> str:

@@ -60,6 +60,14 @@ def test_a_body_of_the_wrong_shape_is_422_naming_the_field(api, body, field):
     assert selectors.queue_state().anything_paused is False
 
 
+def test_a_limit_is_a_whole_number_as_json_has_it(api):
+    response = api.put(
+        "/queue/limit", {"type": "resize", "limit": 2.0}, content_type="application/json"
+    )
+    assert response.status_code == 200
+    assert selectors.queue_control("resize")["concurrency_limit"] == 2
+
+
 def test_override_a_limit_and_clear_it(api):
     queue.declare_concurrency({"resize": 4})
     response = api.put(
