@@ -11,6 +11,7 @@ urlpatterns = [
         "login/", auth_views.LoginView.as_view(template_name="dashboard/login.html"), name="login"
     ),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("queue/", views.queue_action, name="queue_action"),
     path("tasks/", views.task_list, name="tasks"),
     path("tasks/bulk/", views.task_bulk, name="task_bulk"),
     # Before tasks/<task_id>/, which would take "matching" for a task ID.

@@ -24,6 +24,7 @@ from tasks.auth import ScopeTooNarrow
 from tasks.ids import InvalidTaskId, TaskIdError
 from tasks.models import STATUS_ORDER, AuditVia, Status, can_cancel, can_run_now
 from tasks.permissions import ADMIN, OPERATE, READ
+from tasks.validation import InvalidTask
 
 PAGE_SIZE = 50
 TASK_AUDIT_ENTRIES = 20  # the newest operator actions shown on a task's page
@@ -42,6 +43,20 @@ def _health_context() -> dict[str, Any]:
     return live.health_context()
 
 
+def _queue_context(state: selectors.QueueState, back: str) -> dict[str, Any]:
+    """The paused banner: what is paused and since when, and where its Resume returns."""
+    paused = (
+        [{"type": "", "label": "all types", "since": state.all_paused_at}]
+        if (state.all_paused)
+        else []
+    )
+    paused += [
+        {"type": t, "label": f"type {t}", "since": since}
+        for t, since in sorted(state.paused.items())
+    ]
+    return {"paused": paused, "queue_back": back}
+
+
 # ---------------------------------------------------------------------------------------------
 # Overview
 
@@ -58,6 +73,8 @@ def overview(request: HttpRequest) -> HttpResponse:
     if _partial(request, "stats"):
         return render(request, "dashboard/partials/overview_stats.html", context)
     context["dispatchers"] = live.dispatcher_rows()
+    context["queue"] = selectors.queue_overview()
+    context.update(_queue_context(selectors.queue_state(), "overview"))
     return render(request, "dashboard/overview.html", context)
 
 
@@ -137,9 +154,10 @@ def task_list(request: HttpRequest) -> HttpResponse:
         error, cursor = str(exc), None
         page = selectors.list_tasks(task_filter, limit=PAGE_SIZE)
     query = {key: value for key, value in raw.items() if value}
+    state = selectors.queue_state()
     context = {
         "page": page,
-        "rows": [_row_labels(row) for row in page.items],
+        "rows": [_row_labels(row, state) for row in page.items],
         "filter": raw,
         "filter_error": error,
         "statuses": STATUS_ORDER,
@@ -153,10 +171,11 @@ def task_list(request: HttpRequest) -> HttpResponse:
     }
     if _partial(request, "rows"):
         return render(request, "dashboard/partials/task_rows.html", context)
+    context.update(_queue_context(state, "tasks"))
     return render(request, "dashboard/tasks.html", context)
 
 
-def _row_labels(row: dict[str, Any]) -> dict[str, Any]:
+def _row_labels(row: dict[str, Any], state: selectors.QueueState) -> dict[str, Any]:
     """A listing row with its labels formatted once here: Django's ``date`` filter, run three
     times per row, was most of a 50-row page's render time."""
     created, updated = row["created_at"], row["updated_at"]
@@ -167,6 +186,7 @@ def _row_labels(row: dict[str, Any]) -> dict[str, Any]:
         "created_label": created.strftime("%b %d %H:%M:%S"),
         "updated_iso": updated.isoformat(),
         "updated_label": updated.strftime("%H:%M:%S"),
+        "waiting": selectors.waiting_reason(row, state),
     }
 
 
@@ -330,6 +350,7 @@ def task_detail(request: HttpRequest, task_id: str) -> HttpResponse:
         "audit_entries": audit.list_entries(
             audit.AuditFilter(task=task["id"]), limit=TASK_AUDIT_ENTRIES
         ).items,
+        "waiting": selectors.waiting_reason(task),
         **_health_context(),
     }
     if _partial(request, "task"):
@@ -354,6 +375,48 @@ def task_action(request: HttpRequest, task_id: str) -> HttpResponse:
     except (queue.TransitionNotAllowed, ScopeTooNarrow) as exc:
         messages.error(request, str(exc))
     return redirect("dashboard:task", task_id=task["id"])
+
+
+# ---------------------------------------------------------------------------------------------
+# The queue's controls: pause, resume, limits (tasks.queue)
+
+QUEUE_BACK = {"overview": "dashboard:overview", "tasks": "dashboard:tasks"}
+
+
+@scope_required(OPERATE)
+@require_POST
+def queue_action(request: HttpRequest) -> HttpResponse:
+    """Pause or resume a type (``type``) or everything (``all=1``), or set a type's limit
+    (``limit``: a whole number, blank to clear the override)."""
+    action = request.POST.get("action")
+    everything = request.POST.get("all") == "1"
+    task_type = None if everything else request.POST.get("type", "")
+    what = "all types" if everything else f"type {task_type.strip()}"
+    try:
+        if action == "pause":
+            operations.pause_queue(task_type, _actor(request))
+            messages.success(request, f"Paused {what}; running tasks finish.")
+        elif action == "resume":
+            operations.resume_queue(task_type, _actor(request))
+            messages.success(request, f"Resumed {what}.")
+        elif action == "limit" and not everything:
+            limit = _limit_field(request.POST.get("limit", ""))
+            operations.set_concurrency_limit(task_type, limit, _actor(request))
+            messages.success(request, f"Limit of {what}: {limit or 'as declared in code'}.")
+        else:
+            messages.error(request, "action must be 'pause', 'resume' or 'limit' (of one type)")
+    except InvalidTask as exc:
+        messages.error(request, str(exc))
+    return redirect(QUEUE_BACK.get(request.POST.get("back", ""), "dashboard:overview"))
+
+
+def _limit_field(text: str) -> int | None:
+    text = text.strip()
+    if not text:
+        return None
+    if not (text.isascii() and text.isdigit()):
+        raise InvalidTask({"limit": "must be a whole number, or blank to clear the override"})
+    return int(text)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -247,7 +247,8 @@ def _close_thread_connections() -> None:
 
 
 class NotifyWaker:
-    """Wake when PostgreSQL announces a claimable task (NOTIFY seedcore_tasks), or on timeout.
+    """Wake when PostgreSQL announces a claimable task (NOTIFY seedcore_tasks), or a resume
+    (``tasks.queue.WAKE_PAYLOAD``), or on timeout.
 
     The dispatcher waits with its poll interval as the timeout, so polling remains only as a
     safety net: for a NOTIFY lost while the listening connection (async psycopg, separate from
@@ -279,7 +280,10 @@ class NotifyWaker:
         )
 
     def _notified(self, payload: str) -> None:
-        if '"QUEUED"' in payload or '"RETRY"' in payload:
+        from tasks.queue import WAKE_PAYLOAD
+
+        # A task queued or sent to retry, or the queue's controls loosened (a resume).
+        if payload == WAKE_PAYLOAD or '"QUEUED"' in payload or '"RETRY"' in payload:
             self._claimable.set()
 
     def close(self) -> None:

@@ -49,6 +49,8 @@ class HandlerSpec:
     max_attempts: int | None = None
     timeout: float | None = None
     control: bool = False
+    # How many tasks of this type may run at once across all dispatchers (None: no limit).
+    concurrency: int | None = None
 
     @property
     def is_async(self) -> bool:
@@ -103,11 +105,14 @@ def handler(
     max_attempts: int | None = None,
     timeout: float | None = None,
     control: bool = False,
+    concurrency: int | None = None,
 ) -> Callable[[HandlerFunc], HandlerFunc]:
     """Register ``fn(params, ctx)`` as the handler of task type ``type``.
 
     ``max_attempts`` caps the task's attempts (a task's own cap wins); ``timeout`` (seconds)
-    ends an attempt that runs longer, default SEEDCORE_TASK_TIMEOUT.
+    ends an attempt that runs longer, default SEEDCORE_TASK_TIMEOUT; ``concurrency`` caps how
+    many tasks of the type run at once across all dispatchers (``rundispatcher`` records it
+    at start; an operator's limit from the API or the admin wins over it).
     """
     if not type or not isinstance(type, str):
         raise ValueError("a handler's type must be a non-empty string")
@@ -115,6 +120,8 @@ def handler(
         raise ValueError(f"handler {type!r}: max_attempts must be at least 1")
     if timeout is not None and timeout <= 0:
         raise ValueError(f"handler {type!r}: timeout must be positive")
+    if concurrency is not None and (isinstance(concurrency, bool) or concurrency < 1):
+        raise ValueError(f"handler {type!r}: concurrency must be at least 1")
 
     def register(fn: HandlerFunc) -> HandlerFunc:
         existing = _registry.get(type)
@@ -122,7 +129,7 @@ def handler(
             raise ValueError(
                 f"task type {type!r} already has a handler, {_qualname(existing.func)}"
             )
-        _registry[type] = HandlerSpec(type, fn, max_attempts, timeout, control)
+        _registry[type] = HandlerSpec(type, fn, max_attempts, timeout, control, concurrency)
         return fn
 
     return register
@@ -134,6 +141,11 @@ def get_handler(type: str) -> HandlerSpec | None:
 
 def registered_types() -> list[str]:
     return sorted(_registry)
+
+
+def declared_concurrency() -> dict[str, int]:
+    """The concurrency limit each registered handler declares, by type."""
+    return {t: spec.concurrency for t, spec in _registry.items() if spec.concurrency is not None}
 
 
 def missing_handler_message(type: str) -> str:

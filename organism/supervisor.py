@@ -113,6 +113,7 @@ class Supervisor:
 
     def bootstrap(self) -> dict[str, Any]:
         """Coordinator answering, N dispatchers running; returns the first status."""
+        declare_concurrency()
         deadline = time.monotonic() + COORDINATOR_READY_TIMEOUT
         while (ping_ms := self.ensure_coordinator()) is None:
             if time.monotonic() > deadline:
@@ -369,6 +370,16 @@ class Supervisor:
         released = driver.stop_dispatchers(list(handles.values()), timeout, kill=kill)
         self.dispatchers.clear()
         return released
+
+
+def declare_concurrency() -> None:
+    """Record the concurrency limits the handlers declare (``@handler(..., concurrency=N)``)
+    where every dispatcher's claim reads them, so they hold across the whole cluster."""
+    from organism import handlers
+    from tasks import queue
+
+    handlers.autodiscover()
+    queue.declare_concurrency(handlers.declared_concurrency())
 
 
 def alive_count(snapshot: dict[str, Any]) -> int:

@@ -30,6 +30,7 @@ from tasks.queue import TransitionNotAllowed, UniqueKeyHeld
 from tasks.schedule_api import router as schedules_router
 from tasks.schedules import ScheduleNotFound
 from tasks.selectors import InvalidCursor, InvalidFilter
+from tasks.validation import InvalidTask
 
 logger = logging.getLogger("seedcore.api")
 
@@ -85,6 +86,13 @@ def invalid_input(request: HttpRequest, exc: ValidationError) -> HttpResponse:
         errors.append({"field": field, "message": message})
     detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors) or "invalid request"
     return _error(request, 422, f"invalid request: {detail}", errors=errors)
+
+
+@api.exception_handler(InvalidTask)
+def invalid_task(request: HttpRequest, exc: InvalidTask) -> HttpResponse:
+    # The library's own check (a rule the schema cannot say, e.g. a blank type).
+    errors = [{"field": field, "message": message} for field, message in exc.errors.items()]
+    return _error(request, 422, f"invalid request: {exc}", errors=errors)
 
 
 @api.exception_handler(AuthenticationError)

@@ -363,5 +363,67 @@ class TaskAdmin(OperatorAdmin):  # editing a task's status is run now or cancel
         self._each(request, queryset, operations.cancel_many, "Cancelled")
 
 
+# ---------------------------------------------------------------------------------------------
+# Queue controls: pause and concurrency limits, changed through tasks.queue like everywhere else
+
+from tasks.models import ALL_TYPES, QueueControl  # noqa: E402
+from tasks.validation import validate_concurrency_limit, validate_queue_type  # noqa: E402
+
+
+class QueueControlForm(forms.ModelForm):
+    class Meta:
+        model = QueueControl
+        fields = ("type", "paused", "concurrency_limit")
+        widgets = {"type": forms.TextInput(attrs={"maxlength": 200})}
+        help_texts = {
+            "type": "A task type (it need not have tasks yet).",
+            "concurrency_limit": "How many may run at once; blank: the handler's own limit.",
+        }
+
+    def clean_type(self) -> str:
+        try:
+            return validate_queue_type(self.cleaned_data.get("type", ""))
+        except InvalidTask as exc:
+            raise forms.ValidationError(exc.errors["type"]) from None
+
+    def clean_concurrency_limit(self) -> int | None:
+        try:
+            return validate_concurrency_limit(self.cleaned_data.get("concurrency_limit"))
+        except InvalidTask as exc:
+            raise forms.ValidationError(exc.errors["limit"]) from None
+
+
+@admin.register(QueueControl)
+class QueueControlAdmin(OperatorAdmin):
+    """Pause a type and override its concurrency limit. Saving calls tasks.queue.pause,
+    resume and set_concurrency_limit, so dispatchers wake on a resume as from the API. Pausing
+    every type is the dashboard's, the API's and the CLI's (its row has a blank key, which
+    admin URLs cannot address)."""
+
+    form = QueueControlForm
+    list_display = ("__str__", "paused", "paused_at", "concurrency_limit", "declared_concurrency")
+    list_filter = ("paused",)
+    readonly_fields = ("paused_at", "declared_concurrency")
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).exclude(type=ALL_TYPES)
+
+    def get_readonly_fields(self, request, obj=None):
+        return (*self.readonly_fields, "type") if obj is not None else self.readonly_fields
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # resume and clear the limit instead; a declared limit comes from code
+
+    def save_model(self, request, obj, form, change) -> None:
+        actor = admin_actor(request)
+        if not change or "concurrency_limit" in form.changed_data:
+            operations.set_concurrency_limit(obj.type, obj.concurrency_limit, actor)
+        if not change or "paused" in form.changed_data:
+            if obj.paused:
+                operations.pause_queue(obj.type, actor)
+            else:
+                operations.resume_queue(obj.type, actor)
+
+
 # Schedules have an admin module of their own.
 from tasks import schedule_admin  # noqa: E402, F401

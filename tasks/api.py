@@ -1,4 +1,5 @@
-"""The tasks endpoints: submit, list, read, run now, cancel, and act on all that match.
+"""The tasks endpoints: submit, list, read, run now, cancel, act on all that match, the audit
+trail, and the queue's controls (pause, resume, concurrency limits).
 
 Thin over ``tasks.queue`` (every status change) and ``tasks.selectors`` (every read). Errors
 are raised as the engine's exceptions and turned into JSON by ``seedcore_site.api``. A
@@ -21,7 +22,14 @@ from tasks import audit, bulk, idempotency, models, operations, permissions, sel
 from tasks.auth import operate_auth, require_scope
 from tasks.ids import parse_id_prefix
 from tasks.models import BulkAction
-from tasks.validation import NO_NUL, IsoDatetime, NewTask, check_params
+from tasks.validation import (
+    NO_NUL,
+    ConcurrencyLimit,
+    IsoDatetime,
+    NewTask,
+    QueueType,
+    check_params,
+)
 
 Text = Annotated[str, Field(pattern=NO_NUL)]
 # What tasks.ids accepts: 4 to 32 hex digits, dashes anywhere. Documented, not enforced here,
@@ -97,6 +105,9 @@ class TaskOut(TaskSummary):
     lease_expires_at: datetime | None
     cancel_requested: bool
     unique_key: str | None
+    waiting: str | None = Field(
+        None, description="Why a QUEUED or RETRY task is not running yet; null otherwise."
+    )
 
 
 class SubmittedTask(TaskOut):
@@ -295,7 +306,8 @@ def _bulk_out(request: HttpRequest, action: BulkAction) -> dict[str, Any]:
 
 @router.get("/tasks/{task_id}", response={200: TaskOut, **ID_ERRORS}, summary="One task")
 def get_task(request: HttpRequest, task_id: TaskIdText):
-    return selectors.get_task(selectors.resolve_id(task_id))
+    task = selectors.get_task(selectors.resolve_id(task_id))
+    return {**task, "waiting": selectors.waiting_reason(task)}
 
 
 @router.get(
@@ -381,3 +393,78 @@ def list_audit(request: HttpRequest, filters: Query[AuditFilters]):
         limit=filters.limit,
     )
     return {"items": page.items, "next_cursor": page.next_cursor}
+
+
+# ---------------------------------------------------------------------------------------------
+# The queue's controls
+
+
+class QueueTypeIn(Schema):
+    """Which type to pause or resume; no ``type`` (``{}``) means every type."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: QueueType | None = Field(None, description="A task type; leave out for every type.")
+
+
+class QueueLimitIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    type: QueueType
+    limit: ConcurrencyLimit | None = Field(
+        description="Tasks of the type that may run at once; null clears the override."
+    )
+
+
+class QueueTypeOut(Schema):
+    type: str
+    paused: bool
+    paused_at: datetime | None
+    concurrency_limit: int | None = Field(description="The operator's override.")
+    declared_concurrency: int | None = Field(description="What the handler declares in code.")
+    limit: int | None = Field(description="The limit that holds: the override, else declared.")
+    running: int
+
+
+class QueueOut(Schema):
+    all_paused: bool
+    all_paused_at: datetime | None
+    types: list[QueueTypeOut]
+
+
+@router.get("/queue", response={200: QueueOut, **AUTH_ERRORS}, summary="What is paused and capped")
+def get_queue(request: HttpRequest):
+    return selectors.queue_overview()
+
+
+@router.post(
+    "/queue/pause",
+    auth=operate_auth,
+    response={200: QueueOut, 400: Message, **AUTH_ERRORS},
+    summary="Pause claiming of a type, or of everything with {}",
+)
+def pause_queue(request: HttpRequest, body: QueueTypeIn):
+    operations.pause_queue(body.type, api_actor(request))
+    return selectors.queue_overview()
+
+
+@router.post(
+    "/queue/resume",
+    auth=operate_auth,
+    response={200: QueueOut, 400: Message, **AUTH_ERRORS},
+    summary="Resume claiming of a type, or of everything with {}; dispatchers wake at once",
+)
+def resume_queue(request: HttpRequest, body: QueueTypeIn):
+    operations.resume_queue(body.type, api_actor(request))
+    return selectors.queue_overview()
+
+
+@router.put(
+    "/queue/limit",
+    auth=operate_auth,
+    response={200: QueueOut, 400: Message, **AUTH_ERRORS},
+    summary="Override how many tasks of a type run at once (null clears the override)",
+)
+def set_queue_limit(request: HttpRequest, body: QueueLimitIn):
+    operations.set_concurrency_limit(body.type, body.limit, api_actor(request))
+    return selectors.queue_overview()

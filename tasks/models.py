@@ -439,3 +439,45 @@ class BulkAction(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} #{self.pk} {self.state}"
+
+
+# The QueueControl row whose pause stops claiming of every type (no task type is blank).
+ALL_TYPES = ""
+
+
+class QueueControl(models.Model):
+    """An operator's controls over claiming one task type (or, for ``ALL_TYPES``, all of them):
+    paused or not, and a cap on how many run at once. Written by ``tasks.queue`` only; the
+    claim statements read it, so every dispatcher honours it on its next claim."""
+
+    type = models.TextField(primary_key=True, blank=True)
+    paused = models.BooleanField(default=False, db_default=False)
+    paused_at = models.DateTimeField(null=True, blank=True)
+    # The operator's cap (API, admin), which wins over the one the handler declares in code
+    # (``@handler(..., concurrency=N)``, written by rundispatcher at start). NULL: no cap.
+    concurrency_limit = models.IntegerField(null=True, blank=True)
+    declared_concurrency = models.IntegerField(null=True, blank=True)
+
+    class Meta:
+        db_table = "queue_controls"
+        ordering = ["type"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(concurrency_limit__isnull=True) | Q(concurrency_limit__gte=1),
+                name="queue_controls_limit_positive",
+            ),
+            models.CheckConstraint(
+                condition=Q(declared_concurrency__isnull=True) | Q(declared_concurrency__gte=1),
+                name="queue_controls_declared_positive",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.type or "all types"
+
+    @property
+    def effective_limit(self) -> int | None:
+        """The cap that holds: the operator's, else the one declared in code."""
+        if self.concurrency_limit is not None:
+            return self.concurrency_limit
+        return self.declared_concurrency

@@ -166,3 +166,31 @@ def resume_schedule(schedule_id: int, actor: Actor) -> schedules.Schedule:
         schedule = schedules.resume(schedule_id)
         audit.record(actor, "schedule.resume", target=schedule.name)
     return schedule
+
+
+# ---------------------------------------------------------------------------------------------
+# The queue's controls (tasks.queue): pause, resume, concurrency limits
+
+
+def pause_queue(task_type: str | None, actor: Actor) -> dict[str, Any]:
+    """Pause claiming of ``task_type``, or of every type with None; returns the control."""
+    with transaction.atomic():
+        control = queue.pause(task_type)
+        audit.record(actor, "queue.pause", target=task_type or "all types")
+    return control
+
+
+def resume_queue(task_type: str | None, actor: Actor) -> dict[str, Any]:
+    """Resume claiming of ``task_type``, or of every type with None (dispatchers wake)."""
+    with transaction.atomic():
+        control = queue.resume(task_type)
+        audit.record(actor, "queue.resume", target=task_type or "all types")
+    return control
+
+
+def set_concurrency_limit(task_type: str, limit: int | None, actor: Actor) -> dict[str, Any]:
+    """Override how many tasks of ``task_type`` run at once (None clears the override)."""
+    with transaction.atomic():
+        control = queue.set_concurrency_limit(task_type, limit)
+        audit.record(actor, "queue.limit", target=task_type, detail={"limit": limit})
+    return control

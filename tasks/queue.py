@@ -5,7 +5,8 @@ statement is PostgreSQL, written out in full next to the function that runs it. 
 engine keeps:
 
 - A claim is one short statement (``FOR UPDATE SKIP LOCKED``); no row lock is held while a
-  task runs.
+  task runs. It skips paused types; types with a concurrency limit are claimed apart, under
+  their ``queue_controls`` row's lock (see :func:`_claim_capped`).
 - Every write of an attempt's outcome is fenced by (task id, RUNNING, dispatcher, attempt):
   a stale write changes nothing and returns ``STALE``.
 - A cancel of a RUNNING task sets ``cancel_requested``; that attempt then ends CANCELLED
@@ -37,10 +38,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, IntegrityError, transaction
+from django.db import DEFAULT_DB_ALIAS, IntegrityError, connections, transaction
 
 from tasks.ids import TaskNotFound
 from tasks.models import (
+    ALL_TYPES,
     CANCELLABLE_STATUSES,
     CLAIMABLE_STATUSES,
     FINISHED_STATUSES,
@@ -56,9 +58,10 @@ from tasks.policy import (
     RetryPolicy,
     cap_text,
 )
-from tasks.selectors import DISPATCHER_ALIVE_SQL, TASK_COLUMNS, get_task
+from tasks.selectors import DISPATCHER_ALIVE_SQL, TASK_COLUMNS, get_task, queue_control
 from tasks.selectors import heartbeat_timeout as heartbeat_timeout_setting
 from tasks.sql import Jsonb, execute, fetch, task_uuid
+from tasks.validation import validate_concurrency_limit, validate_queue_type
 
 STALE = "STALE"
 NOTIFY_CHANNEL = "seedcore_tasks"
@@ -237,28 +240,132 @@ def claim(
 ) -> list[dict[str, Any]]:
     """Claim up to ``batch`` claimable tasks for ``dispatcher``: RUNNING, attempts + 1.
 
-    Claimable: QUEUED or RETRY with ``run_after`` null or past; highest priority, then oldest
-    first. Returns the claimed rows as plain dicts; ``attempts`` is the fencing token that
-    every later write for this attempt must present.
+    Claimable: QUEUED or RETRY with ``run_after`` null or past, of a type not paused (and
+    nothing while all claiming is paused); highest priority, then oldest first. Returns the
+    claimed rows as plain dicts; ``attempts`` is the fencing token that every later write for
+    this attempt must present.
+
+    Every type without a concurrency limit is claimed by one statement, which also says
+    whether capped types exist; so with no caps a claim is one statement, as before caps.
+    Capped types are claimed under their control row's lock (:func:`_claim_capped`): first
+    when the previous claim on this connection saw capped types (so a backlog of other types
+    cannot starve them), else when the statement saw them and the batch has room left.
     """
     lease = lease_seconds if lease_seconds is not None else settings.SEEDCORE_LEASE_SECONDS
-    return fetch(_CLAIM_SQL, [batch, dispatcher, lease], using=using, prepare=True)
+    connection = connections[using]
+    capped_first = getattr(connection, "_seedcore_capped_types", False)
+    capped: list[dict[str, Any]] = []
+    if capped_first:
+        capped = _claim_capped(dispatcher=dispatcher, batch=batch, lease=lease, using=using)
+    rows: list[dict[str, Any]] = []
+    capped_types = capped_first
+    if batch > len(capped):
+        answer = fetch(
+            _CLAIM_SQL, [batch - len(capped), dispatcher, lease], using=using, prepare=True
+        )
+        capped_types = answer[0]["capped_types"]
+        rows = [row for row in answer if row["id"] is not None]
+        for row in rows:
+            del row["capped_types"]
+    connection._seedcore_capped_types = capped_types
+    if not capped_first and capped_types and len(rows) < batch:
+        # Room left and capped types wait: not a busy round, so the extra look is cheap.
+        capped = _claim_capped(
+            dispatcher=dispatcher, batch=batch - len(rows), lease=lease, using=using
+        )
+    return capped + rows
 
 
 def claim_statement() -> str:
-    """The statement :func:`claim` runs (``%s`` placeholders), for the benchmark's bare loop.
-    Parameters: batch, dispatcher, lease seconds."""
+    """The statement :func:`claim` runs when no type is capped (``%s`` placeholders), for the
+    benchmark's bare loop. Parameters: batch, dispatcher, lease seconds. It answers the
+    claimed rows, or one row whose ``id`` is null when it claimed nothing."""
     return _CLAIM_SQL
 
 
+# A type the one-statement claim leaves alone: paused, or capped (claimed by _claim_capped).
+# NOT IN over the control rows is a hashed subplan, run once per statement, which the planner
+# estimates as keeping half the rows, so it still reads tasks_claimable_idx in claim order
+# (``type <> ALL (array)`` of the same rows it estimated as keeping none, and chose to scan
+# and sort the whole table). The key is never NULL, so NOT IN has no NULL surprise.
+_HELD_TYPES = (
+    "SELECT c.type FROM queue_controls AS c WHERE c.paused "
+    "OR c.concurrency_limit IS NOT NULL OR c.declared_concurrency IS NOT NULL"
+)
+_ALL_PAUSED = f"EXISTS (SELECT FROM queue_controls WHERE type = '{ALL_TYPES}' AND paused)"
+_CAPPED_TYPES_EXIST = (
+    f"EXISTS (SELECT FROM queue_controls WHERE NOT paused AND type <> '{ALL_TYPES}' "
+    "AND coalesce(concurrency_limit, declared_concurrency) IS NOT NULL)"
+)
+
 # SKIP LOCKED: concurrent claims pass over each other's rows instead of queueing behind them.
 # The picked rows are read through tasks_claimable_idx, in claim order (the status list is a
-# literal, as in the index's condition, so the planner can use it).
+# literal, as in the index's condition, so the planner can use it). The queue controls are
+# read once per statement (uncorrelated subqueries over a table of a few rows), so they cost
+# the hot path next to nothing, and a pause holds from the very next claim.
 _CLAIM_SQL = (
     f"WITH picked AS (SELECT id FROM tasks WHERE status IN {_sql_list(CLAIMABLE_STATUSES)} "
+    "AND (run_after IS NULL OR run_after <= now()) "
+    f"AND type NOT IN ({_HELD_TYPES}) AND NOT {_ALL_PAUSED} "
+    "ORDER BY priority DESC, created_at LIMIT %s FOR UPDATE SKIP LOCKED), "
+    "claimed AS (UPDATE tasks AS t SET status = 'RUNNING', locked_by = %s, locked_at = now(), "
+    "lease_expires_at = now() + %s * interval '1 second', attempts = t.attempts + 1, "
+    "cancel_requested = false "
+    f"FROM picked WHERE t.id = picked.id RETURNING {_T_COLUMNS}) "
+    # The claimed rows, each saying whether capped types exist; one row of nulls but that
+    # answer when nothing was claimed.
+    f"SELECT claimed.*, {_CAPPED_TYPES_EXIST} AS capped_types "
+    "FROM (SELECT) AS answer LEFT JOIN claimed ON true"
+)
+
+
+def _claim_capped(*, dispatcher: str, batch: int, lease: float, using: str) -> list[dict[str, Any]]:
+    """Claim up to ``batch`` tasks of the types that have a concurrency limit, never more of
+    a type than its limit minus those RUNNING.
+
+    Why the limit holds with any number of dispatchers claiming at once: a task becomes
+    RUNNING only by a claim, and a capped type is claimed only here (the one-statement claim
+    skips capped types), only while this transaction holds the type's ``queue_controls`` row
+    lock. The RUNNING count is read by a second statement, which in READ COMMITTED takes its
+    snapshot after the lock was granted, so it sees every claim the previous holder
+    committed; and no one else can claim the type until this transaction commits. So
+    RUNNING + claimed now <= limit. Other claimers SKIP LOCKED rows, so they pass over a type
+    being claimed rather than wait for it; only capped types pay for the lock. (Tasks already
+    RUNNING when a limit is set or lowered finish; the limit governs later claims.)
+    """
+    with transaction.atomic(using=using):
+        held = fetch(_LOCK_CAPPED_SQL, using=using)
+        if not held:
+            return []
+        types = [row["type"] for row in held]
+        limits = [row["limit"] for row in held]
+        return fetch(_CLAIM_CAPPED_SQL, [types, limits, batch, dispatcher, lease], using=using)
+
+
+# In type order, so two claimers that block (an operator's update) never deadlock.
+_LOCK_CAPPED_SQL = (
+    "SELECT type, coalesce(concurrency_limit, declared_concurrency) AS limit "
+    f"FROM queue_controls WHERE NOT paused AND type <> '{ALL_TYPES}' "
+    f"AND coalesce(concurrency_limit, declared_concurrency) IS NOT NULL AND NOT {_ALL_PAUSED} "
+    "ORDER BY type FOR UPDATE SKIP LOCKED"
+)
+
+# Each capped type's tasks are read through tasks_claimable_idx in claim order, filtered by
+# type: cheap while they are near the head of the queue; a per-type index would keep it cheap
+# behind any backlog, but every insert would pay for it.
+# locked_at is this statement's start, after the lock was granted (now() is the transaction's
+# start, before it), so the start of a capped task is never earlier than the end of the task
+# whose slot it took.
+_CLAIM_CAPPED_SQL = (
+    "WITH capped AS (SELECT * FROM unnest(%s::text[], %s::int[]) AS capped(type, cap)), "
+    "room AS (SELECT capped.type, capped.cap - (SELECT count(*) FROM tasks AS r "
+    "WHERE r.status = 'RUNNING' AND r.type = capped.type) AS free FROM capped), "
+    "picked AS (SELECT p.id FROM room CROSS JOIN LATERAL (SELECT id FROM tasks "
+    f"WHERE status IN {_sql_list(CLAIMABLE_STATUSES)} AND type = room.type "
     "AND (run_after IS NULL OR run_after <= now()) ORDER BY priority DESC, created_at "
-    "LIMIT %s FOR UPDATE SKIP LOCKED) "
-    "UPDATE tasks AS t SET status = 'RUNNING', locked_by = %s, locked_at = now(), "
+    "LIMIT greatest(room.free, 0) FOR UPDATE SKIP LOCKED) AS p LIMIT %s) "
+    "UPDATE tasks AS t SET status = 'RUNNING', locked_by = %s, "
+    "locked_at = statement_timestamp(), "
     "lease_expires_at = now() + %s * interval '1 second', attempts = t.attempts + 1, "
     "cancel_requested = false "
     f"FROM picked WHERE t.id = picked.id RETURNING {_T_COLUMNS}"
@@ -679,6 +786,107 @@ def _current_status(task_id: str, *, using: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# Queue controls: pause, resume, concurrency limits (the queue_controls table)
+
+
+def pause(type: str | None = None, *, using: str = DEFAULT_DB_ALIAS) -> dict[str, Any]:
+    """Stop claiming tasks of ``type`` (every type when None) from the next claim on; tasks
+    already RUNNING finish. A type with no tasks yet may be paused. Returns the control."""
+    key = _control_key(type)
+    execute(
+        "INSERT INTO queue_controls (type, paused, paused_at) VALUES (%s, true, now()) "
+        "ON CONFLICT (type) DO UPDATE SET paused = true, "
+        "paused_at = coalesce(queue_controls.paused_at, now())",
+        [key],
+        using=using,
+    )
+    return queue_control(key, using=using)
+
+
+def resume(type: str | None = None, *, using: str = DEFAULT_DB_ALIAS) -> dict[str, Any]:
+    """Claim ``type`` (every type when None) again, and wake every dispatcher at once."""
+    key = _control_key(type)
+    with transaction.atomic(using=using):
+        execute(
+            "UPDATE queue_controls SET paused = false, paused_at = NULL WHERE type = %s",
+            [key],
+            using=using,
+        )
+        _forget_idle_control(key, using=using)
+        _wake_dispatchers(using=using)
+    return queue_control(key, using=using)
+
+
+def set_concurrency_limit(
+    type: str, limit: int | None, *, using: str = DEFAULT_DB_ALIAS
+) -> dict[str, Any]:
+    """Override how many tasks of ``type`` may run at once across all dispatchers; None
+    clears the override (the handler's declared limit, if any, holds again)."""
+    key = validate_queue_type(type)
+    limit = validate_concurrency_limit(limit)
+    with transaction.atomic(using=using):
+        execute(
+            "INSERT INTO queue_controls (type, concurrency_limit) VALUES (%s, %s) "
+            "ON CONFLICT (type) DO UPDATE SET concurrency_limit = excluded.concurrency_limit",
+            [key, limit],
+            using=using,
+        )
+        _forget_idle_control(key, using=using)
+        _wake_dispatchers(using=using)  # a raised or cleared limit may free tasks at once
+    return queue_control(key, using=using)
+
+
+def declare_concurrency(limits: dict[str, int], *, using: str = DEFAULT_DB_ALIAS) -> None:
+    """Record the limits handlers declare in code (``@handler(..., concurrency=N)``), as
+    ``rundispatcher`` finds them at start; a type no longer declaring one loses it."""
+    types = sorted(limits)
+    with transaction.atomic(using=using):
+        execute(
+            "UPDATE queue_controls SET declared_concurrency = NULL "
+            "WHERE declared_concurrency IS NOT NULL AND NOT (type = ANY(%s::text[]))",
+            [types],
+            using=using,
+        )
+        execute(
+            "INSERT INTO queue_controls (type, declared_concurrency) "
+            "SELECT * FROM unnest(%s::text[], %s::int[]) "
+            "ON CONFLICT (type) DO UPDATE SET declared_concurrency = excluded.declared_concurrency",
+            [types, [validate_concurrency_limit(limits[t]) for t in types]],
+            using=using,
+        )
+        execute(
+            "DELETE FROM queue_controls WHERE NOT paused AND concurrency_limit IS NULL "
+            "AND declared_concurrency IS NULL",
+            using=using,
+        )
+
+
+def _control_key(type: str | None) -> str:
+    return ALL_TYPES if type is None else validate_queue_type(type)
+
+
+def _forget_idle_control(key: str, *, using: str) -> None:
+    # A row that neither pauses nor caps changes nothing; dropping it keeps the table (which
+    # every claim reads) as small as what the operators actually set.
+    execute(
+        "DELETE FROM queue_controls WHERE type = %s AND NOT paused "
+        "AND concurrency_limit IS NULL AND declared_concurrency IS NULL",
+        [key],
+        using=using,
+    )
+
+
+# The payload dispatchers wake on (organism.dispatcher.NotifyWaker) that names no task: the
+# dashboard's relay reads it as "no task changed".
+WAKE_PAYLOAD = "[]"
+
+
+def _wake_dispatchers(*, using: str) -> None:
+    # NOTIFY is delivered at commit, so no dispatcher wakes to a change it cannot see yet.
+    execute("SELECT pg_notify(%s, %s)", [NOTIFY_CHANNEL, WAKE_PAYLOAD], using=using)
+
+
+# ---------------------------------------------------------------------------------------------
 # Retention
 
 
@@ -738,6 +946,7 @@ __all__ = [
     "STALE",
     "OPERATOR_ACTIONS",
     "Submitted",
+    "WAKE_PAYLOAD",
     "TransitionNotAllowed",
     "UniqueKeyHeld",
     "UniqueKeyTaken",
@@ -748,14 +957,18 @@ __all__ = [
     "complete",
     "complete_many",
     "complete_many_statement",
+    "declare_concurrency",
     "enqueue",
     "enqueue_many",
     "fail",
+    "pause",
     "prune",
     "prune_expired",
     "reap",
     "release",
     "renew_leases",
+    "resume",
     "run_now",
+    "set_concurrency_limit",
     "submit",
 ]

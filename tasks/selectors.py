@@ -30,7 +30,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from tasks.ids import MAX_CANDIDATES, AmbiguousTaskId, TaskNotFound, parse_id_prefix
-from tasks.models import UNFINISHED_STATUSES, Status, Task
+from tasks.models import ALL_TYPES, UNFINISHED_STATUSES, Status, Task
 from tasks.sql import fetch, task_uuid
 
 # ---------------------------------------------------------------------------------------------
@@ -508,3 +508,163 @@ def schedule_runs(
         [schedule_id, limit],
         using=using,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Queue controls (written by tasks.queue.pause, resume, set_concurrency_limit)
+
+_CONTROL_COLUMNS = (
+    "type, paused, paused_at, concurrency_limit, declared_concurrency, "
+    "coalesce(concurrency_limit, declared_concurrency) AS limit"
+)
+
+
+def queue_control(type: str, *, using: str = DEFAULT_DB_ALIAS) -> dict[str, Any]:
+    """One type's controls (``ALL_TYPES`` for everything), as they stand; a type nobody
+    paused or capped has no row, and reads as unpaused and uncapped."""
+    rows = fetch(
+        f"SELECT {_CONTROL_COLUMNS} FROM queue_controls WHERE type = %s", [type], using=using
+    )
+    return rows[0] if rows else _no_control(type)
+
+
+def _no_control(type: str) -> dict[str, Any]:
+    return {
+        "type": type,
+        "paused": False,
+        "paused_at": None,
+        "concurrency_limit": None,
+        "declared_concurrency": None,
+        "limit": None,
+    }
+
+
+@dataclass(frozen=True)
+class QueueState:
+    """What holds claimable tasks back, read once for a page or a task: all claiming paused
+    (and since when), the paused types, each capped type's limit, RUNNING tasks per type."""
+
+    all_paused_at: datetime | None
+    paused: dict[str, datetime | None]
+    limits: dict[str, int]
+    running: dict[str, int]
+
+    @property
+    def all_paused(self) -> bool:
+        return self.all_paused_at is not None
+
+    @property
+    def anything_paused(self) -> bool:
+        return self.all_paused or bool(self.paused)
+
+
+def queue_state(*, using: str = DEFAULT_DB_ALIAS) -> QueueState:
+    """The queue controls and the RUNNING count of each type (RUNNING rows only, through
+    their partial index: as many as the dispatchers hold, never the whole table)."""
+    return _queue_state(_controls(using), using=using)
+
+
+def _controls(using: str) -> list[dict[str, Any]]:
+    return fetch(f"SELECT {_CONTROL_COLUMNS} FROM queue_controls ORDER BY type", using=using)
+
+
+def _queue_state(controls: list[dict[str, Any]], *, using: str) -> QueueState:
+    running = fetch(
+        "SELECT type, count(*) AS n FROM tasks WHERE status = 'RUNNING' GROUP BY type",
+        using=using,
+    )
+    all_paused_at = None
+    paused: dict[str, datetime | None] = {}
+    for row in controls:
+        if not row["paused"]:
+            continue
+        if row["type"] == ALL_TYPES:
+            all_paused_at = row["paused_at"] or datetime.now(UTC)
+        else:
+            paused[row["type"]] = row["paused_at"]
+    return QueueState(
+        all_paused_at=all_paused_at,
+        paused=paused,
+        limits={
+            row["type"]: row["limit"]
+            for row in controls
+            if row["limit"] is not None and row["type"] != ALL_TYPES
+        },
+        running={row["type"]: row["n"] for row in running},
+    )
+
+
+# Types shown in the queue's overview besides those with controls or RUNNING tasks: the types
+# of the next claimable tasks, read in claim order through the claimable index.
+QUEUE_HEAD = 1000
+
+
+def queue_overview(*, using: str = DEFAULT_DB_ALIAS) -> dict[str, Any]:
+    """What ``GET /queue`` and the dashboard show: whether all claiming is paused, and per
+    type (controlled, running or next in line) its pause, limits and RUNNING count."""
+    rows = _controls(using)
+    state = _queue_state(rows, using=using)
+    controls = {row["type"]: row for row in rows}
+    waiting = fetch(
+        "SELECT DISTINCT type FROM (SELECT type FROM tasks WHERE status IN ('QUEUED', 'RETRY') "
+        "ORDER BY priority DESC, created_at LIMIT %s) AS head",
+        [QUEUE_HEAD],
+        using=using,
+    )
+    types = sorted({t for t in controls if t} | set(state.running) | {r["type"] for r in waiting})
+    return {
+        "all_paused": state.all_paused,
+        "all_paused_at": state.all_paused_at,
+        "types": [
+            {**controls.get(t, _no_control(t)), "running": state.running.get(t, 0)} for t in types
+        ],
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Why a task waits
+
+
+def waiting_reason(
+    task: dict[str, Any], state: QueueState | None = None, *, using: str = DEFAULT_DB_ALIAS
+) -> str | None:
+    """Why a QUEUED or RETRY task is not running yet, in one sentence, or None.
+
+    ``task`` needs ``status``, ``type`` and ``run_after``; pass ``state`` (:func:`queue_state`)
+    when asking for many tasks at once. Each rule of :data:`WAITING_RULES` is asked in turn
+    and the first answer wins, so a new reason is one more rule.
+    """
+    if task["status"] not in (Status.QUEUED, Status.RETRY):
+        return None
+    state = state or queue_state(using=using)
+    for rule in WAITING_RULES:
+        reason = rule(task, state)
+        if reason:
+            return reason
+    return None
+
+
+def _paused(task: dict[str, Any], state: QueueState) -> str | None:
+    if state.all_paused:
+        return "all claiming is paused"
+    if task["type"] in state.paused:
+        return f"type {task['type']} is paused"
+    return None
+
+
+def _not_due(task: dict[str, Any], state: QueueState) -> str | None:
+    run_after = task.get("run_after")
+    if run_after is not None and run_after > datetime.now(UTC):
+        return f"due at {run_after.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
+    return None
+
+
+def _at_limit(task: dict[str, Any], state: QueueState) -> str | None:
+    limit = state.limits.get(task["type"])
+    running = state.running.get(task["type"], 0)
+    if limit is not None and running >= limit:
+        return f"type {task['type']} is at its concurrency limit ({running} of {limit} running)"
+    return None
+
+
+WAITING_RULES = (_paused, _not_due, _at_limit)

@@ -187,3 +187,44 @@ def validate_task_spec(values: Mapping[str, Any]) -> dict[str, Any]:
             errors.setdefault(field, message)
         raise InvalidTask(errors) from None
     return task.model_dump(exclude_none=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Queue controls (tasks.queue.pause, resume, set_concurrency_limit)
+
+MAX_CONCURRENCY_LIMIT = 100_000
+
+# Not blank, no NUL: what validate_queue_type accepts, said in the schema too.
+NOT_BLANK_NO_NUL = r"^[^\x00]*[^\x00\s][^\x00]*$"
+QueueType = Annotated[
+    str,
+    Field(min_length=1, max_length=MAX_TYPE_LENGTH, pattern=NOT_BLANK_NO_NUL, strict=True),
+]
+# A whole number, as JSON has it (2.0 is one).
+ConcurrencyLimit = Annotated[
+    int, Field(ge=1, le=MAX_CONCURRENCY_LIMIT), BeforeValidator(_whole_number)
+]
+
+
+def validate_queue_type(value: Any) -> str:
+    """A task type to pause, resume or cap: what a task's ``type`` may be (it need not have
+    any task yet). Raises :class:`InvalidTask` naming ``type``."""
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidTask({"type": "must name a task type (it may not be blank)"})
+    if len(value) > MAX_TYPE_LENGTH:
+        raise InvalidTask({"type": f"must be at most {MAX_TYPE_LENGTH} characters"})
+    if "\x00" in value or SURROGATE.search(value):
+        raise InvalidTask({"type": "must not hold NUL characters or lone surrogates"})
+    return value
+
+
+def validate_concurrency_limit(value: Any) -> int | None:
+    """A concurrency limit: a whole number from 1 to MAX_CONCURRENCY_LIMIT, or None (no
+    limit). Raises :class:`InvalidTask` naming ``limit``."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidTask({"limit": "must be a whole number, or null for no limit"})
+    if not 1 <= value <= MAX_CONCURRENCY_LIMIT:
+        raise InvalidTask({"limit": f"must be between 1 and {MAX_CONCURRENCY_LIMIT}"})
+    return value

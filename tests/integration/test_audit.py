@@ -253,3 +253,20 @@ def test_schedule_actions_are_recorded_from_the_dashboard_the_api_and_the_admin(
     )
     (resumed,) = entries(action="schedule.resume")
     assert (resumed.via, resumed.actor) == ("admin", "alice")
+
+
+def test_queue_controls_are_recorded_from_the_api_the_dashboard_and_the_cli(
+    dashboard, token_client, monkeypatch
+):
+    _, api = token_client
+    paused = api.post("/queue/pause", {"type": "report"}, content_type="application/json")
+    assert paused.status_code == 200, paused.content
+    dashboard.post("/dashboard/queue/", {"action": "limit", "type": "report", "limit": "2"})
+    monkeypatch.setattr("getpass.getuser", lambda: "deploy")
+    call_command("tasks", "resume", stdout=io.StringIO())
+    recorded = [(e.action, e.via, e.target, e.detail) for e in entries()]
+    assert recorded == [
+        ("queue.pause", "api", "report", {}),
+        ("queue.limit", "dashboard", "report", {"limit": 2}),
+        ("queue.resume", "cli", "all types", {}),
+    ]

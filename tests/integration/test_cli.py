@@ -148,3 +148,42 @@ def test_bad_list_options():
         tasks("list", "--cursor", "@@@")
     with pytest.raises(CommandError, match="not a task ID"):
         tasks("list", "--id", "xyz")
+
+
+# -- the queue's controls -----------------------------------------------------------------
+
+
+def test_pause_and_resume_a_type_and_everything():
+    queue.enqueue(type="resize")
+    assert tasks("pause", "resize").strip() == "type resize paused"
+    assert queue.claim(dispatcher="d1", batch=5) == []
+    listing = tasks("queue")
+    assert "resize" in listing and "paused" in listing
+
+    assert tasks("resume", "resize").strip() == "type resize resumed"
+    assert tasks("pause").strip() == "all types paused"
+    assert tasks("queue").startswith("ALL CLAIMING PAUSED since ")
+    assert queue.claim(dispatcher="d1", batch=5) == []
+    assert tasks("resume").strip() == "all types resumed"
+    assert [row["type"] for row in queue.claim(dispatcher="d1", batch=5)] == ["resize"]
+
+
+def test_an_unknown_type_may_be_paused_before_its_tasks_arrive():
+    tasks("pause", "not-yet")
+    assert selectors.queue_control("not-yet")["paused"] is True
+
+
+@pytest.mark.parametrize("bad", ["", "  ", "a\x00b", "x" * 201])
+def test_pause_refuses_a_type_no_task_could_have(bad):
+    with pytest.raises(CommandError, match="type: "):
+        tasks("pause", bad)
+    assert selectors.queue_state().anything_paused is False
+
+
+def test_limit_sets_and_clears_a_cap():
+    assert tasks("limit", "resize", "2").strip() == "type resize: at most 2 running at once"
+    assert tasks_json("queue")["types"][0]["limit"] == 2
+    assert tasks("limit", "resize", "none").strip() == "type resize: no concurrency limit"
+    for bad in ("0", "-1", "two"):
+        with pytest.raises(CommandError):
+            tasks("limit", "resize", bad)

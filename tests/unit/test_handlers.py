@@ -64,7 +64,13 @@ def test_a_type_cannot_get_two_different_handlers(registry):
 
 @pytest.mark.parametrize(
     "kwargs, message",
-    [({"max_attempts": 0}, "max_attempts"), ({"timeout": 0}, "timeout"), ({}, "non-empty")],
+    [
+        ({"max_attempts": 0}, "max_attempts"),
+        ({"timeout": 0}, "timeout"),
+        ({"concurrency": 0}, "concurrency"),
+        ({"concurrency": True}, "concurrency"),
+        ({}, "non-empty"),
+    ],
 )
 def test_bad_handler_options_are_refused(kwargs, message):
     type_name = "" if not kwargs else "unit_bad"

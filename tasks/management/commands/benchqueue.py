@@ -177,11 +177,11 @@ def _bare_worker(name: str, batch: int, setup: tuple, ready, reports) -> None:
         start, cpu, done = time.time(), time.process_time(), 0
         while True:
             cursor.execute(claim_sql, [batch, name, LEASE_SECONDS])
-            rows = cursor.fetchall()
-            if not rows:
-                break
             columns = [column.name for column in cursor.description]
             ids, attempts = columns.index("id"), columns.index("attempts")
+            rows = [row for row in cursor.fetchall() if row[ids] is not None]
+            if not rows:
+                break
             cursor.execute(
                 complete_sql,
                 [

@@ -1,4 +1,6 @@
-"""``manage.py tasks list | show ID | submit TYPE | run ID | cancel ID | status ID | schedules``.
+"""``manage.py tasks list | show ID | submit TYPE | run ID | cancel ID | status ID | schedules``,
+and the queue's controls: ``tasks queue``, ``tasks pause [TYPE]``, ``tasks resume [TYPE]``,
+``tasks limit TYPE N|none``.
 
 Thin over ``tasks.queue`` and ``tasks.selectors``, with the API's rules: IDs are full UUIDs
 or prefixes of at least 4 hex digits, and a submitted task is checked by ``tasks.validation``.
@@ -58,6 +60,16 @@ class Command(BaseCommand):
 
         actions.add_parser("schedules", help="schedules with their next and last run")
 
+        actions.add_parser("queue", help="what is paused, each type's limit and RUNNING count")
+        for name, text in (
+            ("pause", "stop claiming TYPE (every type without one); running tasks finish"),
+            ("resume", "claim TYPE (every type without one) again"),
+        ):
+            actions.add_parser(name, help=text).add_argument("type", nargs="?", metavar="TYPE")
+        limit = actions.add_parser("limit", help="cap how many tasks of TYPE run at once")
+        limit.add_argument("type", metavar="TYPE")
+        limit.add_argument("limit", metavar="N", help="a whole number, or `none` to clear")
+
         for subparser in actions.choices.values():
             subparser.add_argument("--json", action="store_true", help="print JSON")
 
@@ -70,6 +82,8 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
         except selectors.InvalidCursor as exc:
             raise CommandError(str(exc)) from None
+        except InvalidTask as exc:
+            raise CommandError(f"{exc}; `manage.py tasks queue` lists the types") from None
         except OperationalError as exc:
             raise CommandError(
                 f"cannot reach the database ({str(exc).strip()}); check DATABASE_URL and "
@@ -185,12 +199,67 @@ class Command(BaseCommand):
         if not schedules:
             self.stdout.write("(no schedules; add one at /admin/tasks/schedule/)")
 
+    def do_queue(self, options: dict[str, Any]) -> None:
+        overview = selectors.queue_overview()
+        if options["json"]:
+            return self.print_json(overview)
+        if overview["all_paused"]:
+            since = self.cell("paused_at", overview["all_paused_at"])
+            self.stdout.write(f"ALL CLAIMING PAUSED since {since}")
+        rows = [
+            [
+                row["type"],
+                "paused" if row["paused"] else "-",
+                self.cell("paused_at", row["paused_at"]),
+                self.cell("limit", row["limit"]),
+                self.cell("declared", row["declared_concurrency"]),
+                str(row["running"]),
+            ]
+            for row in overview["types"]
+        ]
+        self.print_table(["TYPE", "STATE", "SINCE", "LIMIT", "DECLARED", "RUNNING"], rows)
+        if not rows:
+            self.stdout.write("(no types queued, running or controlled)")
+
+    def do_pause(self, options: dict[str, Any]) -> None:
+        control = operations.pause_queue(options["type"], audit.Actor.cli())
+        self.report_control(control, options, "paused")
+
+    def do_resume(self, options: dict[str, Any]) -> None:
+        control = operations.resume_queue(options["type"], audit.Actor.cli())
+        self.report_control(control, options, "resumed")
+
+    def do_limit(self, options: dict[str, Any]) -> None:
+        text = options["limit"].strip().lower()
+        if text == "none":
+            limit = None
+        elif text.isascii() and text.isdigit():
+            limit = int(text)
+        else:
+            raise CommandError(f"N must be a whole number or `none`, not {options['limit']!r}")
+        control = operations.set_concurrency_limit(options["type"], limit, audit.Actor.cli())
+        self.report_control(control, options, "limited")
+
     # -- output ----------------------------------------------------------------------------
 
     def report(self, task: dict[str, Any], options: dict[str, Any], verb: str) -> None:
         if options["json"]:
             return self.print_json(task)
         self.stdout.write(f"{task['id']} {verb}: {task['status']}")
+
+    def report_control(self, control: dict[str, Any], options: dict[str, Any], verb: str) -> None:
+        if options["json"]:
+            return self.print_json(control)
+        what = f"type {control['type']}" if control["type"] else "all types"
+        if verb == "limited":
+            limit = control["limit"]
+            self.stdout.write(
+                f"{what}: at most {limit} running at once"
+                if limit
+                else f"{what}: no concurrency limit"
+            )
+        else:
+            self.stdout.write(f"{what} {verb}")
 
     def print_json(self, value: Any) -> None:
         self.stdout.write(json.dumps(value, indent=2, cls=DjangoJSONEncoder))
