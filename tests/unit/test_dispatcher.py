@@ -329,5 +329,8 @@ def test_one_outcome_the_database_refuses_holds_back_none_of_its_batch():
         run_until(dispatcher, lambda: statuses([*good, failing]) == ["COMPLETED"] * 5 + ["FAILED"])
     )
     assert selectors.get_task(good[2])["result"]["output"] == {"n": 2}
-    assert selectors.get_task(bad)["status"] == "RUNNING"  # its lease runs out; the reaper
+    # Its outcome is never written: it stays RUNNING for the reaper when the dispatcher has
+    # given up on it before stopping, or is released to QUEUED when the stop's grace period
+    # ends first (which comes first depends on the machine's load); never COMPLETED or FAILED.
+    assert selectors.get_task(bad)["status"] in ("RUNNING", "QUEUED")
     assert dispatcher.stats.completed == 5 and dispatcher.stats.failed == 1
