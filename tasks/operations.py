@@ -1,8 +1,11 @@
-"""What operators do to tasks, recorded: each action goes through ``tasks.queue``'s rules and
+"""Every operator action, checked and recorded: run now and cancel (one task or many), acting on
+all that match, a schedule's run now / pause / resume, and the queue's pause / resume / limit.
+Each goes through its engine's rules (``tasks.queue``, ``tasks.bulk``, ``tasks.schedules``) and
 writes its audit entry (``tasks.audit``) in the same transaction.
 
-The dashboard, the admin, the API and the CLI all call these, each naming its ``Actor``; the
-queue engine itself knows nothing of who asks.
+The dashboard, the admin, the API and the CLI all call these, each naming its ``Actor`` (with the
+scope its request was granted: running an organism control task again needs the organism
+admin's); the engines themselves know nothing of who asks.
 """
 
 from __future__ import annotations
