@@ -328,7 +328,10 @@ def test_task_actions_run_now_and_cancel(organism_admin_client):
     assert selectors.get_task(done["id"])["status"] == "COMPLETED"
 
 
-def test_organism_page_says_when_the_coordinator_is_down(organism_admin_client, coordinator_down):
+def test_organism_page_says_when_the_coordinator_is_down(
+    organism_admin_client, coordinator_down, settings
+):
+    settings.SEEDCORE_COORDINATOR_TIMEOUT = 0.3  # no dispatcher will take the control task
     response = organism_admin_client.get(reverse("dashboard:organism"))
     assert response.status_code == 200
     html = response.content.decode()
