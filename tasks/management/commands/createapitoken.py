@@ -4,12 +4,12 @@ API token and print it, once."""
 import re
 from datetime import timedelta
 
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from tasks import audit, permissions
 from tasks.auth import issue_token
+from tasks.management.commands._users import user_named
 
 UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
@@ -41,14 +41,7 @@ class Command(BaseCommand):
         parser.add_argument("--expires", default=None, help="e.g. 30d, 12h: stop working after")
 
     def handle(self, *args, username: str, name: str, scope: str, expires: str | None, **options):
-        user_model = get_user_model()
-        try:
-            user = user_model.objects.get(**{user_model.USERNAME_FIELD: username})
-        except user_model.DoesNotExist:
-            raise CommandError(
-                f"no user named {username!r}; create one first with "
-                "`python manage.py createsuperuser`"
-            ) from None
+        user = user_named(username)
         if not user.is_active:
             raise CommandError(f"user {username!r} is inactive; activate it in the admin first")
         user_scope = permissions.user_scope(user)

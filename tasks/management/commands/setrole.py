@@ -1,10 +1,10 @@
 """``manage.py setrole USERNAME viewer|operator|organism-admin|none``: give a user one SeedCore
 role (tasks.permissions), replacing the one they had."""
 
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from tasks import permissions
+from tasks.management.commands._users import user_named
 
 NONE = "none"
 
@@ -27,19 +27,13 @@ class Command(BaseCommand):
         parser.add_argument("role", help="viewer, operator, organism-admin or none")
 
     def handle(self, *args, username: str, role: str, **options):
-        user_model = get_user_model()
-        try:
-            user = user_model.objects.get(**{user_model.USERNAME_FIELD: username})
-        except user_model.DoesNotExist:
-            raise CommandError(
-                f"no user named {username!r}; create one first with "
-                "`python manage.py createsuperuser` or in the admin"
-            ) from None
+        user = user_named(username)
         try:
             permissions.set_role(user, role_named(role))
         except permissions.UnknownRole as exc:
             raise CommandError(f"{exc} (or 'none')") from None
-        scope = permissions.user_scope(user_model.objects.get(pk=user.pk))
+        fresh = type(user).objects.get(pk=user.pk)  # the old one caches its permissions
+        scope = permissions.user_scope(fresh)
         held = ", ".join(permissions.SCOPES[: permissions.SCOPES.index(scope) + 1]) if scope else ""
         self.stdout.write(f"{username} may now: {held or 'nothing'}.")
         if user.is_superuser:
