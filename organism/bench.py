@@ -1,7 +1,7 @@
 """What ``manage.py benchdispatch`` measures, as a user feels it.
 
-- **Throughput**: a backlog is queued *held* (``run_after`` a day ahead) while the dispatchers
-  and the organism are already up and warm, then released at once; the time runs on the
+- **Throughput**: a backlog is queued *held* (its type paused) while the dispatchers and the
+  organism are already up and warm, then released at once (resumed); the time runs on the
   database clock from the release to the last COMPLETED row. So actor start-up and the
   enqueue are outside the timed window, as they are for a user whose queue fills up.
 - **Start latency**: ``probe`` tasks inserted one at a time at a steady rate while the
@@ -21,22 +21,31 @@ import statistics
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 import psutil
 from django.db import connection
 from django.db.models import Max
-from django.db.models.functions import Now
 
 from tasks import queue
 from tasks.models import Status, Task
 
 UNFINISHED = (Status.QUEUED, Status.RUNNING, Status.RETRY)
-HOLD_FOR = timedelta(days=1)
 
 # The process groups CPU is reported for, in print order. Ray titles an actor's worker
 # process ``ray::<ClassName>`` (then ``.method`` while it runs one).
-GROUPS = ("PostgreSQL", "dispatchers", "Coordinator", "agents", "organs", "other Ray", "driver")
+# PostgreSQL is split in two: the backends running the statements, and the server's own
+# processes (WAL writer, checkpointer, autovacuum), which the statements' writes keep busy.
+GROUPS = (
+    "PostgreSQL",
+    "PostgreSQL background",
+    "dispatchers",
+    "Coordinator",
+    "agents",
+    "organs",
+    "other Ray",
+    "driver",
+)
 _ACTOR_GROUPS = {
     "ray::DispatcherActor": "dispatchers",
     "ray::CoordinatorActor": "Coordinator",
@@ -51,6 +60,12 @@ class Drain:
     completed: int
     seconds: float
     cpu_seconds: dict[str, float]
+    claims: int = 0  # claim statements that took the drain's tasks
+    peak_running: int = 0  # most handlers running at once (probe tasks only)
+
+    @property
+    def per_claim(self) -> float:
+        return self.completed / self.claims if self.claims else 0.0
 
     @property
     def per_second(self) -> float:
@@ -82,9 +97,9 @@ def percentile(values: list[float], fraction: float) -> float:
 # CPU per process group
 
 
-def _group_of(process: psutil.Process, postgres_pids: set[int]) -> str | None:
+def _group_of(process: psutil.Process, postgres_pids: dict[int, str]) -> str | None:
     if process.pid in postgres_pids:
-        return "PostgreSQL"
+        return postgres_pids[process.pid]
     if process.pid == os.getpid():
         return "driver"
     try:
@@ -97,20 +112,26 @@ def _group_of(process: psutil.Process, postgres_pids: set[int]) -> str | None:
     return "other Ray"
 
 
-def _postgres_pids() -> set[int]:
-    """This database's backends and the server's own processes, when they run on this host."""
+def _postgres_pids() -> dict[int, str]:
+    """pid → group of this database's backends and the server's own processes (when they run
+    on this host)."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-            "OR backend_type <> 'client backend'"
+            "SELECT pid, backend_type = 'client backend', pid = pg_backend_pid() "
+            "FROM pg_stat_activity "
+            "WHERE datname = current_database() OR backend_type <> 'client backend'"
         )
-        return {row[0] for row in cursor.fetchall()}
+        # The benchmark's own backend (the release, the polling) is the driver's cost.
+        return {
+            pid: "driver" if own else "PostgreSQL" if client else "PostgreSQL background"
+            for pid, client, own in cursor.fetchall()
+        }
 
 
 def _ray_processes() -> list[psutil.Process]:
     """The Ray processes this run started (GCS, raylet, workers: all below this process), or,
     joined to a cluster that something else started, every ``ray::`` worker on this host."""
-    own = psutil.Process().children(recursive=True)
+    own = [p for p in psutil.Process().children(recursive=True) if not _is_profiler(p)]
     if own:
         return own
     found = []
@@ -119,6 +140,14 @@ def _ray_processes() -> list[psutil.Process]:
         if cmdline and cmdline[0].startswith("ray::"):
             found.append(process)
     return found
+
+
+def _is_profiler(process: psutil.Process) -> bool:
+    """``benchdispatch --profile``'s py-spy processes: not part of what is measured."""
+    try:
+        return process.name() == "py-spy"
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return True
 
 
 def cpu_snapshot() -> dict[int, tuple[str, float]]:
@@ -156,7 +185,9 @@ def cpu_spent(
 # The runs
 
 
-def wait_until_finished(tag: str, *, timeout: float, poll: float = 0.05) -> bool:
+def wait_until_finished(tag: str, *, timeout: float, poll: float = 0.25) -> bool:
+    # Each look reads the tag's unfinished rows, which costs PostgreSQL CPU the figures
+    # count; the drain's end is the last row's updated_at, so looking seldom loses nothing.
     deadline = time.monotonic() + timeout
     while Task.objects.filter(description=tag, status__in=UNFINISHED).exists():
         if time.monotonic() >= deadline:
@@ -172,12 +203,20 @@ def drain(
     timeout: float = 600.0,
     on_released: Callable[[], None] | None = None,
 ) -> Drain:
-    """Queue ``specs`` held, release them at once, and time the drain on the database clock."""
-    ids = queue.enqueue_many(
-        {**spec, "description": tag, "run_after": _held_until()} for spec in specs
-    )
-    before = cpu_snapshot()
-    released_at = _release(tag, ids[0])
+    """Queue ``specs`` held (their types paused), release them at once (resumed), and time
+    the drain on the database clock."""
+    specs = list(specs)
+    types = sorted({spec["type"] for spec in specs})
+    for type in types:
+        queue.pause(type)
+    try:
+        ids = queue.enqueue_many({**spec, "description": tag} for spec in specs)
+        before = cpu_snapshot()
+    except BaseException:
+        for type in types:
+            queue.resume(type)
+        raise
+    released_at = _release(types)
     if on_released:
         on_released()
     finished = wait_until_finished(tag, timeout=timeout)
@@ -187,24 +226,42 @@ def drain(
     seconds = (last - released_at).total_seconds() if last else float("inf")
     if not finished:
         seconds = float("inf")
-    return Drain(len(ids), done.count(), seconds, cpu_spent(before, after))
+    claims, peak = _claims_and_peak(tag)
+    return Drain(len(ids), done.count(), seconds, cpu_spent(before, after), claims, peak)
 
 
-def _held_until() -> datetime:
-    return datetime.now(UTC) + HOLD_FOR
-
-
-def _release(tag: str, first_id: str) -> datetime:
-    """Make the held tasks due now and wake the dispatchers (a ``run_after`` change is not a
-    status change, so the triggers do not announce it); returns the database's release time."""
-    Task.objects.filter(description=tag).update(run_after=Now())
+def _claims_and_peak(tag: str) -> tuple[int, int]:
+    """How many claim statements took the tasks tagged ``tag`` (the rows one statement claims
+    share its ``locked_by`` and ``locked_at``), and the most probe handlers running at once
+    (each probe's result says when it started and how long it slept)."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT pg_notify(%s, json_build_array(json_build_array(%s, 'QUEUED', 'bench'))::text),"
-            " now()",
-            [queue.NOTIFY_CHANNEL, first_id],
+            "SELECT count(DISTINCT (locked_by, locked_at)) FROM tasks WHERE description = %s",
+            [tag],
         )
-        return cursor.fetchone()[1]
+        claims = cursor.fetchone()[0]
+        cursor.execute(
+            "WITH runs AS (SELECT (result->'output'->>'started_at')::float8 AS start, "
+            "coalesce((params->>'sleep')::float8, 0) AS seconds FROM tasks "
+            "WHERE description = %s AND result->'output' ? 'started_at'), "
+            "edges AS (SELECT start AS at, 1 AS step FROM runs "
+            "UNION ALL SELECT start + seconds, -1 FROM runs) "
+            "SELECT coalesce(max(running), 0) FROM (SELECT sum(step) OVER "
+            "(ORDER BY at, step ROWS UNBOUNDED PRECEDING) AS running FROM edges) AS counted",
+            [tag],
+        )
+        return claims, cursor.fetchone()[0]
+
+
+def _release(types: list[str]) -> datetime:
+    """Resume the paused ``types`` (which wakes the dispatchers); returns the database's time
+    just before, where the drain's clock starts."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT clock_timestamp()")
+        released_at = cursor.fetchone()[0]
+    for type in types:
+        queue.resume(type)
+    return released_at
 
 
 def start_latency(tag: str, count: int, rate: float, *, timeout: float = 60.0) -> Latency:

@@ -56,8 +56,13 @@ class FakeProcess:
     ],
 )
 def test_processes_are_grouped_by_their_ray_title(cmdline, group):
-    assert bench._group_of(FakeProcess(99999, cmdline), postgres_pids=set()) == group
+    assert bench._group_of(FakeProcess(99999, cmdline), postgres_pids={}) == group
 
 
-def test_postgres_backends_are_grouped_by_pid():
-    assert bench._group_of(FakeProcess(42, ["postgres: x"]), postgres_pids={42}) == "PostgreSQL"
+def test_postgres_processes_are_grouped_by_pid():
+    pids = {42: "PostgreSQL", 43: "PostgreSQL background"}
+    assert bench._group_of(FakeProcess(42, ["postgres: x"]), postgres_pids=pids) == "PostgreSQL"
+    assert (
+        bench._group_of(FakeProcess(43, ["postgres: walwriter"]), postgres_pids=pids)
+        == "PostgreSQL background"
+    )

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import os
 import uuid
+from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from organism import bench, supervisor
+from organism import bench, profiling, supervisor
 from organism.dispatcher import DispatcherConfig
 
 TAG = "benchdispatch"
@@ -36,6 +37,13 @@ class Command(BaseCommand):
         parser.add_argument("--batch", type=int, default=None, help="claim batch (override)")
         parser.add_argument("--in-flight", type=int, default=None, help="in flight (override)")
         parser.add_argument("--timeout", type=float, default=600.0, help="seconds for the drain")
+        parser.add_argument(
+            "--profile",
+            metavar="DIR",
+            default=None,
+            help="during the drain, sample the actors with py-spy (stacks kept in DIR) and "
+            "read pg_stat_statements; print where the CPU went",
+        )
 
     def handle(self, *args, **options):
         if options["tasks"] < 1 or options["latency_tasks"] < 0 or options["rate"] <= 0:
@@ -60,7 +68,8 @@ class Command(BaseCommand):
         run = f"{TAG}-{uuid.uuid4().hex[:8]}"
         config = run_options.config
         self.stdout.write(
-            f"{run_options.dispatchers} dispatchers, claim batch {config.claim_batch}, "
+            f"{run_options.dispatchers} dispatchers, "
+            f"claim batch {config.claim_batch or 'sized to the backlog'}, "
             f"max in flight {config.max_in_flight}{' (overridden)' if overrides else ''}; "
             f"{os.cpu_count()} CPUs"
         )
@@ -90,18 +99,67 @@ class Command(BaseCommand):
             else {"type": "echo", "params": {}}
         )
         load_before = os.getloadavg()[0]
-        result = bench.drain(f"{run}-drain", [spec] * count, timeout=options["timeout"])
+        spy, on_released = self.start_profile(options["profile"])
+        try:
+            result = bench.drain(
+                f"{run}-drain", [spec] * count, timeout=options["timeout"], on_released=on_released
+            )
+        finally:
+            if spy is not None:
+                spy.stop()
         what = f"{sleep_ms:g} ms probe" if sleep_ms else "echo"
         self.stdout.write(
             f"throughput: {result.completed:,}/{count:,} {what} tasks in {result.seconds:.2f} s "
             f"= {result.per_second:,.0f} tasks/s (release → last COMPLETED, database clock; "
             f"load average {load_before:.2f} → {os.getloadavg()[0]:.2f})"
         )
+        self.stdout.write(
+            f"claims: {result.claims:,} ({result.per_claim:,.1f} tasks per claim)"
+            + (f"; at most {result.peak_running:,} handlers at once" if sleep_ms else "")
+        )
         per_task = result.cpu_us_per_task()
         self.stdout.write("CPU per task (µs), by process group:")
         for group in bench.GROUPS:
-            self.stdout.write(f"  {group:<12} {per_task[group]:>8.0f}")
-        self.stdout.write(f"  {'total':<12} {sum(per_task.values()):>8.0f}")
+            self.stdout.write(f"  {group:<22} {per_task[group]:>8.0f}")
+        self.stdout.write(f"  {'total':<22} {sum(per_task.values()):>8.0f}")
+        if options["profile"]:
+            self.print_profile(spy, result.completed)
+
+    def start_profile(self, directory: str | None):
+        """py-spy on every dispatcher, Coordinator and agent process, and a callback that
+        resets pg_stat_statements at the release (None, None without ``--profile``)."""
+        if directory is None:
+            return None, None
+        pids = {
+            pid: group
+            for pid, (group, _) in bench.cpu_snapshot().items()
+            if group in ("dispatchers", "Coordinator", "agents")
+        }
+        try:
+            spy = profiling.PySpy(pids, Path(directory))
+        except RuntimeError as exc:
+            raise CommandError(str(exc)) from None
+        self.statements = profiling.statements_available()
+        return spy, profiling.reset_statements if self.statements else None
+
+    def print_profile(self, spy, completed: int) -> None:
+        self.stdout.write(f"py-spy stacks in {spy.directory}; own CPU by frame:")
+        for frames in spy.frames():
+            self.stdout.write(f"  {frames.group} ({frames.samples:,} samples)")
+            for frame, share in frames.top:
+                self.stdout.write(f"    {share:6.1%}  {frame}")
+        if not self.statements:
+            self.stdout.write(
+                "PostgreSQL statements: pg_stat_statements is not available; start the server "
+                "with shared_preload_libraries = 'pg_stat_statements' to see them"
+            )
+            return
+        self.stdout.write("PostgreSQL statements by execution time (µs per task, calls, rows):")
+        for statement in profiling.top_statements():
+            per_task = statement.exec_ms * 1000 / max(completed, 1)
+            self.stdout.write(
+                f"  {per_task:8.1f}  {statement.calls:>7,}  {statement.rows:>7,}  {statement.text}"
+            )
 
     def latency(self, run: str, options: dict) -> None:
         count, rate = options["latency_tasks"], options["rate"]
