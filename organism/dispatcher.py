@@ -33,6 +33,7 @@ from typing import Any, Protocol
 from organism.circuit_breaker import CircuitBreaker, CircuitState
 from organism.messages import CoordinatorUnavailable, Outcome, OutcomeStatus, TaskPayload
 from organism.metrics import HistogramSet, queue_wait_seconds
+from organism.pacing import ClaimSizer
 
 logger = logging.getLogger("seedcore.dispatcher")
 
@@ -45,8 +46,8 @@ WRITE_TRIES = 3
 class DispatcherConfig:
     """Tunables handed to each dispatcher actor as a plain dict (see :meth:`from_settings`)."""
 
-    claim_batch: int = 50
-    max_in_flight: int = 500
+    claim_batch: int | None = None  # None: sized to the backlog (organism.pacing)
+    max_in_flight: int = 2000
     lease_seconds: float = 90.0
     heartbeat_seconds: float = 2.0
     poll_seconds: float = 1.0
@@ -315,6 +316,7 @@ class Dispatcher:
         self._stopping = asyncio.Event()
         self._batches: set[asyncio.Task] = set()
         self.stats = DispatcherStats()
+        self.sizer = ClaimSizer(config.claim_batch)
         self.histograms = HistogramSet()
         self.breaker = CircuitBreaker(
             threshold=config.breaker_threshold, probe_seconds=config.breaker_probe_seconds
@@ -381,8 +383,9 @@ class Dispatcher:
 
     async def _claim_loop(self) -> None:
         while not self._stopping.is_set():
-            free = self.config.max_in_flight - len(self._in_flight)
-            if free <= 0:
+            in_flight = len(self._in_flight)
+            wanted = self.sizer.wanted(self.config.max_in_flight - in_flight, in_flight)
+            if wanted <= 0:
                 self._slot_freed.clear()
                 await self._until_stopping(self._slot_freed.wait(), None)
                 continue
@@ -394,13 +397,13 @@ class Dispatcher:
             except CoordinatorUnavailable:
                 await self._until_stopping(asyncio.sleep(self.config.poll_seconds), None)
                 continue
-            wanted = min(self.config.claim_batch, free)
             try:
                 rows = await self.store.claim(wanted)
             except Exception:
                 logger.exception("%s: claim failed", self.identity)
                 await self._until_stopping(asyncio.sleep(self.config.poll_seconds), None)
                 continue
+            self.sizer.claimed(wanted, len(rows))
             if rows:
                 self.stats.claimed += len(rows)
                 tasks = []
