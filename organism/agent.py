@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 import traceback
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -53,20 +53,38 @@ async def run_handler(
     cancel of the caller stops the handler and propagates.
     """
     started = time.perf_counter()
-    cap = spec.max_attempts
     try:
-        value = await asyncio.wait_for(asyncio.shield(job), timeout)
+        await asyncio.wait_for(asyncio.shield(job), timeout)
     except TimeoutError:
         stop(ctx, job)
-        error = f"timed out after {timeout:g} s"
-        return Outcome.failure(task, OutcomeStatus.TIMED_OUT, error, max_attempts=cap)
+        return timed_out(task, spec, timeout)
     except asyncio.CancelledError:
         if not ctx.is_cancelled():  # our caller was cancelled: stop the handler too
             stop(ctx, job)
             raise
+    except Exception:
+        pass  # settle() reads it from the job
+    return settle(task, spec, ctx, job, started=started, organ_id=organ_id, agent_id=agent_id)
+
+
+def settle(
+    task: TaskPayload,
+    spec: HandlerSpec,
+    ctx: TaskContext,
+    job: asyncio.Future,
+    *,
+    started: float,
+    organ_id: str | None,
+    agent_id: str | None,
+) -> Outcome:
+    """The outcome of ``job``, a finished call of ``spec``'s handler started at ``started``
+    (``time.perf_counter()``)."""
+    cap = spec.max_attempts
+    if ctx.is_cancelled() or job.cancelled():
         return Outcome.failure(task, OutcomeStatus.CANCELLED, "cancelled", max_attempts=cap)
-    except Exception as exc:  # TaskCancelled and PermanentError included
-        if ctx.is_cancelled() or isinstance(exc, TaskCancelled):
+    exc = job.exception()
+    if exc is not None:
+        if isinstance(exc, TaskCancelled):
             return Outcome.failure(task, OutcomeStatus.CANCELLED, "cancelled", max_attempts=cap)
         status = OutcomeStatus.PERMANENT if isinstance(exc, PermanentError) else OutcomeStatus.ERROR
         return Outcome.failure(
@@ -76,8 +94,7 @@ async def run_handler(
             traceback="".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
             max_attempts=cap,
         )
-    if ctx.is_cancelled():
-        return Outcome.failure(task, OutcomeStatus.CANCELLED, "cancelled", max_attempts=cap)
+    value = job.result()
     problem = json_problem(value)
     if problem is not None:
         # Checked here, not at the write: a batch of outcomes is one statement, and one value
@@ -86,6 +103,11 @@ async def run_handler(
         return Outcome.failure(task, OutcomeStatus.PERMANENT, error, max_attempts=cap)
     duration_ms = round((time.perf_counter() - started) * 1000, 3)
     return Outcome.success(task, value, Routing(None, organ_id, agent_id, duration_ms))
+
+
+def timed_out(task: TaskPayload, spec: HandlerSpec, timeout: float) -> Outcome:
+    error = f"timed out after {timeout:g} s"
+    return Outcome.failure(task, OutcomeStatus.TIMED_OUT, error, max_attempts=spec.max_attempts)
 
 
 def stop(ctx: TaskContext, job: asyncio.Future) -> None:
@@ -125,40 +147,59 @@ class Agent:
 
     async def run(self, task: TaskPayload) -> Outcome:
         """Run one task to its outcome; never raises (but a cancel of the caller propagates)."""
+        async for chunk in self.run_batch([task]):
+            return chunk[0]
+        raise AssertionError("run_batch yielded nothing")  # pragma: no cover
+
+    async def run_batch(self, tasks: list[TaskPayload]) -> AsyncIterator[list[Outcome]]:
+        """Run tasks concurrently, yielding the outcomes finished so far, as they finish.
+
+        Each task costs one asyncio task (its handler's) and one timer: the outcome is made
+        in the handler's done callback, so the many tasks of a batch share this one waiting
+        generator rather than each having a coroutine of its own awaiting it.
+        """
+        finished: list[Outcome] = []
+        ready = asyncio.Event()
+
+        def deliver(outcome: Outcome) -> None:
+            self._record(outcome.ok)
+            finished.append(outcome)
+            ready.set()
+
+        started = [self._start(task, deliver) for task in tasks]
+        remaining = len(tasks)
+        try:
+            while remaining:
+                await ready.wait()
+                ready.clear()
+                chunk = finished[:]
+                finished.clear()
+                remaining -= len(chunk)
+                yield chunk
+        finally:
+            for run in started:  # our caller went away: stop what still runs
+                if run is not None and not run.delivered:
+                    run.abandon()
+
+    def _start(self, task: TaskPayload, deliver: Callable[[Outcome], None]) -> _Run | None:
         spec = get_handler(task.type)
         if spec is None or spec.control:
             reason = missing_handler_message(task.type)
             if spec is not None:
                 reason = f"control type '{spec.type}' runs on the Coordinator, not on an agent"
-            return Outcome.failure(task, OutcomeStatus.PERMANENT, reason)
-        ctx = TaskContext(task_id=task.id, attempt=task.attempt)
-        job = asyncio.ensure_future(self._call(spec, task.params, ctx))
-        self._running[task.id] = (ctx, job)
-        try:
-            outcome = await run_handler(
-                task,
-                spec,
-                ctx,
-                job,
-                timeout=spec.timeout or self.default_timeout,
-                organ_id=self.organ_id,
-                agent_id=self.agent_id,
-            )
-        finally:
-            self._running.pop(task.id, None)
-        self._record(outcome.ok)
-        return outcome
+            deliver(Outcome.failure(task, OutcomeStatus.PERMANENT, reason))
+            return None
+        run = _Run(self, task, spec, deliver)
+        self._running[task.id] = (run.ctx, run.job)
+        return run
 
-    async def run_batch(self, tasks: list[TaskPayload]) -> AsyncIterator[list[Outcome]]:
-        """Run tasks concurrently, yielding the outcomes finished so far, as they finish."""
-        pending = {asyncio.ensure_future(self.run(task)) for task in tasks}
-        try:
-            while pending:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                yield [job.result() for job in done]
-        finally:
-            for job in pending:
-                job.cancel()
+    def _launch(self, spec: HandlerSpec, params: dict[str, Any], ctx: TaskContext):
+        loop = asyncio.get_running_loop()
+        if spec.is_async:
+            return loop.create_task(spec.func(params, ctx))
+        if self._threads is None:
+            self._threads = ThreadPoolExecutor(SYNC_HANDLER_THREADS, thread_name_prefix="handler")
+        return loop.run_in_executor(self._threads, spec.func, params, ctx)
 
     def cancel(self, task_id: str) -> bool:
         """Stop a running task; True if it was running here."""
@@ -168,14 +209,6 @@ class Agent:
         stop(*running)
         return True
 
-    async def _call(self, spec: HandlerSpec, params: dict[str, Any], ctx: TaskContext) -> Any:
-        if spec.is_async:
-            return await spec.func(params, ctx)
-        if self._threads is None:
-            self._threads = ThreadPoolExecutor(SYNC_HANDLER_THREADS, thread_name_prefix="handler")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._threads, spec.func, params, ctx)
-
     def _record(self, ok: bool) -> None:
         self.tasks_processed += 1
         if ok:
@@ -184,6 +217,57 @@ class Agent:
             self.failures += 1
         self.capability += CAPABILITY_WEIGHT * ((1.0 if ok else 0.0) - self.capability)
         self.last_task_at = time.time()
+
+
+class _Run:
+    """One task running on an agent: its handler's job, its timeout, and its one delivery."""
+
+    __slots__ = ("agent", "task", "spec", "ctx", "job", "timer", "started", "deliver", "delivered")
+
+    def __init__(
+        self, agent: Agent, task: TaskPayload, spec: HandlerSpec, deliver: Callable[[Outcome], None]
+    ):
+        self.agent, self.task, self.spec, self.deliver = agent, task, spec, deliver
+        self.delivered = False
+        self.ctx = TaskContext(task_id=task.id, attempt=task.attempt)
+        self.started = time.perf_counter()
+        self.job = agent._launch(spec, task.params, self.ctx)
+        timeout = spec.timeout or agent.default_timeout
+        self.timer = asyncio.get_running_loop().call_later(timeout, self._time_out, timeout)
+        self.job.add_done_callback(self._done)
+
+    def _done(self, job: asyncio.Future) -> None:
+        if self.delivered:
+            return
+        agent = self.agent
+        self._finish(
+            settle(
+                self.task,
+                self.spec,
+                self.ctx,
+                job,
+                started=self.started,
+                organ_id=agent.organ_id,
+                agent_id=agent.agent_id,
+            )
+        )
+
+    def _time_out(self, timeout: float) -> None:
+        # Answered at once, as a handler that ignores its cancel may run on for a while.
+        stop(self.ctx, self.job)
+        self._finish(timed_out(self.task, self.spec, timeout))
+
+    def _finish(self, outcome: Outcome) -> None:
+        self.delivered = True
+        self.timer.cancel()
+        self.agent._running.pop(self.task.id, None)
+        self.deliver(outcome)
+
+    def abandon(self) -> None:
+        self.delivered = True
+        self.timer.cancel()
+        self.agent._running.pop(self.task.id, None)
+        stop(self.ctx, self.job)
 
 
 class LocalAgentClient:

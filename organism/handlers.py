@@ -25,7 +25,6 @@ import asyncio
 import importlib
 import inspect
 import platform
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -65,33 +64,35 @@ class TaskContext:
     attempt: int = 1
     # The OrganismManager, set only for control types run by the Coordinator.
     organism: Any = None
-    _flag: threading.Event = field(default_factory=threading.Event, repr=False)
+    # A plain flag, not a threading.Event: one is made per task, and setting and reading a
+    # bool is atomic under the GIL, which is all a sync handler's thread needs.
+    _cancelled: bool = field(default=False, repr=False)
     _waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = field(
         default_factory=list, repr=False
     )
 
     def is_cancelled(self) -> bool:
-        return self._flag.is_set()
+        return self._cancelled
 
     def cancel(self) -> None:
         """Set the cancelled flag; safe from any thread."""
-        self._flag.set()
+        self._cancelled = True
         for loop, event in list(self._waiters):
             loop.call_soon_threadsafe(event.set)
 
     async def wait_cancelled(self, timeout: float | None = None) -> bool:
         """Wait up to ``timeout`` seconds for a cancel; True if the task was cancelled."""
-        if self._flag.is_set():
+        if self._cancelled:
             return True
         waiter = (asyncio.get_running_loop(), asyncio.Event())
         self._waiters.append(waiter)
         try:
-            if self._flag.is_set():  # set between the check and the registration
+            if self._cancelled:  # set between the check and the registration
                 return True
             await asyncio.wait_for(waiter[1].wait(), timeout)
             return True
         except TimeoutError:
-            return self._flag.is_set()
+            return self._cancelled
         finally:
             self._waiters.remove(waiter)
 
