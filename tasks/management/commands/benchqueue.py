@@ -167,8 +167,9 @@ def _engine_worker(name: str, batch: int, setup: tuple, ready, reports) -> None:
 
 
 def _bare_worker(name: str, batch: int, setup: tuple, ready, reports) -> None:
+    import json
+
     import psycopg
-    from psycopg.types.json import Jsonb
 
     database_url, claim_sql, complete_sql = setup
     with psycopg.connect(database_url, autocommit=True) as connection:
@@ -185,9 +186,7 @@ def _bare_worker(name: str, batch: int, setup: tuple, ready, reports) -> None:
             cursor.execute(
                 complete_sql,
                 [
-                    [row[ids] for row in rows],
-                    [row[attempts] for row in rows],
-                    [Jsonb(None)] * len(rows),
+                    json.dumps([{"id": str(row[ids]), "attempt": row[attempts]} for row in rows]),
                     name,
                 ],
             )
