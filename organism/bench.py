@@ -84,6 +84,7 @@ class Latency:
     p95: float
     p99: float
     max: float
+    claim_p50: float = math.nan  # enqueue → claimed (the part the database's clock sees)
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -274,13 +275,13 @@ def start_latency(tag: str, count: int, rate: float, *, timeout: float = 60.0) -
         time.sleep(max(0.0, next_at - time.monotonic()))
     wait_until_finished(tag, timeout=timeout)
     rows = Task.objects.filter(description=tag, status=Status.COMPLETED).values_list(
-        "created_at", "result"
+        "created_at", "locked_at", "result"
     )
-    waits = [
-        (result["output"]["started_at"] - created_at.timestamp()) * 1000
-        for created_at, result in rows
-        if isinstance(result, dict) and isinstance(result.get("output"), dict)
-    ]
+    waits, claims = [], []
+    for created_at, locked_at, result in rows:
+        if isinstance(result, dict) and isinstance(result.get("output"), dict):
+            waits.append((result["output"]["started_at"] - created_at.timestamp()) * 1000)
+            claims.append((locked_at - created_at).total_seconds() * 1000)
     if not waits:
         return Latency(count, 0, math.nan, math.nan, math.nan, math.nan)
     return Latency(
@@ -290,6 +291,7 @@ def start_latency(tag: str, count: int, rate: float, *, timeout: float = 60.0) -
         percentile(waits, 0.95),
         percentile(waits, 0.99),
         max(waits),
+        statistics.median(claims),
     )
 
 

@@ -169,5 +169,6 @@ class Command(BaseCommand):
         self.stdout.write(
             f"start latency: {result.started}/{count} probe tasks at {rate:g}/s, enqueue → "
             f"handler start p50 {result.p50:.1f} ms, p95 {result.p95:.1f} ms, "
-            f"p99 {result.p99:.1f} ms, max {result.max:.1f} ms"
+            f"p99 {result.p99:.1f} ms, max {result.max:.1f} ms (of which enqueue → claim p50 "
+            f"{result.claim_p50:.1f} ms)"
         )
