@@ -153,6 +153,7 @@ class QueueStore:
             dispatcher=self.identity,
             batch=batch,
             lease_seconds=self.config.lease_seconds,
+            durable=False,
         )
 
     async def renew(self, attempts: dict[str, int]) -> dict[str, bool]:

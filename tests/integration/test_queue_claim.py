@@ -115,3 +115,19 @@ def test_the_claim_statement_uses_the_partial_claimable_index():
         plan = "\n".join(row[0] for row in cursor.fetchall())
         cursor.execute("RESET enable_seqscan")
     assert "tasks_claimable_idx" in plan
+
+
+def _synchronous_commit() -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        return cursor.fetchone()[0]
+
+
+def test_a_dispatchers_claims_commit_without_waiting_for_the_disk_and_others_wait():
+    queue.enqueue(type="echo")
+    queue.claim(dispatcher="d1", batch=1)
+    assert _synchronous_commit() == "on"
+    queue.enqueue(type="echo")
+    [row] = queue.claim(dispatcher="d1", batch=1, durable=False)
+    assert row["type"] == "echo"
+    assert _synchronous_commit() == "off"
