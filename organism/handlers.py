@@ -67,7 +67,7 @@ class TaskContext:
     # A plain flag, not a threading.Event: one is made per task, and setting and reading a
     # bool is atomic under the GIL, which is all a sync handler's thread needs.
     _cancelled: bool = field(default=False, repr=False)
-    _waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = field(
+    _waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future]] = field(
         default_factory=list, repr=False
     )
 
@@ -77,24 +77,31 @@ class TaskContext:
     def cancel(self) -> None:
         """Set the cancelled flag; safe from any thread."""
         self._cancelled = True
-        for loop, event in list(self._waiters):
-            loop.call_soon_threadsafe(event.set)
+        for loop, waiter in list(self._waiters):
+            loop.call_soon_threadsafe(_answer, waiter, True)
 
     async def wait_cancelled(self, timeout: float | None = None) -> bool:
         """Wait up to ``timeout`` seconds for a cancel; True if the task was cancelled."""
         if self._cancelled:
             return True
-        waiter = (asyncio.get_running_loop(), asyncio.Event())
+        # One future and one timer: this is how built-in handlers sleep, thousands at once.
+        loop = asyncio.get_running_loop()
+        waiter = (loop, loop.create_future())
         self._waiters.append(waiter)
+        timer = None if timeout is None else loop.call_later(timeout, _answer, waiter[1], False)
         try:
             if self._cancelled:  # set between the check and the registration
                 return True
-            await asyncio.wait_for(waiter[1].wait(), timeout)
-            return True
-        except TimeoutError:
-            return self._cancelled
+            return await waiter[1] or self._cancelled
         finally:
+            if timer is not None:
+                timer.cancel()
             self._waiters.remove(waiter)
+
+
+def _answer(waiter: asyncio.Future, cancelled: bool) -> None:
+    if not waiter.done():
+        waiter.set_result(cancelled)
 
 
 _registry: dict[str, HandlerSpec] = {}

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
-from organism.agent import run_handler, stop
+from organism.agent import ChunkPace, run_handler, stop
 from organism.handlers import (
     HandlerSpec,
     PermanentError,
@@ -167,9 +167,11 @@ class OrganismManager:
         remaining = len(tasks) - len(refused)
         if refused:
             yield refused
+        pace = ChunkPace()
         try:
             while remaining:
                 chunk = [await finished.get()]
+                await pace.wait(ready=finished.qsize() + 1, remaining=remaining)
                 while not finished.empty():
                     chunk.append(finished.get_nowait())
                 remaining -= len(chunk)
