@@ -18,9 +18,10 @@ import contextlib
 import math
 import os
 import statistics
+import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import psutil
@@ -31,6 +32,7 @@ from tasks import queue
 from tasks.models import Status, Task
 
 UNFINISHED = (Status.QUEUED, Status.RUNNING, Status.RETRY)
+ENQUEUE_CHUNK = 10_000
 
 # The process groups CPU is reported for, in print order. Ray titles an actor's worker
 # process ``ray::<ClassName>`` (then ``.method`` while it runs one).
@@ -60,6 +62,7 @@ class Drain:
     completed: int
     seconds: float
     cpu_seconds: dict[str, float]
+    memory: dict[str, tuple[float, float]] = field(default_factory=dict)  # PeakMemory.by_group
     claims: int = 0  # claim statements that took the drain's tasks
     peak_running: int = 0  # most handlers running at once (probe tasks only)
 
@@ -171,6 +174,56 @@ def cpu_snapshot() -> dict[int, tuple[str, float]]:
     return snapshot
 
 
+class PeakMemory:
+    """The resident memory of every SeedCore actor process, sampled in a thread from
+    :meth:`start` to :meth:`stop`: per group, the largest process at the start and at its peak
+    (what a backlog's size must not grow)."""
+
+    SECONDS = 0.5
+
+    def __init__(self):
+        self.first: dict[int, tuple[str, int]] = {}
+        self.peak: dict[int, tuple[str, int]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-rss", daemon=True)
+
+    def start(self) -> PeakMemory:
+        self._sample()
+        self.first = dict(self.peak)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    def by_group(self) -> dict[str, tuple[float, float]]:
+        """group → (MiB of its largest process at the start, MiB of its largest at its peak)."""
+        out: dict[str, tuple[float, float]] = {}
+        for pid, (group, peak) in self.peak.items():
+            first = self.first.get(pid, (group, 0))[1]
+            was_first, was_peak = out.get(group, (0.0, 0.0))
+            out[group] = (max(was_first, first / 2**20), max(was_peak, peak / 2**20))
+        return out
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.SECONDS):
+            self._sample()
+
+    def _sample(self) -> None:
+        for process in _ray_processes():
+            group = _group_of(process, {})
+            if group not in _ACTOR_GROUPS.values():
+                continue
+            try:
+                rss = process.memory_info().rss
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+            if rss > self.peak.get(process.pid, (group, 0))[1]:
+                self.peak[process.pid] = (group, rss)
+
+
 def cpu_spent(
     before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]
 ) -> dict[str, float]:
@@ -211,16 +264,23 @@ def drain(
     for type in types:
         queue.pause(type)
     try:
-        ids = queue.enqueue_many({**spec, "description": tag} for spec in specs)
+        ids = []
+        for start in range(0, len(specs), ENQUEUE_CHUNK):  # a million rows: not one statement
+            chunk = specs[start : start + ENQUEUE_CHUNK]
+            ids += queue.enqueue_many({**spec, "description": tag} for spec in chunk)
         before = cpu_snapshot()
     except BaseException:
         for type in types:
             queue.resume(type)
         raise
+    memory = PeakMemory().start()
     released_at = _release(types)
     if on_released:
         on_released()
-    finished = wait_until_finished(tag, timeout=timeout)
+    try:
+        finished = wait_until_finished(tag, timeout=timeout)
+    finally:
+        memory.stop()
     after = cpu_snapshot()
     done = Task.objects.filter(description=tag, status=Status.COMPLETED)
     last = done.aggregate(last=Max("updated_at"))["last"]
@@ -228,7 +288,8 @@ def drain(
     if not finished:
         seconds = float("inf")
     claims, peak = _claims_and_peak(tag)
-    return Drain(len(ids), done.count(), seconds, cpu_spent(before, after), claims, peak)
+    spent = cpu_spent(before, after)
+    return Drain(len(ids), done.count(), seconds, spent, memory.by_group(), claims, peak)
 
 
 def _claims_and_peak(tag: str) -> tuple[int, int]:
@@ -296,5 +357,8 @@ def start_latency(tag: str, count: int, rate: float, *, timeout: float = 60.0) -
 
 
 def forget(tag_prefix: str) -> int:
-    """Delete the benchmark's own tasks."""
-    return Task.objects.filter(description__startswith=tag_prefix).delete()[0]
+    """Delete the benchmark's own tasks: one statement (the database cascades), as Django's
+    delete would first load every id of a million-task run."""
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM tasks WHERE description LIKE %s", [f"{tag_prefix}%"])
+        return cursor.rowcount

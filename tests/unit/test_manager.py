@@ -326,3 +326,43 @@ def test_a_result_json_cannot_hold_fails_permanently_naming_the_problem(registry
     assert out.error.startswith("the handler's result cannot be stored as JSON: ")
     assert problem in out.error
     assert out.max_attempts == 4
+
+
+def test_outcomes_finishing_a_little_apart_share_chunks_but_the_first_goes_at_once():
+    agent = Agent("pace_agent", "utility_organ_1")
+    # 40 sleeps ending 0.5 ms apart over 20 ms: paced at one chunk per 2 ms, not one each.
+    tasks = [task("sleep", {"seconds": 0.001 + i * 0.0005}) for i in range(40)]
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        began, chunks = loop.time(), []
+        async for chunk in agent.run_batch(tasks):
+            chunks.append((loop.time() - began, len(chunk)))
+        return chunks
+
+    chunks = run(scenario())
+    assert sum(size for _, size in chunks) == 40
+    assert len(chunks) <= 15
+    first_at, first_size = chunks[0]
+    assert first_size >= 1 and first_at < 0.1
+
+
+def test_a_handler_that_ignores_its_timeout_is_answered_at_the_timeout(registry):
+    @handler("unit_deaf", timeout=0.1)
+    async def deaf(params, ctx):
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            await asyncio.sleep(1)  # keeps running after the cancel
+        return "late"
+
+    agent = Agent("deaf_agent", "utility_organ_1")
+
+    async def scenario():
+        began = time.monotonic()
+        out = await agent.run(task("unit_deaf"))
+        return out, time.monotonic() - began
+
+    out, took = run(scenario())
+    assert out.status is OutcomeStatus.TIMED_OUT
+    assert took < 0.9

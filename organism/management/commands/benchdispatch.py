@@ -3,6 +3,7 @@ CPU each process spends per task, end to end through Ray, on the defaults (``org
 
 from __future__ import annotations
 
+import itertools
 import os
 import uuid
 from pathlib import Path
@@ -102,7 +103,10 @@ class Command(BaseCommand):
         spy, on_released = self.start_profile(options["profile"])
         try:
             result = bench.drain(
-                f"{run}-drain", [spec] * count, timeout=options["timeout"], on_released=on_released
+                f"{run}-drain",
+                itertools.repeat(spec, count),
+                timeout=options["timeout"],
+                on_released=on_released,
             )
         finally:
             if spy is not None:
@@ -122,6 +126,9 @@ class Command(BaseCommand):
         for group in bench.GROUPS:
             self.stdout.write(f"  {group:<22} {per_task[group]:>8.0f}")
         self.stdout.write(f"  {'total':<22} {sum(per_task.values()):>8.0f}")
+        self.stdout.write("resident memory of the largest process per group (MiB), start → peak:")
+        for group, (first, peak) in sorted(result.memory.items()):
+            self.stdout.write(f"  {group:<22} {first:>8.0f} → {peak:.0f}")
         if options["profile"]:
             self.print_profile(spy, result.completed)
 
