@@ -199,6 +199,13 @@ class DispatcherActor:
 
     def __init__(self, index: int, config: dict[str, Any]):
         ensure_django()
+        from django.db import connections
+
+        # A dispatcher's threads keep their connections (and prepared statements) for as
+        # long as they work: CONN_MAX_AGE suits web requests, not a loop claiming every few
+        # milliseconds. A connection that fails is still replaced.
+        for alias in connections.settings:
+            connections.settings[alias]["CONN_MAX_AGE"] = None
         self.index = index
         self.name = dispatcher_name(index)
         self.config = DispatcherConfig(**config)
