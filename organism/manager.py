@@ -457,6 +457,8 @@ class OrganismManager:
                 }
                 self._suspect.add(organ.spec.id)
             self._statuses[organ.spec.id] = status
+            if any(not agent.get("alive", True) for agent in status["agents"]):
+                self._suspect.add(organ.spec.id)  # replaced on the next task or round
             for agent in status["agents"]:
                 if agent.get("placed"):
                     self._placed.add(agent["agent_id"])
@@ -476,10 +478,10 @@ class OrganismManager:
         await self._ready_if_never_started()
         self._backlog = {t: int(n) for t, n in backlog.items()}
         if self.initialized:
-            if self._suspect:
+            await self._refresh()
+            if self._suspect:  # dead agents (a lost node, say) are replaced: pending if need be
                 with contextlib.suppress(Exception):
                     await self._heal()
-            await self._refresh()
             for organ_id in list(self._organs):
                 await self._scale(organ_id)
         if self._cluster is not None:

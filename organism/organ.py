@@ -37,7 +37,9 @@ class AgentClient(Protocol):
 
 AgentFactory = Callable[[OrganSpec, str], Awaitable[AgentClient]]
 
-# How long start() waits for new agents to be placed before it answers with them pending.
+# How long start() waits for new agents of an organ with ``ray`` options (resources that may
+# not be free) to be placed before it answers with them pending. An organ without them asks
+# only for a sliver of CPU, and start() waits for its agents as it always did.
 PLACEMENT_WAIT = 5.0
 
 
@@ -66,8 +68,9 @@ class Organ:
         self._lock = asyncio.Lock()
 
     async def start(self) -> list[AgentClient]:
-        """Create the organ's agents, replacing any that died, and return them; waits up to
-        the placement wait for new ones to be placed (:meth:`placed` says which are)."""
+        """Create the organ's agents, replacing any that died, and return them; waits for new
+        ones to be placed (up to the placement wait if the organ asks for resources:
+        :meth:`placed` says which are)."""
         async with self._lock:
             if not self._agents:
                 ids = agent_ids(self.spec)
@@ -76,7 +79,7 @@ class Organ:
                 for index, agent in enumerate(list(self._agents)):
                     if not await self._alive(agent):
                         self._agents[index] = (await self._make([agent.agent_id]))[0]
-            await self._wait_placed(self._placement_wait)
+            await self._wait_placed(self._placement_wait if self.spec.ray else None)
             return list(self._agents)
 
     async def add_agents(self, count: int) -> list[AgentClient]:
@@ -125,9 +128,9 @@ class Organ:
             self._placing[agent.agent_id] = asyncio.ensure_future(agent.state())
         return agents
 
-    async def _wait_placed(self, timeout: float) -> None:
+    async def _wait_placed(self, timeout: float | None) -> None:
         waiting = [f for f in self._placing.values() if not f.done()]
-        if waiting and timeout > 0:
+        if waiting and (timeout is None or timeout > 0):
             await asyncio.wait(waiting, timeout=timeout)
 
     async def _alive(self, agent: AgentClient) -> bool:

@@ -49,6 +49,7 @@ class PlacedClient(LocalAgentClient):
         self.cluster, self.needs_gpu = cluster, needs_gpu
 
     async def state(self) -> dict:
+        self._check_alive()
         while self.needs_gpu and self.cluster.gpus < 1:
             self.cluster.changed.clear()
             await self.cluster.changed.wait()
@@ -223,3 +224,22 @@ def test_pending_reason_names_what_is_missing_against_what_is_free():
         "needs 1 of resource 'model_x'; the cluster has 0 of 0 free; "
         "2 agents pending placement"
     )
+
+
+def test_a_dead_agent_is_replaced_by_the_next_round_pending_without_resources(registry):
+    async def scenario():
+        cluster, clock = Cluster(gpus=1), Clock()
+        manager = make(cluster, [UTIL, GPU], clock)
+        await manager.tick({"embed_t": 1})
+        await asyncio.sleep(0.05)
+        summary = await manager.tick({"embed_t": 1})
+        assert organ(summary, "gpu")["placed_count"] == 1
+        cluster.set_gpus(0)  # the GPU node goes, and its agent with it
+        await manager._agents["gpu"][0].kill()
+        summary = await manager.tick({"embed_t": 1})  # seen dead, replaced: pending
+        gpu = organ(summary, "gpu")
+        assert (gpu["placed_count"], gpu["pending_count"]) == (0, 1)
+        assert cluster.created.count("gpu_agent_0") == 2
+        assert summary["holds"]["embed_t"].endswith("1 agent pending placement")
+
+    asyncio.run(scenario())
