@@ -363,13 +363,20 @@ def _cluster_nodes() -> list[dict[str, Any]]:
             continue
         node_id = node["NodeID"]
         total = _resources(node.get("Resources") or {})
+        available = _resources(free.get(node_id) or {})
+        custom = [
+            {"name": name, "free": available.get(name, 0), "total": amount}
+            for name, amount in sorted(total.items())
+            if name not in ("CPU", "GPU", "memory")
+        ]
         nodes.append(
             {
                 "node_id": node_id,
                 "ip": node.get("NodeManagerAddress"),
                 "alive": True,
                 "total": total,
-                "free": {k: v for k, v in _resources(free.get(node_id) or {}).items()},
+                "free": available,
+                "custom": custom,
             }
         )
     return sorted(nodes, key=lambda n: n["node_id"])
