@@ -17,6 +17,7 @@ import shutil
 import threading
 import time
 import uuid
+from html import escape
 
 import pytest
 
@@ -68,11 +69,14 @@ def all_done(ids: list[str]) -> bool:
 @pytest.mark.ray
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_organs_place_on_their_resources_hold_without_them_and_scale(test_database_url, settings):
+def test_organs_place_on_their_resources_hold_without_them_and_scale(
+    test_database_url, settings, client, make_user
+):
     import ray
+    from django.urls import reverse
     from ray.cluster_utils import Cluster
 
-    from organism.ray import actors
+    from organism.ray import actors, driver
     from organism.supervisor import Supervisor, SupervisorOptions
 
     scratch = var_dir()
@@ -114,6 +118,13 @@ def test_organs_place_on_their_resources_hold_without_them_and_scale(test_databa
         placed_on = {a["node_id"] for a in gpu["agents"] if a["placed"]}
         assert placed_on <= {gpu_node.node_id}, gpu
         assert any(d["to"] == 1 for d in gpu["decisions"]), gpu
+        # get_organism_summary carries the same facts, the cluster's nodes included.
+        summary = driver.organism_summary(actors.get_coordinator(namespace), 60)
+        nodes = {node["node_id"]: node for node in summary["nodes"]}
+        assert nodes[gpu_node.node_id]["total"]["GPU"] == 1
+        assert {"name": "model_x", "free": 0, "total": 1} in nodes[gpu_node.node_id]["custom"]
+        organs = {organ["organ_id"]: organ for organ in summary["organs"]}
+        assert organs["gpu_organ_1"]["agents_per_node"] == {gpu_node.node_id: 1}
 
         # The GPU node goes: GPU tasks stay QUEUED, saying why; echo tasks keep completing.
         cluster.remove_node(gpu_node, allow_graceful=False)
@@ -132,7 +143,10 @@ def test_organs_place_on_their_resources_hold_without_them_and_scale(test_databa
         for task_id in held:
             task = selectors.get_task(task_id)
             assert (task["status"], task["attempts"]) == ("QUEUED", 0), task
-            assert selectors.waiting_reason(task) == (f"{NEEDS_GPU}; 1 agent pending placement")
+            assert selectors.waiting_reason(task) == f"{NEEDS_GPU}; 1 agent pending placement"
+        client.force_login(make_user("operator", "organism admin"))
+        page = client.get(reverse("dashboard:task", args=[held[0]])).content.decode()
+        assert escape(f"Waiting: {NEEDS_GPU}; 1 agent pending placement.") in page
 
         # A GPU node joins: the pending agent is placed there and the held tasks run.
         new_gpu_node = cluster.add_node(**gpu_args)
