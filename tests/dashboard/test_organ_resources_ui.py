@@ -88,3 +88,10 @@ def test_a_held_task_says_why_in_the_api_the_list_and_its_page(
     assert f'title="{REASON}"' in listing
     page = organism_admin_client.get(reverse("dashboard:task", args=[task["id"]]))
     assert f"Waiting: {REASON}." in page.content.decode()
+
+
+def test_the_queue_section_says_a_held_type_waits_for_an_agent(organism_admin_client, published):
+    queue.enqueue(type="embed_t")
+    html = organism_admin_client.get(reverse("dashboard:overview")).content.decode()
+    row = html[html.index('data-type="embed_t"') :][:600]
+    assert "waiting for an agent" in row and REASON in row
