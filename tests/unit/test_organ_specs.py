@@ -138,3 +138,18 @@ def test_handler_organ_must_be_a_name_and_not_on_a_control_type():
         handler("x_bad_organ", organ="")
     with pytest.raises(ValueError, match="control type runs on the Coordinator"):
         handler("x_control_organ", organ="gpu", control=True)
+
+
+def test_agents_are_created_with_the_organs_ray_options():
+    from organism.ray.actors import ORGANISM_OPTIONS, agent_options
+
+    (default,) = parse_organs([{"id": "x", "kind": "u"}])
+    assert agent_options(default) == ORGANISM_OPTIONS  # today's sliver of CPU, spread
+    (gpu,) = parse_organs([{**GPU, "ray": {**GPU["ray"], "num_cpus": 2}}])
+    assert agent_options(gpu) == {
+        "num_cpus": 2,
+        "num_gpus": 1,
+        "memory": 2**30,
+        "resources": {"model_x": 1},
+        "scheduling_strategy": "SPREAD",
+    }
