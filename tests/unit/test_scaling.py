@@ -243,3 +243,23 @@ def test_a_dead_agent_is_replaced_by_the_next_round_pending_without_resources(re
         assert summary["holds"]["embed_t"].endswith("1 agent pending placement")
 
     asyncio.run(scenario())
+
+
+def test_a_handler_bound_to_an_organ_runs_there_scales_it_and_is_held_by_it(registry):
+    handler("bound_t", organ="gpu")(handlers.echo)
+    gpu = OrganSpec("gpu", "utility", 0, min_agents=0, max_agents=2, ray={"num_gpus": 1})
+
+    async def scenario():
+        cluster, clock = Cluster(gpus=0), Clock()
+        manager = make(cluster, [UTIL, gpu], clock)
+        summary = await manager.tick({"bound_t": 1, "echo": 5})
+        assert organ(summary, "gpu")["routed_types"] == ["bound_t"]
+        assert organ(summary, "gpu")["agent_count"] == 1  # echo's backlog is not the GPU's
+        assert set(summary["holds"]) == {"bound_t"}  # its agent is not placed yet
+        cluster.set_gpus(1)
+        await asyncio.sleep(0.05)
+        assert (await manager.tick({"bound_t": 1}))["holds"] == {}
+        outcome = await manager.run(task("bound_t"))
+        assert outcome.result["routing"]["organ_id"] == "gpu"
+
+    asyncio.run(scenario())
