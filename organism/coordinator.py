@@ -51,6 +51,10 @@ class Coordinator:
         """Organs, agents and load (``get_organism_summary``'s output)."""
         return await self.manager.summary()
 
+    async def tick(self, backlog: dict[str, int]) -> dict[str, Any]:
+        """Scale the organs to the backlog per task type; the summary, with ``holds``."""
+        return await self.manager.tick(backlog)
+
     async def shutdown(self) -> dict[str, Any]:
         """Stop every organ and agent (``shutdown_organism``'s output)."""
         return await self.manager.shutdown()

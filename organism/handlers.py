@@ -50,6 +50,8 @@ class HandlerSpec:
     control: bool = False
     # How many tasks of this type may run at once across all dispatchers (None: no limit).
     concurrency: int | None = None
+    # The organ its tasks run on (None: the routing rules choose), e.g. one with GPUs.
+    organ: str | None = None
 
     @property
     def is_async(self) -> bool:
@@ -114,13 +116,16 @@ def handler(
     timeout: float | None = None,
     control: bool = False,
     concurrency: int | None = None,
+    organ: str | None = None,
 ) -> Callable[[HandlerFunc], HandlerFunc]:
     """Register ``fn(params, ctx)`` as the handler of task type ``type``.
 
     ``max_attempts`` caps the task's attempts (a task's own cap wins); ``timeout`` (seconds)
     ends an attempt that runs longer, default SEEDCORE_TASK_TIMEOUT; ``concurrency`` caps how
     many tasks of the type run at once across all dispatchers (``rundispatcher`` records it
-    at start; an operator's limit from the API or the admin wins over it).
+    at start; an operator's limit from the API or the admin wins over it); ``organ`` names the
+    organ (SEEDCORE_ORGANS) its tasks run on, whatever the other routing rules say: the one
+    whose agents have the resources it needs (``rundispatcher`` refuses an unknown name).
     """
     if not type or not isinstance(type, str):
         raise ValueError("a handler's type must be a non-empty string")
@@ -130,6 +135,10 @@ def handler(
         raise ValueError(f"handler {type!r}: timeout must be positive")
     if concurrency is not None and (isinstance(concurrency, bool) or concurrency < 1):
         raise ValueError(f"handler {type!r}: concurrency must be at least 1")
+    if organ is not None and (not isinstance(organ, str) or not organ.strip()):
+        raise ValueError(f"handler {type!r}: organ must be an organ's id")
+    if organ is not None and control:
+        raise ValueError(f"handler {type!r}: a control type runs on the Coordinator, not an organ")
 
     def register(fn: HandlerFunc) -> HandlerFunc:
         existing = _registry.get(type)
@@ -137,7 +146,7 @@ def handler(
             raise ValueError(
                 f"task type {type!r} already has a handler, {_qualname(existing.func)}"
             )
-        _registry[type] = HandlerSpec(type, fn, max_attempts, timeout, control, concurrency)
+        _registry[type] = HandlerSpec(type, fn, max_attempts, timeout, control, concurrency, organ)
         return fn
 
     return register
@@ -154,6 +163,11 @@ def registered_types() -> list[str]:
 def declared_concurrency() -> dict[str, int]:
     """The concurrency limit each registered handler declares, by type."""
     return {t: spec.concurrency for t, spec in _registry.items() if spec.concurrency is not None}
+
+
+def bound_organs() -> dict[str, str]:
+    """The organ each registered handler names (``@handler(..., organ=...)``), by type."""
+    return {t: spec.organ for t, spec in _registry.items() if spec.organ is not None}
 
 
 def missing_handler_message(type: str) -> str:

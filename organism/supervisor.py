@@ -2,8 +2,10 @@
 
 :class:`Supervisor` connects to Ray, makes sure the Coordinator answers and the N dispatcher
 actors run their loops (reusing live ones, never duplicating them), then every few seconds
-pings every actor, restarts the dead, reaps orphaned tasks, publishes the Coordinator's health
-and the organism for the web (``organism.status``) and reports one status line. Everything here
+pings every actor, restarts the dead, reaps orphaned tasks, hands the Coordinator the backlog
+per task type so the organs scale (recording the types no agent can take now where the claim
+skips them: ``tasks.queue.set_waiting_for``), publishes the Coordinator's health and the
+organism for the web (``organism.status``) and reports one status line. Everything here
 is sync and runs in the command's process; its calls to the actors go through ``organism.ray``
 (``actors`` finds and creates them, ``driver`` calls them), so this module never touches Ray
 itself. Errors an operator can fix are raised as :class:`SupervisorError` with a message
@@ -27,7 +29,7 @@ from tasks.models import STATUS_ORDER
 from tasks.policy import RetentionPolicy
 
 PING_TIMEOUT = 10.0
-SUMMARY_TIMEOUT = 5.0
+SUMMARY_TIMEOUT = 15.0  # a scaling round may create or stop agents
 COORDINATOR_READY_TIMEOUT = 120.0
 
 
@@ -69,15 +71,19 @@ def check_database() -> None:
 
 
 def check_organs() -> None:
-    """Raise SupervisorError if SEEDCORE_ORGANS is malformed, before anything starts."""
+    """Raise SupervisorError if SEEDCORE_ORGANS is malformed, or a handler names an organ it
+    does not have, before anything starts."""
     from django.core.exceptions import ImproperlyConfigured
 
-    from organism.routing import configured_organs
+    from organism.routing import configured_organs, handler_organs_problem
 
     try:
-        configured_organs()
+        organs = configured_organs()
     except ImproperlyConfigured as exc:
         raise SupervisorError(str(exc)) from None
+    problem = handler_organs_problem(organs)
+    if problem:
+        raise SupervisorError(problem)
 
 
 def connect(options: SupervisorOptions, *, start_local: bool) -> None:
@@ -172,17 +178,22 @@ class Supervisor:
         return ping_ms
 
     def publish(self, ping_ms: float | None, *, with_summary: bool = True) -> bool:
-        """Tell the web what this round saw of the Coordinator (organism.status); without a
-        new summary, the last one published stands."""
+        """Run the organism's scaling round on the backlog, record the types it holds back,
+        and tell the web what this round saw of the Coordinator (organism.status); without a
+        new summary, the last one published (and the last holds) stand."""
         from organism import status
         from organism.ray import driver
+        from tasks import queue, selectors
 
         summary = None
         if ping_ms is not None and with_summary:
             try:
-                summary = driver.organism_summary(self.coordinator, SUMMARY_TIMEOUT)
+                backlog = selectors.backlog_by_type()
+                summary = driver.organism_tick(self.coordinator, backlog, SUMMARY_TIMEOUT)
             except Exception as exc:  # the last summary stands; the ping says it is alive
                 self.out(f"supervisor: organism summary failed: {exc}")
+        if summary is not None:
+            queue.set_waiting_for(summary.get("holds") or {})
         return status.publish(
             namespace=self.options.namespace,
             ping_ms=ping_ms,

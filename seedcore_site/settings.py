@@ -203,6 +203,11 @@ SEEDCORE_TASK_TIMEOUT = env_float("SEEDCORE_TASK_TIMEOUT", 300.0, minimum=0.001)
 # (configured_organs), where rundispatcher and `manage.py check` report a bad value.
 SEEDCORE_ORGANS = os.environ.get("SEEDCORE_ORGANS", "")
 SEEDCORE_AGENTS_PER_ORGAN = env_int("SEEDCORE_AGENTS_PER_ORGAN", 2, minimum=1)
+# Organs that scale (min_agents < max_agents) drop an agent after this many seconds of having
+# more than their backlog needs; a task claimed just as its organ lost its last agent waits
+# this long for one to be placed (organism.manager).
+SEEDCORE_SCALE_DOWN_SECONDS = env_float("SEEDCORE_SCALE_DOWN_SECONDS", 60.0, minimum=0.0)
+SEEDCORE_PLACEMENT_TIMEOUT = env_float("SEEDCORE_PLACEMENT_TIMEOUT", 300.0, minimum=0.1)
 
 # How long the web waits for an organism control task (organism/control.py).
 SEEDCORE_COORDINATOR_TIMEOUT = env_float("SEEDCORE_COORDINATOR_TIMEOUT", 30.0, minimum=0.1)

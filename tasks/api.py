@@ -423,6 +423,11 @@ class QueueTypeOut(Schema):
     concurrency_limit: int | None = Field(description="The operator's override.")
     declared_concurrency: int | None = Field(description="What the handler declares in code.")
     limit: int | None = Field(description="The limit that holds: the override, else declared.")
+    waiting_for: str | None = Field(
+        None,
+        description="Set while no agent can take the type's tasks (its organ has no agent "
+        "placed on a node): what is missing. Its tasks stay QUEUED meanwhile.",
+    )
     running: int
 
 

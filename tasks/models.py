@@ -457,6 +457,10 @@ class QueueControl(models.Model):
     # (``@handler(..., concurrency=N)``, written by rundispatcher at start). NULL: no cap.
     concurrency_limit = models.IntegerField(null=True, blank=True)
     declared_concurrency = models.IntegerField(null=True, blank=True)
+    # Set by rundispatcher while no agent could take the type's tasks (its organ has no agent
+    # placed on a node: scaled to 0, or waiting for resources): what is missing, in a sentence.
+    # The claim skips the type meanwhile, so its tasks stay QUEUED with attempts unchanged.
+    waiting_for = models.TextField(null=True, blank=True)
 
     class Meta:
         db_table = "queue_controls"

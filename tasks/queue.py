@@ -5,8 +5,9 @@ statement is PostgreSQL, written out in full next to the function that runs it. 
 engine keeps:
 
 - A claim is one short statement (``FOR UPDATE SKIP LOCKED``); no row lock is held while a
-  task runs. It skips paused types; types with a concurrency limit are claimed apart, under
-  their ``queue_controls`` row's lock (see :func:`_claim_capped`).
+  task runs. It skips paused types and those no agent can take now (``waiting_for``, set by
+  rundispatcher: :func:`set_waiting_for`); types with a concurrency limit are claimed apart,
+  under their ``queue_controls`` row's lock (see :func:`_claim_capped`).
 - Every write of an attempt's outcome is fenced by (task id, RUNNING, dispatcher, attempt):
   a stale write changes nothing and returns ``STALE``.
 - A cancel of a RUNNING task sets ``cancel_requested``; that attempt then ends CANCELLED
@@ -300,19 +301,20 @@ def claim_statement() -> str:
     return _CLAIM_SQL
 
 
-# A type the one-statement claim leaves alone: paused, or capped (claimed by _claim_capped).
+# A type the one-statement claim leaves alone: paused, waiting for an agent (waiting_for), or
+# capped (claimed by _claim_capped).
 # NOT IN over the control rows is a hashed subplan, run once per statement, which the planner
 # estimates as keeping half the rows, so it still reads tasks_claimable_idx in claim order
 # (``type <> ALL (array)`` of the same rows it estimated as keeping none, and chose to scan
 # and sort the whole table). The key is never NULL, so NOT IN has no NULL surprise.
 _HELD_TYPES = (
-    "SELECT c.type FROM queue_controls AS c WHERE c.paused "
+    "SELECT c.type FROM queue_controls AS c WHERE c.paused OR c.waiting_for IS NOT NULL "
     "OR c.concurrency_limit IS NOT NULL OR c.declared_concurrency IS NOT NULL"
 )
 _ALL_PAUSED = f"EXISTS (SELECT FROM queue_controls WHERE type = '{ALL_TYPES}' AND paused)"
 _CAPPED_TYPES_EXIST = (
     f"EXISTS (SELECT FROM queue_controls WHERE NOT paused AND type <> '{ALL_TYPES}' "
-    "AND coalesce(concurrency_limit, declared_concurrency) IS NOT NULL)"
+    "AND waiting_for IS NULL AND coalesce(concurrency_limit, declared_concurrency) IS NOT NULL)"
 )
 
 # SKIP LOCKED: concurrent claims pass over each other's rows instead of queueing behind them.
@@ -362,7 +364,7 @@ def _claim_capped(*, dispatcher: str, batch: int, lease: float, using: str) -> l
 # In type order, so two claimers that block (an operator's update) never deadlock.
 _LOCK_CAPPED_SQL = (
     "SELECT type, coalesce(concurrency_limit, declared_concurrency) AS limit "
-    f"FROM queue_controls WHERE NOT paused AND type <> '{ALL_TYPES}' "
+    f"FROM queue_controls WHERE NOT paused AND type <> '{ALL_TYPES}' AND waiting_for IS NULL "
     f"AND coalesce(concurrency_limit, declared_concurrency) IS NOT NULL AND NOT {_ALL_PAUSED} "
     "ORDER BY type FOR UPDATE SKIP LOCKED"
 )
@@ -875,9 +877,44 @@ def declare_concurrency(limits: dict[str, int], *, using: str = DEFAULT_DB_ALIAS
         )
         execute(
             "DELETE FROM queue_controls WHERE NOT paused AND concurrency_limit IS NULL "
-            "AND declared_concurrency IS NULL",
+            "AND declared_concurrency IS NULL AND waiting_for IS NULL",
             using=using,
         )
+
+
+def set_waiting_for(holds: dict[str, str], *, using: str = DEFAULT_DB_ALIAS) -> bool:
+    """Record the types no agent can take now (type -> what is missing, in a sentence), as
+    ``rundispatcher`` finds them every round; every other type's hold is lifted. The claim
+    skips held types, so their tasks stay QUEUED, attempts unchanged. Writes only what
+    changed, and wakes the dispatchers when a hold is lifted; returns whether anything
+    changed."""
+    types = sorted(holds)
+    with transaction.atomic(using=using):
+        lifted = fetch(
+            "UPDATE queue_controls SET waiting_for = NULL "
+            "WHERE waiting_for IS NOT NULL AND NOT (type = ANY(%s::text[])) RETURNING type",
+            [types],
+            using=using,
+        )
+        held = fetch(
+            "INSERT INTO queue_controls (type, waiting_for) "
+            "SELECT * FROM unnest(%s::text[], %s::text[]) "
+            "ON CONFLICT (type) DO UPDATE SET waiting_for = excluded.waiting_for "
+            "WHERE queue_controls.waiting_for IS DISTINCT FROM excluded.waiting_for "
+            "RETURNING type",
+            [types, [holds[t] for t in types]],
+            using=using,
+        )
+        if lifted:
+            execute(
+                "DELETE FROM queue_controls WHERE type = ANY(%s::text[]) AND NOT paused "
+                "AND concurrency_limit IS NULL AND declared_concurrency IS NULL "
+                "AND waiting_for IS NULL",
+                [[row["type"] for row in lifted]],
+                using=using,
+            )
+            _wake_dispatchers(using=using)
+    return bool(lifted or held)
 
 
 def _control_key(type: str | None) -> str:
@@ -889,7 +926,7 @@ def _forget_idle_control(key: str, *, using: str) -> None:
     # every claim reads) as small as what the operators actually set.
     execute(
         "DELETE FROM queue_controls WHERE type = %s AND NOT paused "
-        "AND concurrency_limit IS NULL AND declared_concurrency IS NULL",
+        "AND concurrency_limit IS NULL AND declared_concurrency IS NULL AND waiting_for IS NULL",
         [key],
         using=using,
     )

@@ -19,7 +19,7 @@ import binascii
 import json
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -515,7 +515,7 @@ def schedule_runs(
 
 _CONTROL_COLUMNS = (
     "type, paused, paused_at, concurrency_limit, declared_concurrency, "
-    "coalesce(concurrency_limit, declared_concurrency) AS limit"
+    "coalesce(concurrency_limit, declared_concurrency) AS limit, waiting_for"
 )
 
 
@@ -536,6 +536,7 @@ def _no_control(type: str) -> dict[str, Any]:
         "concurrency_limit": None,
         "declared_concurrency": None,
         "limit": None,
+        "waiting_for": None,
     }
 
 
@@ -548,6 +549,8 @@ class QueueState:
     paused: dict[str, datetime | None]
     limits: dict[str, int]
     running: dict[str, int]
+    # Types no agent can take now (rundispatcher's word: tasks.queue.set_waiting_for).
+    waiting_for: dict[str, str] = field(default_factory=dict)
 
     @property
     def all_paused(self) -> bool:
@@ -591,6 +594,7 @@ def _queue_state(controls: list[dict[str, Any]], *, using: str) -> QueueState:
             if row["limit"] is not None and row["type"] != ALL_TYPES
         },
         running={row["type"]: row["n"] for row in running},
+        waiting_for={row["type"]: row["waiting_for"] for row in controls if row["waiting_for"]},
     )
 
 
@@ -667,4 +671,32 @@ def _at_limit(task: dict[str, Any], state: QueueState) -> str | None:
     return None
 
 
-WAITING_RULES = (_paused, _not_due, _at_limit)
+def _no_agent(task: dict[str, Any], state: QueueState) -> str | None:
+    return state.waiting_for.get(task["type"])
+
+
+WAITING_RULES = (_paused, _not_due, _no_agent, _at_limit)
+
+
+# ---------------------------------------------------------------------------------------------
+# The organs' backlog
+
+# How many due tasks, in claim order, the backlog count reads at most: the organs scale on
+# the head of the queue, so a backlog of millions costs each round no more than this.
+BACKLOG_SCAN = 100_000
+
+
+def backlog_by_type(*, scan: int = BACKLOG_SCAN, using: str = DEFAULT_DB_ALIAS) -> dict[str, int]:
+    """Task type -> its due QUEUED and RETRY tasks (among the first ``scan`` in claim order,
+    through tasks_claimable_idx) plus its RUNNING ones (their partial index): what the
+    organs scale on, read by rundispatcher every round in one statement."""
+    rows = fetch(
+        "SELECT type, count(*) AS n FROM ("
+        "(SELECT type FROM tasks WHERE status IN ('QUEUED', 'RETRY') "
+        "AND (run_after IS NULL OR run_after <= now()) ORDER BY priority DESC, created_at "
+        "LIMIT %s) UNION ALL (SELECT type FROM tasks WHERE status = 'RUNNING')) AS backlog "
+        "GROUP BY type",
+        [scan],
+        using=using,
+    )
+    return {row["type"]: row["n"] for row in rows}

@@ -8,7 +8,8 @@ so a restarted Coordinator reuses (or replaces) its predecessor's organs and age
     seedcore_coordinator          CoordinatorActor  over organism.coordinator.Coordinator
     seedcore_organ_<organ id>     OrganActor        over organism.organ.Organ
     seedcore_<agent id>           AgentActor        over organism.agent.Agent
-                                  (agent id: <organ id>_agent_<i>)
+                                  (agent id: <organ id>_agent_<i>; created with
+                                  the organ's ``ray`` options, e.g. num_gpus)
     seedcore_dispatcher_<i>       DispatcherActor   over organism.dispatcher.Dispatcher
 
 Each actor that uses Django sets it up from its environment (DJANGO_SETTINGS_MODULE from the
@@ -112,6 +113,9 @@ class CoordinatorActor:
             organ_factory,
             drift_threshold=settings.SEEDCORE_DRIFT_THRESHOLD,
             default_timeout=task_timeout,
+            cluster=cluster_nodes,
+            scale_down_seconds=settings.SEEDCORE_SCALE_DOWN_SECONDS,
+            placement_timeout=settings.SEEDCORE_PLACEMENT_TIMEOUT,
         )
         self.coordinator = Coordinator(manager)
         settle_garbage_collector()
@@ -134,6 +138,9 @@ class CoordinatorActor:
     async def summary(self) -> dict[str, Any]:
         return await self.coordinator.summary()
 
+    async def tick(self, backlog: dict[str, int]) -> dict[str, Any]:
+        return await self.coordinator.tick(backlog)
+
     async def shutdown(self) -> dict[str, Any]:
         return await self.coordinator.shutdown()
 
@@ -153,6 +160,12 @@ class OrganActor:
     async def start(self) -> list[RayAgentClient]:
         return await self.organ.start()
 
+    async def add_agents(self, count: int) -> list[RayAgentClient]:
+        return await self.organ.add_agents(count)
+
+    async def remove_agents(self, ids: list[str]) -> list[RayAgentClient]:
+        return await self.organ.remove_agents(ids)
+
     async def status(self) -> dict[str, Any]:
         return await self.organ.status()
 
@@ -170,6 +183,8 @@ class AgentActor:
 
         autodiscover()
         self.agent = Agent(agent_id, organ_id, default_timeout=default_timeout)
+        context = ray.get_runtime_context()
+        self.node = {"node_id": context.get_node_id(), "node_ip": ray.util.get_node_ip_address()}
         settle_garbage_collector()
 
     async def run(self, tasks: list[tuple]) -> list[tuple]:
@@ -184,7 +199,7 @@ class AgentActor:
         return self.agent.cancel(task_id)
 
     async def state(self) -> dict[str, Any]:
-        return self.agent.state()
+        return {**self.agent.state(), **self.node}
 
     async def ping(self) -> str:
         return "pong"
@@ -330,7 +345,19 @@ async def create_organ(spec: OrganSpec, *, namespace: str, default_timeout: floa
     return RayOrganClient(spec, handle, name, namespace)
 
 
+def agent_options(spec: OrganSpec) -> dict[str, Any]:
+    """The actor options of the organ's agents: spread over the nodes with a small CPU share,
+    unless the organ's ``ray`` options (num_cpus, num_gpus, memory, resources, runtime_env,
+    label_selector) say otherwise."""
+    options = {**ORGANISM_OPTIONS, **spec.ray}
+    if spec.ray.get("resources"):
+        options["resources"] = dict(spec.ray["resources"])
+    return options
+
+
 async def create_agent(spec: OrganSpec, agent_id: str, *, namespace: str, default_timeout: float):
+    """The agent's actor, created (or found) but not waited for: Ray places it when a node
+    has what it asks for; the organ watches for that (organism.organ.Organ)."""
     name = agent_actor_name(agent_id)
     handle = await asyncio.to_thread(
         _get_or_create,
@@ -341,10 +368,53 @@ async def create_agent(spec: OrganSpec, agent_id: str, *, namespace: str, defaul
         spec.id,
         default_timeout,
         max_concurrency=AGENT_MAX_CONCURRENCY,
-        **ORGANISM_OPTIONS,
+        **agent_options(spec),
     )
-    await handle.state.remote()  # wait until it is up, so the first task is not slowed
     return RayAgentClient(agent_id, handle, name, namespace)
+
+
+async def cluster_nodes() -> list[dict[str, Any]]:
+    """The Ray cluster's live nodes with their total and free resources (Ray's logical
+    resources: what actors asked for, not what they use), memory in bytes."""
+    return await asyncio.to_thread(_cluster_nodes)
+
+
+def _cluster_nodes() -> list[dict[str, Any]]:
+    from ray._private import state
+
+    free = state.available_resources_per_node()
+    nodes = []
+    for node in ray.nodes():
+        if not node.get("Alive"):
+            continue
+        node_id = node["NodeID"]
+        total = _resources(node.get("Resources") or {})
+        available = _resources(free.get(node_id) or {})
+        custom = [
+            {"name": name, "free": available.get(name, 0), "total": amount}
+            for name, amount in sorted(total.items())
+            if name not in ("CPU", "GPU", "memory")
+        ]
+        nodes.append(
+            {
+                "node_id": node_id,
+                "ip": node.get("NodeManagerAddress"),
+                "alive": True,
+                "total": total,
+                "free": available,
+                "custom": custom,
+            }
+        )
+    return sorted(nodes, key=lambda n: n["node_id"])
+
+
+def _resources(raw: dict[str, float]) -> dict[str, float]:
+    # Ray's own bookkeeping resources (node:<ip>, accelerator_type:…) say nothing to an operator.
+    return {
+        k: round(v, 3)
+        for k, v in raw.items()
+        if not k.startswith("node:") and k != "object_store_memory"
+    }
 
 
 def get_or_create_dispatcher(index: int, config: DispatcherConfig, namespace: str) -> Any:

@@ -96,6 +96,14 @@ class RayOrganClient(NamedActor):
         with translated(f"organ {self.spec.id}"):
             return await self.handle.start.remote()
 
+    async def add_agents(self, count: int) -> list[RayAgentClient]:
+        with translated(f"organ {self.spec.id}"):
+            return await self.handle.add_agents.remote(count)
+
+    async def remove_agents(self, ids: list[str]) -> list[RayAgentClient]:
+        with translated(f"organ {self.spec.id}"):
+            return await self.handle.remove_agents.remote(ids)
+
     async def status(self) -> dict[str, Any]:
         with translated(f"organ {self.spec.id}"):
             return await self.handle.status.remote()

@@ -36,6 +36,12 @@ def organism_summary(coordinator: Any, timeout: float) -> dict[str, Any]:
         return ray.get(coordinator.summary.remote(), timeout=timeout)
 
 
+def organism_tick(coordinator: Any, backlog: dict[str, int], timeout: float) -> dict[str, Any]:
+    """One scaling round on the backlog per task type; the summary, with the held types."""
+    with translated("the Coordinator"):
+        return ray.get(coordinator.tick.remote(backlog), timeout=timeout)
+
+
 def shutdown_organism(coordinator: Any, timeout: float) -> dict[str, Any]:
     """Stop the organs and agents (detached actors too), as ``shutdown_organism`` does."""
     with translated("the Coordinator"):

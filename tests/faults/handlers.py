@@ -32,3 +32,11 @@ async def record(params: dict, ctx: TaskContext) -> dict:
     finally:
         os.close(fd)
     return {"execution": execution, "attempt": ctx.attempt}
+
+
+@handler("where")
+async def where(params: dict, ctx: TaskContext) -> dict:
+    """The Ray node the task ran on (tests/faults/test_organ_resources.py)."""
+    import ray
+
+    return {"node_id": ray.get_runtime_context().get_node_id()}

@@ -307,3 +307,51 @@ def test_the_claim_still_reads_the_claimable_index_with_types_paused():
         cursor.execute("EXPLAIN " + sql, [50, "d1", 90])
         plan = "\n".join(row[0] for row in cursor.fetchall())
     assert "tasks_claimable_idx" in plan, plan
+
+
+# ---------------------------------------------------------------------------------------------
+# Types no agent can take now (rundispatcher's holds)
+
+NEEDS_GPU = "needs 1 GPU; the cluster has 0 of 0 free; 1 agent pending placement"
+
+
+def test_a_held_type_stays_queued_with_attempts_unchanged_while_others_flow():
+    embeds = queue.enqueue_many([{"type": "embed"}] * 2)
+    queue.enqueue_many([{"type": "echo"}] * 2)
+    assert queue.set_waiting_for({"embed": NEEDS_GPU}) is True
+    assert queue.set_waiting_for({"embed": NEEDS_GPU}) is False  # nothing changed: no write
+
+    assert claimed_types(queue.claim(dispatcher="d1", batch=10)) == ["echo", "echo"]
+    for task_id in embeds:
+        task = selectors.get_task(task_id)
+        assert (task["status"], task["attempts"]) == ("QUEUED", 0)
+        assert selectors.waiting_reason(task) == NEEDS_GPU
+    assert selectors.queue_control("embed")["waiting_for"] == NEEDS_GPU
+
+    assert queue.set_waiting_for({}) is True  # a GPU agent was placed
+    assert not QueueControl.objects.filter(type="embed").exists()  # nothing left to hold
+    assert claimed_types(queue.claim(dispatcher="d1", batch=10)) == ["embed", "embed"]
+
+
+def test_a_hold_keeps_a_paused_or_capped_row_and_skips_a_capped_type():
+    queue.enqueue_many([{"type": "mail"}] * 2)
+    queue.set_concurrency_limit("mail", 5)
+    queue.set_waiting_for({"mail": NEEDS_GPU})
+    assert queue.claim(dispatcher="d1", batch=10) == []  # the capped claim skips it too
+    queue.set_concurrency_limit("mail", None)  # clearing the cap keeps the hold's row
+    assert selectors.queue_control("mail")["waiting_for"] == NEEDS_GPU
+    queue.set_waiting_for({})
+    assert len(queue.claim(dispatcher="d1", batch=10)) == 2
+
+
+def test_backlog_by_type_counts_due_waiting_and_running_tasks():
+    later = datetime.now(UTC) + timedelta(hours=1)
+    queue.enqueue_many([{"type": "embed"}] * 3 + [{"type": "echo"}])
+    queue.enqueue(type="embed", run_after=later)  # not due: not backlog yet
+    queue.pause("echo")
+    queue.claim(dispatcher="d1", batch=1)  # one embed RUNNING
+    queue.enqueue(type="done")
+    Task.objects.filter(type="done").update(status="COMPLETED")
+
+    assert selectors.backlog_by_type() == {"embed": 3, "echo": 1}
+    assert selectors.backlog_by_type(scan=1) == {"embed": 2}  # 1 due read + 1 RUNNING
