@@ -7,12 +7,15 @@ for the task types they run, and the OrganismManager for the control types it ru
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import os
 import time
 import traceback
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from organism import capture
 from organism.handlers import (
     HandlerSpec,
     PermanentError,
@@ -25,7 +28,9 @@ from organism.messages import (
     ActorUnavailable,
     Outcome,
     OutcomeStatus,
+    Placement,
     Routing,
+    Run,
     TaskPayload,
     json_problem,
 )
@@ -95,10 +100,22 @@ def stop(ctx: TaskContext, job: asyncio.Future) -> None:
 
 
 class Agent:
-    def __init__(self, agent_id: str, organ_id: str, *, default_timeout: float = 300.0):
+    """Runs tasks; each outcome carries its :class:`Run`: the agent's ``placement`` (where its
+    process runs, given once; without Ray only the pid is known), the attempt's start and
+    end, and what its handler logged (:mod:`organism.capture`)."""
+
+    def __init__(
+        self,
+        agent_id: str,
+        organ_id: str,
+        *,
+        default_timeout: float = 300.0,
+        placement: Placement | None = None,
+    ):
         self.agent_id = agent_id
         self.organ_id = organ_id
         self.default_timeout = default_timeout
+        self.placement = placement or Placement(None, None, os.getpid(), None, organ_id)
         self.tasks_processed = 0
         self.successes = 0
         self.failures = 0
@@ -121,6 +138,7 @@ class Agent:
             "capability": round(self.capability, 4),
             "load": self.load,
             "last_task_at": self.last_task_at,
+            "placement": list(self.placement),
         }
 
     async def run(self, task: TaskPayload) -> Outcome:
@@ -132,7 +150,14 @@ class Agent:
                 reason = f"control type '{spec.type}' runs on the Coordinator, not on an agent"
             return Outcome.failure(task, OutcomeStatus.PERMANENT, reason)
         ctx = TaskContext(task_id=task.id, attempt=task.attempt)
-        job = asyncio.ensure_future(self._call(spec, task.params, ctx))
+        log = capture.LogBuffer()
+        started = time.time()
+        # The job's task copies this context as it is made: the buffer is its attempt's.
+        token = capture.current.set(log)
+        try:
+            job = asyncio.ensure_future(self._call(spec, task.params, ctx))
+        finally:
+            capture.current.reset(token)
         self._running[task.id] = (ctx, job)
         try:
             outcome = await run_handler(
@@ -146,6 +171,7 @@ class Agent:
             )
         finally:
             self._running.pop(task.id, None)
+        outcome.run = Run(self.placement, started, time.time(), log.text())
         self._record(outcome.ok)
         return outcome
 
@@ -174,7 +200,10 @@ class Agent:
         if self._threads is None:
             self._threads = ThreadPoolExecutor(SYNC_HANDLER_THREADS, thread_name_prefix="handler")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._threads, spec.func, params, ctx)
+        # run_in_executor does not carry the context over: the thread gets a copy of this
+        # one, so what the handler logs reaches its attempt's buffer.
+        context = contextvars.copy_context()
+        return await loop.run_in_executor(self._threads, context.run, spec.func, params, ctx)
 
     def _record(self, ok: bool) -> None:
         self.tasks_processed += 1
@@ -196,11 +225,14 @@ class LocalAgentClient:
 
     async def run(self, task: TaskPayload) -> Outcome:
         self._check_alive()
-        return await self.agent.run(task)
+        outcome = await self.agent.run(task)
+        self._check_alive()  # killed meanwhile: no answer, as from a dead actor
+        return outcome
 
     async def run_batch(self, tasks: list[TaskPayload]) -> AsyncIterator[list[Outcome]]:
         self._check_alive()
         async for chunk in self.agent.run_batch(tasks):
+            self._check_alive()
             yield chunk
 
     async def cancel(self, task_id: str) -> bool:
@@ -215,6 +247,10 @@ class LocalAgentClient:
         for task_id in list(self.agent._running):
             self.agent.cancel(task_id)
 
+    @property
+    def placement(self) -> Placement:
+        return self.agent.placement
+
     def _check_alive(self) -> None:
         if not self.alive:
-            raise ActorUnavailable(f"agent {self.agent_id} is dead")
+            raise ActorUnavailable(f"agent {self.agent_id} is dead", kind="actor_died")

@@ -24,7 +24,14 @@ from organism.handlers import (
     get_handler,
     missing_handler_message,
 )
-from organism.messages import CallCancelled, Outcome, OutcomeStatus, TaskPayload
+from organism.messages import (
+    CallCancelled,
+    Outcome,
+    OutcomeStatus,
+    Placement,
+    Run,
+    TaskPayload,
+)
 from organism.organ import AgentClient
 from organism.routing import FAST, OrganSpec, Route, choose_organ, least_loaded
 
@@ -218,6 +225,7 @@ class OrganismManager:
     ) -> None:
         """Run tasks held for ``agent`` (:meth:`_hold`) and put each outcome on ``finished``."""
         waiting = {task.id: task for task in tasks}
+        sent = time.time()
 
         def deliver(chunk: list[Outcome]) -> None:
             for outcome in chunk:
@@ -232,28 +240,59 @@ class OrganismManager:
                 async for chunk in agent.run_batch(tasks):
                     deliver(chunk)
         except Exception as exc:
-            if isinstance(exc, CallCancelled):
-                status, error = OutcomeStatus.CANCELLED, "cancelled"
-            else:
-                self._suspect.add(route.organ_id)
-                status = OutcomeStatus.UNAVAILABLE
-                error = f"agent {agent.agent_id} failed: {type(exc).__name__}: {exc}"
-            deliver(
-                [
-                    Outcome.failure(task, status, error, max_attempts=_cap(task))
-                    for task in waiting.values()
-                ]
-            )
+            deliver(self._lost(agent, route, list(waiting.values()), exc, sent))
         finally:
             for task_id in waiting:  # the caller went away: release the bookkeeping
                 self._release(agent, task_id)
+
+    def _lost(
+        self,
+        agent: AgentClient,
+        route: Route,
+        tasks: list[TaskPayload],
+        exc: Exception,
+        sent: float,
+    ) -> list[Outcome]:
+        """The outcomes of ``tasks`` when the call to ``agent`` failed with ``exc``: CANCELLED
+        for a cancelled call; SYSTEM when Ray lost the agent (``exc.kind``), each with a run
+        saying where it was lost; else UNAVAILABLE."""
+        if isinstance(exc, CallCancelled):
+            return [
+                Outcome.failure(task, OutcomeStatus.CANCELLED, "cancelled", max_attempts=_cap(task))
+                for task in tasks
+            ]
+        self._suspect.add(route.organ_id)
+        error = f"agent {agent.agent_id} failed: {type(exc).__name__}: {exc}"
+        kind = getattr(exc, "kind", None)
+        if kind is None:
+            return [
+                Outcome.failure(task, OutcomeStatus.UNAVAILABLE, error, max_attempts=_cap(task))
+                for task in tasks
+            ]
+        placement = getattr(agent, "placement", None) or Placement(
+            None, None, None, None, route.organ_id
+        )
+        run = Run(placement, sent, time.time(), f"[lost: {kind}] {error}")
+        return [
+            Outcome.failure(
+                task,
+                OutcomeStatus.SYSTEM,
+                f"system failure ({kind}): {error}",
+                max_attempts=_cap(task),
+                run=run,
+                kind=kind,
+            )
+            for task in tasks
+        ]
 
     def _finish(
         self, agent: AgentClient, route: Route, task: TaskPayload, outcome: Outcome
     ) -> Outcome:
         if task.id in self._cancelled and not outcome.cancelled:
-            cap = outcome.max_attempts
-            outcome = Outcome.failure(task, OutcomeStatus.CANCELLED, "cancelled", max_attempts=cap)
+            cap, ran = outcome.max_attempts, outcome.run
+            outcome = Outcome.failure(
+                task, OutcomeStatus.CANCELLED, "cancelled", max_attempts=cap, run=ran
+            )
         self._release(agent, task.id)
         if outcome.ok:
             outcome.routing.path = route.path

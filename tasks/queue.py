@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -53,6 +53,7 @@ from tasks.models import (
 from tasks.policy import (
     ERROR_HISTORY_MAX_ENTRIES,
     ERROR_MAX_CHARS,
+    RUNS_MAX_ENTRIES,
     TRACEBACK_MAX_CHARS,
     RetentionPolicy,
     RetryPolicy,
@@ -69,6 +70,19 @@ NOTIFY_CHANNEL = "seedcore_tasks"
 # The columns a claim returns, of the row alias ``t`` (in UPDATE … FROM, a bare ``id`` is
 # ambiguous).
 _T_COLUMNS = ", ".join(f"t.{column}" for column in TASK_COLUMNS.split(", "))
+
+
+def _append_run(run: str, runs: str = "runs") -> str:
+    """SQL for ``runs`` with the jsonb ``run`` appended (unchanged when ``run`` is null),
+    keeping the newest RUNS_MAX_ENTRIES: while there is room, a plain append, so the hot path
+    pays for no more."""
+    keep = int(RUNS_MAX_ENTRIES)
+    return (
+        f"CASE WHEN {run} IS NULL THEN {runs} "
+        f"WHEN jsonb_array_length({runs}) < {keep} THEN {runs} || jsonb_build_array({run}) "
+        f"ELSE jsonb_path_query_array({runs} || jsonb_build_array({run}), "
+        f"'$[last - {keep - 1} to last]') END"
+    )
 
 
 def _sql_list(statuses: Sequence[str]) -> str:
@@ -447,20 +461,23 @@ def complete(
 def complete_many(
     *,
     dispatcher: str,
-    results: Sequence[tuple[str, int, Any]],
+    results: Sequence[tuple],
     using: str = DEFAULT_DB_ALIAS,
 ) -> dict[str, str]:
     """Record many successful attempts in one statement.
 
-    ``results`` holds (task id, attempt, result). Returns task id → COMPLETED or CANCELLED
-    for each write that took effect; ids missing from the answer were stale.
+    ``results`` holds (task id, attempt, result) or (task id, attempt, result, run), where
+    ``run`` (a dict, see ``organism.messages.Outcome.run_entry``, or None) joins the task's
+    ``runs`` by the same statement. Returns task id → COMPLETED or CANCELLED for each write
+    that took effect; ids missing from the answer were stale.
     """
     if not results:
         return {}
     params = [
-        [task_uuid(task_id) for task_id, _, _ in results],
-        [attempt for _, attempt, _ in results],
-        [Jsonb(result) for _, _, result in results],
+        [task_uuid(item[0]) for item in results],
+        [item[1] for item in results],
+        [Jsonb(item[2]) for item in results],
+        [None if len(item) < 4 or item[3] is None else Jsonb(item[3]) for item in results],
         dispatcher,
     ]
     rows = fetch(_COMPLETE_MANY_SQL, params, using=using, prepare=True)
@@ -469,19 +486,22 @@ def complete_many(
 
 def complete_many_statement() -> str:
     """The statement :func:`complete_many` runs (``%s`` placeholders), for the benchmark's
-    bare loop. Parameters: ids (uuid[]), attempts (int[]), results (jsonb[]), dispatcher."""
+    bare loop. Parameters: ids (uuid[]), attempts (int[]), results (jsonb[]), runs (jsonb[],
+    null where none), dispatcher."""
     return _COMPLETE_MANY_SQL
 
 
+# The attempt's run joins the task's runs in the same fenced statement: no second write.
 _COMPLETE_MANY_SQL = (
-    "WITH done AS (SELECT * FROM unnest(%s::uuid[], %s::int[], %s::jsonb[]) "
-    "AS done(id, attempt, result)), "
-    "locked AS (SELECT t.id, done.result FROM tasks AS t "
+    "WITH done AS (SELECT * FROM unnest(%s::uuid[], %s::int[], %s::jsonb[], %s::jsonb[]) "
+    "AS done(id, attempt, result, run)), "
+    "locked AS (SELECT t.id, done.result, done.run FROM tasks AS t "
     "JOIN done ON t.id = done.id AND t.attempts = done.attempt "
     "WHERE t.status = 'RUNNING' AND t.locked_by = %s ORDER BY t.id FOR UPDATE OF t) "
     "UPDATE tasks AS t SET "
     "status = CASE WHEN t.cancel_requested THEN 'CANCELLED' ELSE 'COMPLETED' END, "
-    "lease_expires_at = NULL, error = NULL, result = locked.result "
+    "lease_expires_at = NULL, error = NULL, result = locked.result, "
+    f"runs = {_append_run('locked.run', 't.runs')} "
     "FROM locked WHERE t.id = locked.id RETURNING t.id, t.status"
 )
 
@@ -496,22 +516,29 @@ def fail(
     permanent: bool = False,
     max_attempts: int | None = None,
     policy: RetryPolicy | None = None,
+    run: dict[str, Any] | None = None,
+    system: str | None = None,
     using: str = DEFAULT_DB_ALIAS,
 ) -> str:
     """Record a failed attempt: RETRY with backoff, or FAILED at the last attempt or on a
     permanent error; CANCELLED if a cancel was requested; STALE if no longer owned.
 
     ``max_attempts`` is the handler's cap; the task's own ``max_attempts`` column wins over it,
-    and the policy's (SEEDCORE_MAX_ATTEMPTS) applies when neither is set.
+    and the policy's (SEEDCORE_MAX_ATTEMPTS) applies when neither is set. ``run`` (see
+    :func:`complete_many`) joins the task's runs.
+
+    ``system`` (the kind of a SYSTEM failure: Ray lost the attempt) makes it a system failure
+    instead: RETRY at once, counted in ``system_failures`` rather than against the attempts,
+    and FAILED only once more than the policy's ``max_system_retries`` were lost.
     """
     policy = policy or RetryPolicy.from_settings()
     if max_attempts is not None:
-        policy = RetryPolicy(max_attempts, policy.backoff_seconds, policy.backoff_max_steps)
+        policy = replace(policy, max_attempts=max_attempts)
     with transaction.atomic(using=using):
         rows = fetch(
-            "SELECT id, attempts, max_attempts, locked_by, cancel_requested FROM tasks "
-            "WHERE id = %s AND attempts = %s AND status = 'RUNNING' AND locked_by = %s "
-            "FOR UPDATE",
+            "SELECT id, attempts, max_attempts, locked_by, cancel_requested, system_failures "
+            "FROM tasks WHERE id = %s AND attempts = %s AND status = 'RUNNING' "
+            "AND locked_by = %s FOR UPDATE",
             [task_uuid(task_id), attempt, dispatcher],
             using=using,
         )
@@ -524,6 +551,8 @@ def fail(
             permanent=permanent,
             policy=policy,
             unlock=False,
+            run=run,
+            system=system,
             using=using,
         )
 
@@ -563,7 +592,7 @@ def reap(
 # SKIP LOCKED: a task whose dispatcher is writing its outcome right now is left to that write.
 _REAPABLE_SQL = (
     "SELECT t.id, t.attempts, t.max_attempts, t.locked_by, t.cancel_requested, "
-    "CASE WHEN t.lease_expires_at IS NULL OR t.lease_expires_at < now() "
+    "t.system_failures, CASE WHEN t.lease_expires_at IS NULL OR t.lease_expires_at < now() "
     "THEN 'lease' ELSE 'heartbeat' END AS reason FROM tasks AS t "
     "LEFT JOIN dispatchers AS w ON w.name = t.locked_by "
     "WHERE t.status = 'RUNNING' AND (t.lease_expires_at IS NULL OR t.lease_expires_at < now() "
@@ -584,22 +613,42 @@ def _end_failed_attempt(
     permanent: bool = False,
     policy: RetryPolicy,
     unlock: bool,
+    run: dict[str, Any] | None = None,
+    system: str | None = None,
     using: str,
 ) -> str:
     """End the RUNNING attempt of ``task`` as failed and return the status written.
 
-    ``task`` holds the row's id, attempts, max_attempts, locked_by and cancel_requested, read
-    under the caller's row lock. The task goes to RETRY after the policy's backoff, FAILED at
-    the last attempt or when ``permanent``, CANCELLED if a cancel was requested; the error
-    joins its error history, which keeps its newest ``ERROR_HISTORY_MAX_ENTRIES``; error and
-    traceback are cut to ``ERROR_MAX_CHARS`` and ``TRACEBACK_MAX_CHARS``. ``unlock`` also
-    clears ``locked_by``.
+    ``task`` holds the row's id, attempts, max_attempts, locked_by, cancel_requested and
+    system_failures, read under the caller's row lock. The task goes to RETRY after the
+    policy's backoff, FAILED at the last attempt or when ``permanent``, CANCELLED if a cancel
+    was requested; the error joins its error history, which keeps its newest
+    ``ERROR_HISTORY_MAX_ENTRIES``; error and traceback are cut to ``ERROR_MAX_CHARS`` and
+    ``TRACEBACK_MAX_CHARS``. ``unlock`` also clears ``locked_by``; ``run`` joins the runs.
+
+    The attempts budget is ``attempts - system_failures``: the claim counts every attempt
+    (the count is the fencing token), and attempts Ray lost are given back here. A ``system``
+    failure (its kind) goes to RETRY at once, or FAILED once more than the policy's
+    ``max_system_retries`` were lost, whatever the budget.
     """
     error = cap_text(error, ERROR_MAX_CHARS)
     traceback = cap_text(traceback, TRACEBACK_MAX_CHARS)
-    status, delay = policy.after_failure(
-        attempts=task["attempts"], task_max_attempts=task["max_attempts"], permanent=permanent
-    )
+    lost = task.get("system_failures") or 0
+    if system is not None:
+        lost += 1
+        status, delay = policy.after_system_failure(system_failures=lost)
+        if status == Status.FAILED:
+            error = cap_text(
+                f"Ray lost {lost} attempts, more than SEEDCORE_MAX_SYSTEM_RETRIES "
+                f"({policy.max_system_retries}); the last: {error}",
+                ERROR_MAX_CHARS,
+            )
+    else:
+        status, delay = policy.after_failure(
+            attempts=task["attempts"] - lost,
+            task_max_attempts=task["max_attempts"],
+            permanent=permanent,
+        )
     if task["cancel_requested"]:
         status, delay = Status.CANCELLED.value, None
     entry = {
@@ -610,6 +659,8 @@ def _end_failed_attempt(
         "at": datetime.now(UTC).isoformat(),
         "outcome": status,
     }
+    if system is not None:
+        entry["system"] = system
     locked_by = None if unlock else task["locked_by"]
     execute(
         _FAILED_ATTEMPT_SQL,
@@ -620,6 +671,8 @@ def _end_failed_attempt(
             locked_by,
             Jsonb(entry),
             ERROR_HISTORY_MAX_ENTRIES,
+            None if run is None else Jsonb(run),
+            0 if system is None else 1,
             task["id"],
             task["attempts"],
         ],
@@ -629,7 +682,7 @@ def _end_failed_attempt(
 
 
 # A null delay (FAILED, CANCELLED) leaves run_after as it was. The history gets the new entry
-# and keeps its newest N (the entries say their attempt and time).
+# and keeps its newest N (the entries say their attempt and time); so do the runs.
 _FAILED_ATTEMPT_SQL = (
     "UPDATE tasks SET status = %s, error = %s, "
     "run_after = coalesce(now() + %s::float8 * interval '1 second', run_after), "
@@ -637,7 +690,9 @@ _FAILED_ATTEMPT_SQL = (
     "error_history = (SELECT coalesce(jsonb_agg(h.entry ORDER BY h.n), '[]'::jsonb) "
     "FROM jsonb_array_elements(error_history || jsonb_build_array(%s::jsonb)) "
     "WITH ORDINALITY AS h(entry, n) "
-    "WHERE h.n > jsonb_array_length(error_history) + 1 - %s) "
+    "WHERE h.n > jsonb_array_length(error_history) + 1 - %s), "
+    f"runs = (SELECT {_append_run('x.run')} FROM (SELECT %s::jsonb AS run) AS x), "
+    "system_failures = system_failures + %s "
     "WHERE id = %s AND attempts = %s AND status = 'RUNNING'"
 )
 
@@ -655,7 +710,8 @@ _CANCEL_SET = (
 )
 _RUNNABLE_NOW = f"t.status IN {_sql_list(RUNNABLE_NOW_STATUSES)}"
 _RUN_NOW_SET = (
-    "status = 'QUEUED', run_after = now(), attempts = 0, cancel_requested = false, "
+    "status = 'QUEUED', run_after = now(), attempts = 0, system_failures = 0, "
+    "cancel_requested = false, "
     "locked_by = NULL, locked_at = NULL, lease_expires_at = NULL, error = NULL, result = NULL"
 )
 OPERATOR_ACTIONS = {"cancel": (_CANCELLABLE, _CANCEL_SET), "retry": (_RUNNABLE_NOW, _RUN_NOW_SET)}

@@ -31,7 +31,7 @@ from organism.agent import Agent
 from organism.coordinator import Coordinator
 from organism.dispatcher import Dispatcher, DispatcherConfig, NotifyWaker, QueueStore
 from organism.manager import OrganismManager
-from organism.messages import CoordinatorUnavailable, pack_outcomes, unpack_tasks
+from organism.messages import CoordinatorUnavailable, Placement, pack_outcomes, unpack_tasks
 from organism.organ import Organ
 from organism.ray.clients import RayAgentClient, RayCoordinatorClient, RayOrganClient
 from organism.routing import OrganSpec, configured_organs, parse_organs
@@ -149,10 +149,14 @@ class OrganActor:
 class AgentActor:
     def __init__(self, agent_id: str, organ_id: str, default_timeout: float):
         ensure_django()
+        from organism import capture
         from organism.handlers import autodiscover
 
         autodiscover()
-        self.agent = Agent(agent_id, organ_id, default_timeout=default_timeout)
+        capture.install()  # what handlers log and print, per attempt
+        self.agent = Agent(
+            agent_id, organ_id, default_timeout=default_timeout, placement=placement(organ_id)
+        )
 
     async def run(self, tasks: list[tuple]) -> list[tuple]:
         """One task (a list of one, packed), to its outcome."""
@@ -231,6 +235,19 @@ class DispatcherActor:
 
     def ping(self) -> str:
         return "pong"
+
+
+def placement(organ_id: str) -> Placement:
+    """Where this actor's process runs, from Ray's runtime context: read once per agent
+    process, so no task pays for a Ray call to learn it."""
+    context = ray.get_runtime_context()
+    return Placement(
+        context.get_node_id(),
+        ray.util.get_node_ip_address(),
+        os.getpid(),
+        context.get_actor_id(),
+        organ_id,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -317,8 +334,10 @@ async def create_agent(spec: OrganSpec, agent_id: str, *, namespace: str, defaul
         max_concurrency=AGENT_MAX_CONCURRENCY,
         **ORGANISM_OPTIONS,
     )
-    await handle.state.remote()  # wait until it is up, so the first task is not slowed
-    return RayAgentClient(agent_id, handle, name, namespace)
+    # Wait until it is up, so the first task is not slowed; its state says where it runs.
+    state = await handle.state.remote()
+    where = Placement(*state["placement"]) if state.get("placement") else None
+    return RayAgentClient(agent_id, handle, name, namespace, placement=where)
 
 
 def get_or_create_dispatcher(index: int, config: DispatcherConfig, namespace: str) -> Any:

@@ -236,13 +236,17 @@ def test_shutdown_stops_agents_and_initialize_brings_them_back():
     assert run(manager.run(task("echo", {"ok": 1}))).output == {"ok": 1}
 
 
-def test_a_dead_agent_fails_its_tasks_for_retry():
+def test_a_dead_agent_fails_its_tasks_as_system_failures():
     manager, clients = make_manager(organs=[OrganSpec("solo", "utility", 1, types=("echo",))])
     run(manager.initialize())
     run(clients[0].kill())
     results = run(collect(manager, [task("echo"), task("echo")]))
-    assert [r.status for r in results] == [OutcomeStatus.UNAVAILABLE] * 2
+    assert [r.status for r in results] == [OutcomeStatus.SYSTEM] * 2
+    assert [r.kind for r in results] == ["actor_died"] * 2
     assert all("agent solo_agent_0 failed: ActorUnavailable" in r.error for r in results)
+    # Each says where it was lost: the dead agent's placement.
+    assert all(r.run.placement == clients[0].placement for r in results)
+    assert all(r.run.log.startswith("[lost: actor_died]") for r in results)
     assert manager._load == {} and manager._in_flight == {}  # bookkeeping released
     # The next task finds the dead agent replaced by a new one.
     out = run(manager.run(task("echo", {"again": True})))
@@ -326,3 +330,48 @@ def test_a_result_json_cannot_hold_fails_permanently_naming_the_problem(registry
     assert out.error.startswith("the handler's result cannot be stored as JSON: ")
     assert problem in out.error
     assert out.max_attempts == 4
+
+
+def test_an_agent_killed_under_a_running_task_loses_it_to_the_system():
+    manager, clients = make_manager(organs=[OrganSpec("solo", "utility", 1, types=("sleep",))])
+    run(manager.initialize())
+
+    async def scenario():
+        running = asyncio.ensure_future(manager.run(task("sleep", {"seconds": 30})))
+        while not clients[0].agent.load:
+            await asyncio.sleep(0.01)
+        await clients[0].kill()
+        return await running
+
+    lost = run(scenario())
+    assert (lost.status, lost.kind) == (OutcomeStatus.SYSTEM, "actor_died")
+    assert lost.system is True and lost.ok is False
+    entry = lost.run_entry()
+    assert entry["outcome"] == "system" and entry["pid"] == clients[0].placement.pid
+    assert entry["started_at"] <= entry["finished_at"]
+    # An exception or a timeout in the handler stays an ordinary failure.
+    failed = run(manager.run(task("sleep", {"seconds": -1})))
+    assert failed.status is OutcomeStatus.PERMANENT and failed.kind is None
+    assert failed.run_entry()["outcome"] == "error"
+
+
+def test_every_outcome_from_an_agent_says_where_and_when_it_ran():
+    manager, clients = make_manager()
+    before = time.time()
+    out = run(manager.run(task("echo", {"a": 1}, attempt=3)))
+    entry = out.run_entry()
+    agent = next(c for c in clients if c.agent_id == out.routing.agent_id)
+    assert entry == {
+        "attempt": 3,
+        "node_id": None,  # without Ray, only the pid is known
+        "node_ip": None,
+        "pid": agent.placement.pid,
+        "actor_id": None,
+        "organ_id": "utility_organ_1",
+        "started_at": entry["started_at"],
+        "finished_at": entry["finished_at"],
+        "outcome": "completed",
+        "log": None,  # the handler logged nothing
+    }
+    started = datetime.fromisoformat(entry["started_at"]).timestamp()
+    assert before <= started <= datetime.fromisoformat(entry["finished_at"]).timestamp()
