@@ -266,6 +266,44 @@ def test_get_by_full_id_and_by_prefix(api):
         assert body["error_history"] == [] and body["cancel_requested"] is False
 
 
+def test_a_task_lists_its_runs_with_exactly_their_fields(api):
+    task_id = queue.enqueue(type="echo")["id"]
+    (claimed,) = queue.claim(dispatcher="d1", batch=1)
+    run = {
+        "attempt": 1,
+        "node_id": "ab" * 28,
+        "node_ip": "10.0.0.7",
+        "pid": 4242,
+        "actor_id": "cd" * 16,
+        "organ_id": "utility_organ_1",
+        "started_at": "2026-12-02T19:00:00+00:00",
+        "finished_at": "2026-12-02T19:00:01.250000+00:00",
+        "outcome": "completed",
+        "log": "hello\n",
+    }
+    queue.complete_many(dispatcher="d1", results=[(task_id, 1, {"ok": 1}, run)])
+    body = api.get(f"/tasks/{task_id}").json()
+    [got] = body["runs"]
+    assert set(got) == {
+        "attempt",
+        "node_id",
+        "node_ip",
+        "pid",
+        "actor_id",
+        "organ_id",
+        "started_at",
+        "finished_at",
+        "outcome",
+        "log",
+    }
+    assert got["finished_at"].startswith("2026-12-02T19:00:01.25")
+    assert {k: v for k, v in got.items() if not k.endswith("_at")} == {
+        k: v for k, v in run.items() if not k.endswith("_at")
+    }
+    assert body["system_failures"] == 0
+    assert api.get(f"/tasks/{queue.enqueue(type='echo')['id']}").json()["runs"] == []
+
+
 def test_status_has_exactly_the_polling_fields(api):
     task_id = failed_task()
     body = api.get(f"/tasks/{task_id[:8]}/status").json()
