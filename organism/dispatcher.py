@@ -214,7 +214,7 @@ class QueueStore:
 
         # Each attempt's run (where it ran, what it logged) is written by the same statement
         # as its outcome.
-        done = [(o.task_id, o.attempt, o.result, o.run_entry()) for o in outcomes if o.ok]
+        done = [(o.task_id, o.attempt, o.result, o.run_record()) for o in outcomes if o.ok]
         written = queue.complete_many(dispatcher=self.identity, results=done, using=using)
         policy = RetryPolicy(
             self.config.max_attempts,
@@ -237,7 +237,7 @@ class QueueStore:
                     permanent=outcome.permanent,
                     max_attempts=outcome.max_attempts,
                     policy=policy,
-                    run=outcome.run_entry(),
+                    run=outcome.run_record(),
                     system=outcome.kind if outcome.system else None,
                     using=using,
                 )

@@ -24,7 +24,6 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 
@@ -195,27 +194,21 @@ class Outcome:
     def system(self) -> bool:
         return self.status is OutcomeStatus.SYSTEM
 
-    def run_entry(self) -> dict[str, Any] | None:
-        """The attempt as the task's ``runs`` keep it (None when no agent reported a run):
-        ``attempt``, ``node_id``, ``node_ip``, ``pid``, ``actor_id``, ``organ_id``,
-        ``started_at``, ``finished_at`` (ISO 8601, UTC), ``outcome`` (RUN_OUTCOMES) and
-        ``log``."""
+    def run_record(self) -> tuple | None:
+        """The attempt as the queue records it in the task's ``runs`` (``tasks.queue.RUN_FIELDS``
+        order): node id, node IP, pid, actor id, organ id, start and end (``time.time()``),
+        outcome (RUN_OUTCOMES) and log; None when no agent reported a run. A plain tuple, made
+        without a dict or a JSON dump: the database builds the entry."""
         run = self.run
         if run is None:
             return None
-        where = run.placement
-        return {
-            "attempt": self.attempt,
-            "node_id": where.node_id,
-            "node_ip": where.node_ip,
-            "pid": where.pid,
-            "actor_id": where.actor_id,
-            "organ_id": where.organ_id,
-            "started_at": _iso(run.started_at),
-            "finished_at": _iso(run.finished_at),
-            "outcome": RUN_OUTCOMES[self.status.value],
-            "log": run.log,
-        }
+        return (
+            *run.placement,
+            run.started_at,
+            run.finished_at,
+            RUN_OUTCOMES[self.status.value],
+            run.log,
+        )
 
     @property
     def result(self) -> dict[str, Any] | None:
@@ -223,10 +216,6 @@ class Outcome:
         if not self.ok:
             return None
         return {"output": self.output, "routing": self.routing.as_dict() if self.routing else {}}
-
-
-def _iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).isoformat()
 
 
 # PostgreSQL's jsonb refuses \u0000 and unpaired surrogates in any string, key or value.

@@ -72,6 +72,48 @@ NOTIFY_CHANNEL = "seedcore_tasks"
 _T_COLUMNS = ", ".join(f"t.{column}" for column in TASK_COLUMNS.split(", "))
 
 
+# An attempt's run, as the outcome writes take it: a tuple in this order (or a dict with these
+# keys), ``started_at`` and ``finished_at`` in seconds since the epoch (``time.time()``). The
+# database builds the ``runs`` entry from it (attempt first, times in ISO 8601), so writing a
+# run costs the writer no dict, no JSON and no date formatting.
+RUN_FIELDS = (
+    "node_id",
+    "node_ip",
+    "pid",
+    "actor_id",
+    "organ_id",
+    "started_at",
+    "finished_at",
+    "outcome",
+    "log",
+)
+_RUN_TYPES = ("text", "text", "int", "text", "text", "float8", "float8", "text", "text")
+_NO_RUN = (None,) * len(RUN_FIELDS)
+
+
+def _run_values(run: Sequence[Any] | dict[str, Any] | None) -> tuple:
+    if run is None:
+        return _NO_RUN
+    if isinstance(run, dict):
+        return tuple(run.get(name) for name in RUN_FIELDS)
+    return tuple(run)
+
+
+def _run_object(attempt: str, row: str) -> str:
+    """SQL for the ``runs`` entry of the run in ``row``'s RUN_FIELDS columns (null when its
+    outcome is null: no run)."""
+    fields = ", ".join(
+        f"'{name}', to_timestamp({row}.{name})"
+        if name.endswith("_at")
+        else f"'{name}', {row}.{name}"
+        for name in RUN_FIELDS
+    )
+    return (
+        f"CASE WHEN {row}.outcome IS NULL THEN NULL "
+        f"ELSE jsonb_build_object('attempt', {attempt}, {fields}) END"
+    )
+
+
 def _append_run(run: str, runs: str = "runs") -> str:
     """SQL for ``runs`` with the jsonb ``run`` appended (unchanged when ``run`` is null),
     keeping the newest RUNS_MAX_ENTRIES: while there is room, a plain append, so the hot path
@@ -467,36 +509,41 @@ def complete_many(
     """Record many successful attempts in one statement.
 
     ``results`` holds (task id, attempt, result) or (task id, attempt, result, run), where
-    ``run`` (a dict, see ``organism.messages.Outcome.run_entry``, or None) joins the task's
-    ``runs`` by the same statement. Returns task id → COMPLETED or CANCELLED for each write
-    that took effect; ids missing from the answer were stale.
+    ``run`` (RUN_FIELDS, or None) joins the task's ``runs`` by the same statement. Returns
+    task id → COMPLETED or CANCELLED for each write that took effect; ids missing from the
+    answer were stale.
     """
     if not results:
         return {}
-    params = [
-        [task_uuid(item[0]) for item in results],
-        [item[1] for item in results],
-        [Jsonb(item[2]) for item in results],
-        [None if len(item) < 4 or item[3] is None else Jsonb(item[3]) for item in results],
-        dispatcher,
+    rows = [
+        (
+            task_uuid(item[0]),
+            item[1],
+            Jsonb(item[2]),
+            *(_run_values(item[3]) if len(item) > 3 else _NO_RUN),
+        )
+        for item in results
     ]
+    params: list[Any] = [list(column) for column in zip(*rows, strict=True)]
+    params.append(dispatcher)
     rows = fetch(_COMPLETE_MANY_SQL, params, using=using, prepare=True)
     return {row["id"]: row["status"] for row in rows}
 
 
 def complete_many_statement() -> str:
     """The statement :func:`complete_many` runs (``%s`` placeholders), for the benchmark's
-    bare loop. Parameters: ids (uuid[]), attempts (int[]), results (jsonb[]), runs (jsonb[],
-    null where none), dispatcher."""
+    bare loop. Parameters: ids (uuid[]), attempts (int[]), results (jsonb[]), then one array
+    per field of RUN_FIELDS (nulls where no run), then the dispatcher."""
     return _COMPLETE_MANY_SQL
 
 
+_RUN_ARRAYS = ", ".join(f"%s::{kind}[]" for kind in _RUN_TYPES)
 # The attempt's run joins the task's runs in the same fenced statement: no second write.
 _COMPLETE_MANY_SQL = (
-    "WITH done AS (SELECT * FROM unnest(%s::uuid[], %s::int[], %s::jsonb[], %s::jsonb[]) "
-    "AS done(id, attempt, result, run)), "
-    "locked AS (SELECT t.id, done.result, done.run FROM tasks AS t "
-    "JOIN done ON t.id = done.id AND t.attempts = done.attempt "
+    f"WITH done AS (SELECT * FROM unnest(%s::uuid[], %s::int[], %s::jsonb[], {_RUN_ARRAYS}) "
+    f"AS done(id, attempt, result, {', '.join(RUN_FIELDS)})), "
+    f"locked AS (SELECT t.id, done.result, {_run_object('done.attempt', 'done')} AS run "
+    "FROM tasks AS t JOIN done ON t.id = done.id AND t.attempts = done.attempt "
     "WHERE t.status = 'RUNNING' AND t.locked_by = %s ORDER BY t.id FOR UPDATE OF t) "
     "UPDATE tasks AS t SET "
     "status = CASE WHEN t.cancel_requested THEN 'CANCELLED' ELSE 'COMPLETED' END, "
@@ -516,7 +563,7 @@ def fail(
     permanent: bool = False,
     max_attempts: int | None = None,
     policy: RetryPolicy | None = None,
-    run: dict[str, Any] | None = None,
+    run: Sequence[Any] | dict[str, Any] | None = None,
     system: str | None = None,
     using: str = DEFAULT_DB_ALIAS,
 ) -> str:
@@ -524,8 +571,8 @@ def fail(
     permanent error; CANCELLED if a cancel was requested; STALE if no longer owned.
 
     ``max_attempts`` is the handler's cap; the task's own ``max_attempts`` column wins over it,
-    and the policy's (SEEDCORE_MAX_ATTEMPTS) applies when neither is set. ``run`` (see
-    :func:`complete_many`) joins the task's runs.
+    and the policy's (SEEDCORE_MAX_ATTEMPTS) applies when neither is set. ``run``
+    (RUN_FIELDS, or None) joins the task's runs.
 
     ``system`` (the kind of a SYSTEM failure: Ray lost the attempt) makes it a system failure
     instead: RETRY at once, counted in ``system_failures`` rather than against the attempts,
@@ -613,7 +660,7 @@ def _end_failed_attempt(
     permanent: bool = False,
     policy: RetryPolicy,
     unlock: bool,
-    run: dict[str, Any] | None = None,
+    run: Sequence[Any] | dict[str, Any] | None = None,
     system: str | None = None,
     using: str,
 ) -> str:
@@ -671,7 +718,7 @@ def _end_failed_attempt(
             locked_by,
             Jsonb(entry),
             ERROR_HISTORY_MAX_ENTRIES,
-            None if run is None else Jsonb(run),
+            *_run_values(run),
             0 if system is None else 1,
             task["id"],
             task["attempts"],
@@ -681,6 +728,9 @@ def _end_failed_attempt(
     return status
 
 
+_RUN_VALUES = ", ".join(
+    f"%s::{kind} AS {name}" for name, kind in zip(RUN_FIELDS, _RUN_TYPES, strict=True)
+)
 # A null delay (FAILED, CANCELLED) leaves run_after as it was. The history gets the new entry
 # and keeps its newest N (the entries say their attempt and time); so do the runs.
 _FAILED_ATTEMPT_SQL = (
@@ -691,7 +741,8 @@ _FAILED_ATTEMPT_SQL = (
     "FROM jsonb_array_elements(error_history || jsonb_build_array(%s::jsonb)) "
     "WITH ORDINALITY AS h(entry, n) "
     "WHERE h.n > jsonb_array_length(error_history) + 1 - %s), "
-    f"runs = (SELECT {_append_run('x.run')} FROM (SELECT %s::jsonb AS run) AS x), "
+    f"runs = (SELECT {_append_run('x.run')} FROM (SELECT {_run_object('attempts', 'r')} AS run "
+    f"FROM (SELECT {_RUN_VALUES}) AS r) AS x), "
     "system_failures = system_failures + %s "
     "WHERE id = %s AND attempts = %s AND status = 'RUNNING'"
 )
@@ -1001,6 +1052,7 @@ __all__ = [
     "NOTIFY_CHANNEL",
     "STALE",
     "OPERATOR_ACTIONS",
+    "RUN_FIELDS",
     "Submitted",
     "WAKE_PAYLOAD",
     "TransitionNotAllowed",

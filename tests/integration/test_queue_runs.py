@@ -16,7 +16,26 @@ POLICY = RetryPolicy(
 )
 
 
+STARTED, FINISHED = 1796238000.25, 1796238001.5  # 2026-12-02T19:00:00.25Z, +1.25 s
+
+
+def run_record(outcome: str, log: str | None = None) -> tuple:
+    """A run as the outcome writes take it (tasks.queue.RUN_FIELDS)."""
+    return (
+        "ab" * 28,
+        "10.0.0.7",
+        4242,
+        "cd" * 16,
+        "utility_organ_1",
+        STARTED,
+        FINISHED,
+        outcome,
+        log,
+    )
+
+
 def run_entry(attempt: int, outcome: str, log: str | None = None) -> dict:
+    """The entry the database makes of it."""
     return {
         "attempt": attempt,
         "node_id": "ab" * 28,
@@ -24,8 +43,8 @@ def run_entry(attempt: int, outcome: str, log: str | None = None) -> dict:
         "pid": 4242,
         "actor_id": "cd" * 16,
         "organ_id": "utility_organ_1",
-        "started_at": "2026-12-02T19:00:00+00:00",
-        "finished_at": "2026-12-02T19:00:01+00:00",
+        "started_at": "2026-12-02T19:00:00.25+00:00",
+        "finished_at": "2026-12-02T19:00:01.5+00:00",
         "outcome": outcome,
         "log": log,
     }
@@ -44,9 +63,9 @@ def test_a_completion_appends_its_run_and_a_stale_one_appends_nothing():
     ids = queue.enqueue_many([{"type": "echo"}, {"type": "echo"}, {"type": "echo"}])
     claimed = {row["id"]: row["attempts"] for row in queue.claim(dispatcher="d1", batch=3)}
     results = [
-        (ids[0], claimed[ids[0]], {"n": 0}, run_entry(1, "completed", "hello\n")),
+        (ids[0], claimed[ids[0]], {"n": 0}, run_record("completed", "hello\n")),
         (ids[1], claimed[ids[1]], {"n": 1}),  # no run reported (a control type)
-        (ids[2], 9, {"n": 2}, run_entry(9, "completed")),  # stale: the wrong attempt
+        (ids[2], 9, {"n": 2}, run_record("completed")),  # stale: the wrong attempt
     ]
     assert queue.complete_many(dispatcher="d1", results=results) == {
         ids[0]: "COMPLETED",
@@ -65,7 +84,7 @@ def test_runs_keep_their_newest_entries():
     attempt = claim_one(task_id)
     assert attempt == RUNS_MAX_ENTRIES + 1
     queue.complete_many(
-        dispatcher="d1", results=[(task_id, attempt, None, run_entry(attempt, "completed"))]
+        dispatcher="d1", results=[(task_id, attempt, None, run_record("completed"))]
     )
     runs = selectors.get_task(task_id)["runs"]
     assert len(runs) == RUNS_MAX_ENTRIES
@@ -81,7 +100,7 @@ def test_a_failure_appends_its_run_and_keeps_the_backoff_rule():
         attempt=attempt,
         error="RuntimeError: boom",
         policy=POLICY,
-        run=run_entry(attempt, "error", "tried\n"),
+        run=run_record("error", "tried\n"),
     )
     assert status == "RETRY"
     task = selectors.get_task(task_id)
@@ -101,7 +120,7 @@ def test_a_system_failure_retries_at_once_with_the_attempts_budget_untouched():
             attempt=attempt,
             error="system failure (actor_died): agent a_agent_0 failed",
             policy=POLICY,
-            run=run_entry(attempt, "system", "[lost: actor_died]"),
+            run=run_record("system", "[lost: actor_died]"),
             system="actor_died",
         )
         assert status == "RETRY"
@@ -180,7 +199,7 @@ def test_run_now_gives_a_fresh_budget_and_keeps_the_runs():
         attempt=attempt,
         error="x",
         policy=RetryPolicy(3, 0.0, 1, max_system_retries=0),
-        run=run_entry(attempt, "system"),
+        run=dict(zip(queue.RUN_FIELDS, run_record("system"), strict=True)),  # a dict works too
         system="out_of_memory",
     )
     assert selectors.get_task(task_id)["status"] == "FAILED"

@@ -132,7 +132,7 @@ def test_a_handler_that_raises_keeps_what_it_logged(registry):
         outcome = asyncio.run(Agent("a_agent_0", "a").run(payload("unit_log_then_fail")))
     assert outcome.status is OutcomeStatus.ERROR
     assert outcome.run.log == "about to fail\n"
-    assert outcome.run_entry()["outcome"] == "error"
+    assert outcome.run_record()[-2] == "error"
 
 
 def test_install_keeps_what_was_shown_outside_attempts():

@@ -346,32 +346,22 @@ def test_an_agent_killed_under_a_running_task_loses_it_to_the_system():
     lost = run(scenario())
     assert (lost.status, lost.kind) == (OutcomeStatus.SYSTEM, "actor_died")
     assert lost.system is True and lost.ok is False
-    entry = lost.run_entry()
-    assert entry["outcome"] == "system" and entry["pid"] == clients[0].placement.pid
-    assert entry["started_at"] <= entry["finished_at"]
+    assert lost.run.placement == clients[0].placement
+    assert lost.run.started_at <= lost.run.finished_at
+    assert lost.run_record()[-2] == "system"
     # An exception or a timeout in the handler stays an ordinary failure.
     failed = run(manager.run(task("sleep", {"seconds": -1})))
     assert failed.status is OutcomeStatus.PERMANENT and failed.kind is None
-    assert failed.run_entry()["outcome"] == "error"
+    assert failed.run_record()[-2] == "error"
 
 
 def test_every_outcome_from_an_agent_says_where_and_when_it_ran():
     manager, clients = make_manager()
     before = time.time()
     out = run(manager.run(task("echo", {"a": 1}, attempt=3)))
-    entry = out.run_entry()
     agent = next(c for c in clients if c.agent_id == out.routing.agent_id)
-    assert entry == {
-        "attempt": 3,
-        "node_id": None,  # without Ray, only the pid is known
-        "node_ip": None,
-        "pid": agent.placement.pid,
-        "actor_id": None,
-        "organ_id": "utility_organ_1",
-        "started_at": entry["started_at"],
-        "finished_at": entry["finished_at"],
-        "outcome": "completed",
-        "log": None,  # the handler logged nothing
-    }
-    started = datetime.fromisoformat(entry["started_at"]).timestamp()
-    assert before <= started <= datetime.fromisoformat(entry["finished_at"]).timestamp()
+    # Without Ray, only the pid is known.
+    assert out.run.placement == (None, None, agent.placement.pid, None, "utility_organ_1")
+    assert before <= out.run.started_at <= out.run.finished_at <= time.time()
+    assert out.run.log is None  # the handler logged nothing
+    assert out.run_record()[-2:] == ("completed", None)

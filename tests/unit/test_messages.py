@@ -138,23 +138,13 @@ def test_an_agents_placement_travels_once_per_message():
     assert wire.count(PLACEMENT.actor_id.encode()) == 1
 
 
-def test_a_run_entry_is_what_the_tasks_runs_keep():
+def test_a_run_record_is_what_the_queue_writes():
     task = TaskPayload("t1", "echo", 4, {})
     lost = Outcome.failure(
         task, OutcomeStatus.SYSTEM, "lost", run=Run(PLACEMENT, 0.0, 1.5), kind="actor_died"
     )
-    assert lost.run_entry() == {
-        "attempt": 4,
-        "node_id": PLACEMENT.node_id,
-        "node_ip": "10.0.0.7",
-        "pid": 4242,
-        "actor_id": PLACEMENT.actor_id,
-        "organ_id": "utility_organ_1",
-        "started_at": "1970-01-01T00:00:00+00:00",
-        "finished_at": "1970-01-01T00:00:01.500000+00:00",
-        "outcome": "system",
-        "log": None,
-    }
+    # tasks.queue.RUN_FIELDS, in order
+    assert lost.run_record() == (*PLACEMENT, 0.0, 1.5, "system", None)
     outcomes = {
         OutcomeStatus.OK: "completed",
         OutcomeStatus.ERROR: "error",
@@ -163,9 +153,9 @@ def test_a_run_entry_is_what_the_tasks_runs_keep():
         OutcomeStatus.CANCELLED: "cancelled",
     }
     for status, outcome in outcomes.items():
-        ran = Outcome.failure(task, status, "x", run=Run(PLACEMENT, 0.0, 1.0))
-        assert ran.run_entry()["outcome"] == outcome
-    assert Outcome.failure(task, OutcomeStatus.UNAVAILABLE, "nobody ran it").run_entry() is None
+        ran = Outcome.failure(task, status, "x", run=Run(PLACEMENT, 0.0, 1.0, "log"))
+        assert ran.run_record()[-2:] == (outcome, "log")
+    assert Outcome.failure(task, OutcomeStatus.UNAVAILABLE, "nobody ran it").run_record() is None
 
 
 def test_ray_losses_are_translated_with_their_kind():

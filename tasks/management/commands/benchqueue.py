@@ -117,6 +117,7 @@ def _drain(mode: str, *, workers: int, batch: int) -> list[dict]:
             database_url(connection.settings_dict),
             queue.claim_statement(),
             queue.complete_many_statement(),
+            queue.RUN_FIELDS,
         )
     processes = [
         context.Process(target=target, args=(f"bench-{mode}-{n}", batch, setup, ready, reports))
@@ -170,7 +171,7 @@ def _bare_worker(name: str, batch: int, setup: tuple, ready, reports) -> None:
     import psycopg
     from psycopg.types.json import Jsonb
 
-    database_url, claim_sql, complete_sql = setup
+    database_url, claim_sql, complete_sql, queue_run_fields = setup
     with psycopg.connect(database_url, autocommit=True) as connection:
         cursor = connection.cursor()
         ready.wait(timeout=60)
@@ -188,6 +189,7 @@ def _bare_worker(name: str, batch: int, setup: tuple, ready, reports) -> None:
                     [row[ids] for row in rows],
                     [row[attempts] for row in rows],
                     [Jsonb(None)] * len(rows),
+                    *([None] * len(rows) for _ in queue_run_fields),  # no runs
                     name,
                 ],
             )
