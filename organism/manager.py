@@ -76,6 +76,10 @@ class OrganismManager:
         self._cancelled: set[str] = set()
         self._paths: Counter[str] = Counter()
         self._suspect: set[str] = set()  # organs with an agent that failed a call
+        # Agents Ray lost (by _agent_key): not picked until a heal finds them alive, so a
+        # system failure's retry runs on another agent even while the organ cannot yet replace
+        # the lost one (Ray has not declared it dead, and its name still hands out its handle).
+        self._lost_agents: set[Any] = set()
         self._started = time.time()
         self._lock = asyncio.Lock()
         self.initialized = False
@@ -127,6 +131,10 @@ class OrganismManager:
                     agents = await organ.start()
                     self._organs[organ_id] = organ
                 self._agents[organ_id] = list(agents)
+                # Every agent start() returns has answered: alive, whatever Ray said before.
+                self._lost_agents -= {_agent_key(agent) for agent in agents}
+            present = {_agent_key(agent) for group in self._agents.values() for agent in group}
+            self._lost_agents &= present  # replaced ones are gone for good
 
     # -- running tasks ---------------------------------------------------------------------
 
@@ -211,7 +219,11 @@ class OrganismManager:
         )
 
     def _pick_agent(self, organ_id: str) -> AgentClient:
-        agents = {agent.agent_id: agent for agent in self._agents.get(organ_id, [])}
+        agents = {
+            agent.agent_id: agent
+            for agent in self._agents.get(organ_id, [])
+            if _agent_key(agent) not in self._lost_agents
+        }
         if not agents:
             raise RuntimeError(f"organ {organ_id} has no agents")
         return agents[least_loaded({agent_id: self._load[agent_id] for agent_id in agents})]
@@ -264,6 +276,8 @@ class OrganismManager:
         self._suspect.add(route.organ_id)
         error = f"agent {agent.agent_id} failed: {type(exc).__name__}: {exc}"
         kind = getattr(exc, "kind", None)
+        if kind is not None:
+            self._lost_agents.add(_agent_key(agent))
         if kind is None:
             return [
                 Outcome.failure(task, OutcomeStatus.UNAVAILABLE, error, max_attempts=_cap(task))
@@ -415,6 +429,13 @@ class OrganismManager:
     async def _ready_if_never_started(self) -> None:
         if not self.initialized and not self.shut_down:
             await self.initialize()
+
+
+def _agent_key(agent: AgentClient) -> Any:
+    """Who an agent is across re-creations: its Ray actor id (a new actor gets a new one,
+    while a lost one's name may still hand out its handle), else the client itself."""
+    placement = getattr(agent, "placement", None)
+    return (placement and placement.actor_id) or id(agent)
 
 
 def _cap(task: TaskPayload) -> int | None:

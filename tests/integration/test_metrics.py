@@ -285,9 +285,14 @@ def test_attempts_ray_lost_are_counted_by_kind_and_retried_at_once(scrape, coord
     store = QueueStore("solo/1", config)
     dispatcher = Dispatcher("solo/1", store=store, coordinator=source, waker=waker, config=config)
 
+    def counted() -> bool:
+        row = heartbeat_stats("solo/1")
+        return row.get("counters", {}).get("system_failures.actor_died") == 1
+
     async def run():
         loop = asyncio.create_task(dispatcher.run())
-        while dispatcher.stats.completed < 1:
+        # Until a heartbeat carries the count (the clean stop folds the row into the totals).
+        while dispatcher.stats.completed < 1 or not await asyncio.to_thread(counted):
             await asyncio.sleep(0.02)
         dispatcher.stop()
         await loop

@@ -365,3 +365,41 @@ def test_every_outcome_from_an_agent_says_where_and_when_it_ran():
     assert before <= out.run.started_at <= out.run.finished_at <= time.time()
     assert out.run.log is None  # the handler logged nothing
     assert out.run_record()[-2:] == ("completed", None)
+
+
+def test_an_agent_ray_lost_is_not_picked_again_while_it_cannot_be_replaced():
+    """Until Ray declares an agent dead, its organ cannot replace it (its name still hands
+    out the dying actor): tasks then go to the organ's other agents, not to it again."""
+    clients: list[LocalAgentClient] = []
+    replaceable = True
+
+    async def agent_factory(spec: OrganSpec, agent_id: str) -> LocalAgentClient:
+        if not replaceable:
+            raise RuntimeError(f"{agent_id} still taken")
+        client = LocalAgentClient(Agent(agent_id, spec.id, default_timeout=5.0))
+        clients.append(client)
+        return client
+
+    async def organ_factory(spec: OrganSpec) -> Organ:
+        return Organ(spec, agent_factory)
+
+    spec = OrganSpec("pair", "utility", 2, types=("echo",))
+    manager = OrganismManager([spec], organ_factory, default_timeout=5.0)
+    run(manager.initialize())
+    dead, alive = clients
+    run(dead.kill())
+    replaceable = False
+    outcomes = []
+    for _ in range(12):
+        outcomes.append(run(manager.run(task("echo"))))
+        if outcomes[-1].system:
+            break
+    assert outcomes[-1].system and outcomes[-1].run.placement == dead.placement
+    # The heal that follows cannot replace it (UNAVAILABLE, as before); after that, every
+    # task runs on the live agent rather than being lost again on the dead one.
+    after = [run(manager.run(task("echo"))) for _ in range(6)]
+    assert not any(out.system for out in after)
+    assert [out.routing.agent_id for out in after if out.ok] == ["pair_agent_1"] * sum(
+        out.ok for out in after
+    )
+    assert sum(out.ok for out in after) >= 5
