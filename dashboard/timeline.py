@@ -72,3 +72,48 @@ def routing_of(task: dict[str, Any]) -> dict[str, Any] | None:
 
 
 ROUTING_KEYS = {"path", "organ_id", "organ", "agent_id", "agent"}
+
+
+# How the page colours each run's outcome (the status classes of the task statuses).
+RUN_OUTCOME_CLASSES = {
+    "completed": "status-completed",
+    "error": "status-failed",
+    "timeout": "status-failed",
+    "cancelled": "status-cancelled",
+    "system": "status-retry",
+}
+
+
+def runs_of(task: dict[str, Any], dashboard_url: str = "") -> list[dict[str, Any]]:
+    """Each attempt an agent reported (``runs``), oldest first, as the page shows it: times
+    as datetimes, the duration, the class of its outcome, a SYSTEM failure's kind (from the
+    failed attempt's entry in ``error_history``) and, when ``dashboard_url`` (the setting
+    RAY_DASHBOARD_URL) is set, links to its node's and actor's pages in the Ray dashboard."""
+    kinds = {
+        entry.get("attempt"): entry.get("system")
+        for entry in task.get("error_history") or []
+        if isinstance(entry, dict) and entry.get("system")
+    }
+    runs = []
+    for run in task.get("runs") or []:
+        if not isinstance(run, dict):
+            continue
+        started, finished = _when(run.get("started_at")), _when(run.get("finished_at"))
+        node_id, actor_id = run.get("node_id"), run.get("actor_id")
+        runs.append(
+            {
+                **run,
+                "started_at": started,
+                "finished_at": finished,
+                "seconds": (finished - started).total_seconds() if started and finished else None,
+                "outcome_class": RUN_OUTCOME_CLASSES.get(run.get("outcome"), "status-failed"),
+                "kind": kinds.get(run.get("attempt")),
+                "node_url": f"{dashboard_url}/#/cluster/nodes/{node_id}"
+                if dashboard_url and node_id
+                else None,
+                "actor_url": f"{dashboard_url}/#/actors/{actor_id}"
+                if dashboard_url and actor_id
+                else None,
+            }
+        )
+    return runs

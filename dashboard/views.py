@@ -8,6 +8,7 @@ from functools import partial
 from typing import Any
 from urllib.parse import urlencode
 
+from django.conf import settings
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -16,7 +17,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from dashboard import live, metrics
 from dashboard.access import scope_required
-from dashboard.timeline import attempts_of, routing_of, timeline_of
+from dashboard.timeline import attempts_of, routing_of, runs_of, timeline_of
 from organism import control
 from organism import status as published
 from tasks import audit, bulk, operations, queue, schedules, selectors
@@ -340,6 +341,7 @@ def task_detail(request: HttpRequest, task_id: str) -> HttpResponse:
         "task": task,
         "timeline": timeline_of(task),
         "attempts": attempts_of(task),
+        "runs": runs_of(task, settings.RAY_DASHBOARD_URL),
         "routing": routing_of(task),
         "params_json": json.dumps(task["params"], indent=2, sort_keys=True),
         "result_json": None

@@ -7,12 +7,15 @@ for the task types they run, and the OrganismManager for the control types it ru
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import os
 import time
 import traceback
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from organism import capture
 from organism.handlers import (
     HandlerSpec,
     PermanentError,
@@ -25,7 +28,9 @@ from organism.messages import (
     ActorUnavailable,
     Outcome,
     OutcomeStatus,
+    Placement,
     Routing,
+    Run,
     TaskPayload,
     json_problem,
 )
@@ -138,10 +143,22 @@ def stop(ctx: TaskContext, job: asyncio.Future) -> None:
 
 
 class Agent:
-    def __init__(self, agent_id: str, organ_id: str, *, default_timeout: float = 300.0):
+    """Runs tasks; each outcome carries its :class:`Run`: the agent's ``placement`` (where its
+    process runs, given once; without Ray only the pid is known), the attempt's start and
+    end, and what its handler logged (:mod:`organism.capture`)."""
+
+    def __init__(
+        self,
+        agent_id: str,
+        organ_id: str,
+        *,
+        default_timeout: float = 300.0,
+        placement: Placement | None = None,
+    ):
         self.agent_id = agent_id
         self.organ_id = organ_id
         self.default_timeout = default_timeout
+        self.placement = placement or Placement(None, None, os.getpid(), None, organ_id)
         self.tasks_processed = 0
         self.successes = 0
         self.failures = 0
@@ -164,6 +181,7 @@ class Agent:
             "capability": round(self.capability, 4),
             "load": self.load,
             "last_task_at": self.last_task_at,
+            "placement": list(self.placement),
         }
 
     async def run(self, task: TaskPayload) -> Outcome:
@@ -222,7 +240,10 @@ class Agent:
             return loop.create_task(spec.func(params, ctx))
         if self._threads is None:
             self._threads = ThreadPoolExecutor(SYNC_HANDLER_THREADS, thread_name_prefix="handler")
-        return loop.run_in_executor(self._threads, spec.func, params, ctx)
+        # run_in_executor does not carry the context over (create_task does): the thread gets
+        # a copy of this one, so what the handler logs reaches its attempt's buffer.
+        context = contextvars.copy_context()
+        return loop.run_in_executor(self._threads, context.run, spec.func, params, ctx)
 
     def cancel(self, task_id: str) -> bool:
         """Stop a running task; True if it was running here."""
@@ -243,9 +264,22 @@ class Agent:
 
 
 class _Run:
-    """One task running on an agent: its handler's job, its timeout, and its one delivery."""
+    """One task running on an agent: its handler's job, its timeout, its log, and its one
+    delivery, whose outcome carries the attempt's :class:`Run`."""
 
-    __slots__ = ("agent", "task", "spec", "ctx", "job", "timer", "started", "deliver", "delivered")
+    __slots__ = (
+        "agent",
+        "task",
+        "spec",
+        "ctx",
+        "job",
+        "timer",
+        "started",
+        "began_at",
+        "log",
+        "deliver",
+        "delivered",
+    )
 
     def __init__(
         self, agent: Agent, task: TaskPayload, spec: HandlerSpec, deliver: Callable[[Outcome], None]
@@ -253,8 +287,15 @@ class _Run:
         self.agent, self.task, self.spec, self.deliver = agent, task, spec, deliver
         self.delivered = False
         self.ctx = TaskContext(task_id=task.id, attempt=task.attempt)
+        self.log = capture.LogBuffer()
+        self.began_at = time.time()
         self.started = time.perf_counter()
-        self.job = agent._launch(spec, task.params, self.ctx)
+        # The job copies this context as it is made: the buffer is its attempt's.
+        token = capture.current.set(self.log)
+        try:
+            self.job = agent._launch(spec, task.params, self.ctx)
+        finally:
+            capture.current.reset(token)
         timeout = spec.timeout or agent.default_timeout
         self.timer = asyncio.get_running_loop().call_later(timeout, self._time_out, timeout)
         self.job.add_done_callback(self._done)
@@ -283,7 +324,9 @@ class _Run:
     def _finish(self, outcome: Outcome) -> None:
         self.delivered = True
         self.timer.cancel()
-        self.agent._running.pop(self.task.id, None)
+        agent = self.agent
+        agent._running.pop(self.task.id, None)
+        outcome.run = Run(agent.placement, self.began_at, time.time(), self.log.text())
         self.deliver(outcome)
 
     def abandon(self) -> None:
@@ -303,11 +346,14 @@ class LocalAgentClient:
 
     async def run(self, task: TaskPayload) -> Outcome:
         self._check_alive()
-        return await self.agent.run(task)
+        outcome = await self.agent.run(task)
+        self._check_alive()  # killed meanwhile: no answer, as from a dead actor
+        return outcome
 
     async def run_batch(self, tasks: list[TaskPayload]) -> AsyncIterator[list[Outcome]]:
         self._check_alive()
         async for chunk in self.agent.run_batch(tasks):
+            self._check_alive()
             yield chunk
 
     async def cancel(self, task_id: str) -> bool:
@@ -322,6 +368,10 @@ class LocalAgentClient:
         for task_id in list(self.agent._running):
             self.agent.cancel(task_id)
 
+    @property
+    def placement(self) -> Placement:
+        return self.agent.placement
+
     def _check_alive(self) -> None:
         if not self.alive:
-            raise ActorUnavailable(f"agent {self.agent_id} is dead")
+            raise ActorUnavailable(f"agent {self.agent_id} is dead", kind="actor_died")

@@ -25,6 +25,7 @@ import logging
 import os
 import socket
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -32,7 +33,7 @@ from typing import Any, Protocol
 
 from organism.circuit_breaker import CircuitBreaker, CircuitState
 from organism.messages import CoordinatorUnavailable, Outcome, OutcomeStatus, TaskPayload
-from organism.metrics import HistogramSet, queue_wait_seconds
+from organism.metrics import SYSTEM_FAILURES, HistogramSet, queue_wait_seconds
 from organism.pacing import ClaimSizer
 
 logger = logging.getLogger("seedcore.dispatcher")
@@ -55,6 +56,7 @@ class DispatcherConfig:
     max_attempts: int = 5
     backoff_seconds: float = 30.0
     backoff_max_steps: int = 10
+    max_system_retries: int = 3
     # Consecutive Coordinator failures (look-ups or batches) that open the circuit, and how
     # long it stays open before a ping probes the Coordinator again.
     breaker_threshold: int = 5
@@ -74,6 +76,7 @@ class DispatcherConfig:
             "max_attempts": settings.SEEDCORE_MAX_ATTEMPTS,
             "backoff_seconds": settings.SEEDCORE_BACKOFF_SECONDS,
             "backoff_max_steps": settings.SEEDCORE_BACKOFF_MAX_STEPS,
+            "max_system_retries": settings.SEEDCORE_MAX_SYSTEM_RETRIES,
             "breaker_threshold": settings.SEEDCORE_BREAKER_THRESHOLD,
             "breaker_probe_seconds": settings.SEEDCORE_BREAKER_PROBE_SECONDS,
         }
@@ -215,10 +218,15 @@ class QueueStore:
         from tasks import queue
         from tasks.policy import RetryPolicy
 
-        done = [(o.task_id, o.attempt, o.result) for o in outcomes if o.ok]
+        # Each attempt's run (where it ran, what it logged) is written by the same statement
+        # as its outcome.
+        done = [(o.task_id, o.attempt, o.result, o.run_record()) for o in outcomes if o.ok]
         written = queue.complete_many(dispatcher=self.identity, results=done, using=using)
         policy = RetryPolicy(
-            self.config.max_attempts, self.config.backoff_seconds, self.config.backoff_max_steps
+            self.config.max_attempts,
+            self.config.backoff_seconds,
+            self.config.backoff_max_steps,
+            self.config.max_system_retries,
         )
         statuses = []
         for outcome in outcomes:
@@ -235,6 +243,8 @@ class QueueStore:
                     permanent=outcome.permanent,
                     max_attempts=outcome.max_attempts,
                     policy=policy,
+                    run=outcome.run_record(),
+                    system=outcome.kind if outcome.system else None,
                     using=using,
                 )
             )
@@ -322,6 +332,8 @@ class Dispatcher:
         self._batches: set[asyncio.Task] = set()
         self.stats = DispatcherStats()
         self.sizer = ClaimSizer(config.claim_batch)
+        # SYSTEM failures written (attempts Ray lost), by kind.
+        self.system_failures: Counter[str] = Counter()
         self.histograms = HistogramSet()
         self.breaker = CircuitBreaker(
             threshold=config.breaker_threshold, probe_seconds=config.breaker_probe_seconds
@@ -345,6 +357,8 @@ class Dispatcher:
         self.stats.circuit_opened = self.breaker.opened_total
         counters = asdict(self.stats)
         counters.pop("started_at")
+        for kind, count in self.system_failures.items():
+            counters[f"{SYSTEM_FAILURES}{kind}"] = count
         return {
             "counters": counters,
             # A copy: the heartbeat serialises it in a worker thread while the loop records.
@@ -517,6 +531,8 @@ class Dispatcher:
         now = time.monotonic()
         for outcome, status in zip(held, statuses, strict=True):
             self._count(status)
+            if outcome.system and status is not None and status != STALE:
+                self.system_failures[outcome.kind or "unknown"] += 1
             if not self._holds(outcome):
                 continue  # its next attempt was claimed while this one was written
             attempt = self._in_flight.pop(outcome.task_id)

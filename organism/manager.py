@@ -35,7 +35,14 @@ from organism.handlers import (
     get_handler,
     missing_handler_message,
 )
-from organism.messages import CallCancelled, Outcome, OutcomeStatus, TaskPayload
+from organism.messages import (
+    CallCancelled,
+    Outcome,
+    OutcomeStatus,
+    Placement,
+    Run,
+    TaskPayload,
+)
 from organism.organ import AgentClient
 from organism.routing import FAST, OrganSpec, Route, choose_organ, least_loaded, organ_types
 
@@ -112,6 +119,10 @@ class OrganismManager:
         self._waiting: set[str] = set()  # tasks waiting for their organ's first placed agent
         self._paths: Counter[str] = Counter()
         self._suspect: set[str] = set()  # organs with an agent that failed a call
+        # Agents Ray lost (by _agent_key): not picked until a heal finds them alive, so a
+        # system failure's retry runs on another agent even while the organ cannot yet replace
+        # the lost one (Ray has not declared it dead, and its name still hands out its handle).
+        self._lost_agents: set[Any] = set()
         self._started = time.time()
         self._lock = asyncio.Lock()
         self.initialized = False
@@ -165,6 +176,10 @@ class OrganismManager:
                     agents = await organ.start()
                     self._organs[organ_id] = organ
                 self._agents[organ_id] = list(agents)
+                # Every agent start() returns has answered: alive, whatever Ray said before.
+                self._lost_agents -= {_agent_key(agent) for agent in agents}
+            present = {_agent_key(agent) for group in self._agents.values() for agent in group}
+            self._lost_agents &= present  # replaced ones are gone for good
         await self._refresh(list(suspects))
 
     # -- running tasks ---------------------------------------------------------------------
@@ -279,7 +294,12 @@ class OrganismManager:
         every = self._agents.get(organ_id, [])
         if not every:
             raise NoPlacedAgent(f"organ {organ_id} has no agents")
-        agents = {agent.agent_id: agent for agent in every if agent.agent_id in self._placed}
+        # Placed by Ray, and not lost under a task since (until a heal finds it alive).
+        agents = {
+            agent.agent_id: agent
+            for agent in every
+            if agent.agent_id in self._placed and _agent_key(agent) not in self._lost_agents
+        }
         if not agents:
             raise NoPlacedAgent(f"organ {organ_id} has no placed agent")
         return agents[least_loaded({agent_id: self._load[agent_id] for agent_id in agents})]
@@ -328,6 +348,7 @@ class OrganismManager:
     ) -> None:
         """Run tasks held for ``agent`` (:meth:`_hold`) and put each outcome on ``finished``."""
         waiting = {task.id: task for task in tasks}
+        sent = time.time()
 
         def deliver(chunk: list[Outcome]) -> None:
             for outcome in chunk:
@@ -342,28 +363,61 @@ class OrganismManager:
                 async for chunk in agent.run_batch(tasks):
                     deliver(chunk)
         except Exception as exc:
-            if isinstance(exc, CallCancelled):
-                status, error = OutcomeStatus.CANCELLED, "cancelled"
-            else:
-                self._suspect.add(route.organ_id)
-                status = OutcomeStatus.UNAVAILABLE
-                error = f"agent {agent.agent_id} failed: {type(exc).__name__}: {exc}"
-            deliver(
-                [
-                    Outcome.failure(task, status, error, max_attempts=_cap(task))
-                    for task in waiting.values()
-                ]
-            )
+            deliver(self._lost(agent, route, list(waiting.values()), exc, sent))
         finally:
             for task_id in waiting:  # the caller went away: release the bookkeeping
                 self._release(agent, task_id)
+
+    def _lost(
+        self,
+        agent: AgentClient,
+        route: Route,
+        tasks: list[TaskPayload],
+        exc: Exception,
+        sent: float,
+    ) -> list[Outcome]:
+        """The outcomes of ``tasks`` when the call to ``agent`` failed with ``exc``: CANCELLED
+        for a cancelled call; SYSTEM when Ray lost the agent (``exc.kind``), each with a run
+        saying where it was lost; else UNAVAILABLE."""
+        if isinstance(exc, CallCancelled):
+            return [
+                Outcome.failure(task, OutcomeStatus.CANCELLED, "cancelled", max_attempts=_cap(task))
+                for task in tasks
+            ]
+        self._suspect.add(route.organ_id)
+        error = f"agent {agent.agent_id} failed: {type(exc).__name__}: {exc}"
+        kind = getattr(exc, "kind", None)
+        if kind is not None:
+            self._lost_agents.add(_agent_key(agent))
+        if kind is None:
+            return [
+                Outcome.failure(task, OutcomeStatus.UNAVAILABLE, error, max_attempts=_cap(task))
+                for task in tasks
+            ]
+        placement = getattr(agent, "placement", None) or Placement(
+            None, None, None, None, route.organ_id
+        )
+        run = Run(placement, sent, time.time(), f"[lost: {kind}] {error}")
+        return [
+            Outcome.failure(
+                task,
+                OutcomeStatus.SYSTEM,
+                f"system failure ({kind}): {error}",
+                max_attempts=_cap(task),
+                run=run,
+                kind=kind,
+            )
+            for task in tasks
+        ]
 
     def _finish(
         self, agent: AgentClient, route: Route, task: TaskPayload, outcome: Outcome
     ) -> Outcome:
         if task.id in self._cancelled and not outcome.cancelled:
-            cap = outcome.max_attempts
-            outcome = Outcome.failure(task, OutcomeStatus.CANCELLED, "cancelled", max_attempts=cap)
+            cap, ran = outcome.max_attempts, outcome.run
+            outcome = Outcome.failure(
+                task, OutcomeStatus.CANCELLED, "cancelled", max_attempts=cap, run=ran
+            )
         self._release(agent, task.id)
         if outcome.ok:
             outcome.routing.path = route.path
@@ -461,9 +515,11 @@ class OrganismManager:
             self._statuses[organ.spec.id] = status
             if any(not agent.get("alive", True) for agent in status["agents"]):
                 self._suspect.add(organ.spec.id)  # replaced on the next task or round
+            clients = {agent.agent_id: agent for agent in self._agents.get(organ.spec.id, [])}
             for agent in status["agents"]:
                 if agent.get("placed"):
                     self._placed.add(agent["agent_id"])
+                    _learn_placement(clients.get(agent["agent_id"]), agent.get("placement"))
                 else:
                     self._placed.discard(agent["agent_id"])
 
@@ -709,6 +765,21 @@ def pending_reason(
     else:
         parts.append(f"organ {spec.id}'s agents are starting")
     return "; ".join(parts)
+
+
+def _learn_placement(client: AgentClient | None, placement: list | None) -> None:
+    """An agent created without waiting for Ray to place it learns where it runs (what a
+    SYSTEM failure's run names) from its first state once placed."""
+    if client is not None and placement and getattr(client, "placement", None) is None:
+        with contextlib.suppress(AttributeError):
+            client.placement = Placement(*placement)
+
+
+def _agent_key(agent: AgentClient) -> Any:
+    """Who an agent is across re-creations: its Ray actor id (a new actor gets a new one,
+    while a lost one's name may still hand out its handle), else the client itself."""
+    placement = getattr(agent, "placement", None)
+    return (placement and placement.actor_id) or id(agent)
 
 
 def _cap(task: TaskPayload) -> int | None:

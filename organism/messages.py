@@ -4,6 +4,8 @@
 - :class:`Outcome`: how that attempt ended (an :class:`OutcomeStatus`), agent → Coordinator →
   dispatcher. A successful outcome's :attr:`Outcome.result` is what the task's ``result``
   column gets: ``{"output": …, "routing": {"path", "organ_id", "agent_id", "duration_ms"}}``.
+  Its :attr:`Outcome.run` says where and when the attempt ran and what its handler logged
+  (:class:`Run`, over the agent's :class:`Placement`): the task's ``runs`` get it.
 - The exceptions a caller sees when a message gets no answer: :class:`ActorUnavailable`
   (:class:`ActorTimeout`, :class:`CoordinatorUnavailable`) and :class:`CallCancelled`.
   ``organism.ray`` turns Ray's own exceptions into these, so the plain classes never see Ray's.
@@ -22,7 +24,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 
 class OutcomeStatus(enum.Enum):
@@ -32,8 +34,16 @@ class OutcomeStatus(enum.Enum):
     CANCELLED = "cancelled"  # a cancel stopped it
     TIMED_OUT = "timed_out"  # it ran past its timeout and was stopped: retried
     # SeedCore failed it, not the handler; retried:
-    UNAVAILABLE = "unavailable"  # nothing could run it (shut down, an agent died, no answer)
+    UNAVAILABLE = "unavailable"  # nothing could run it (shut down, no agents, no answer)
     CRASHED = "crashed"  # the Coordinator's own code failed
+    # Ray lost it (its agent actor died, its node was removed, its worker was killed for
+    # memory, an object was lost): retried at once, against SEEDCORE_MAX_SYSTEM_RETRIES, with
+    # the attempts budget untouched. Outcome.kind says which (SYSTEM_KINDS).
+    SYSTEM = "system"
+
+
+# What a SYSTEM outcome's kind may be (organism.ray.errors picks it from Ray's exception).
+SYSTEM_KINDS = ("actor_died", "node_died", "out_of_memory", "object_lost", "worker_died")
 
 
 _STATUSES = {status.value: status for status in OutcomeStatus}
@@ -95,6 +105,42 @@ class Routing:
         }
 
 
+class Placement(NamedTuple):
+    """Where an agent runs, read once when its process starts (never per task): the Ray node's
+    id and IP, the worker's pid, the agent actor's id, and its organ. A tuple, so one agent's
+    outcomes share one object, which pickle sends once per message."""
+
+    node_id: str | None
+    node_ip: str | None
+    pid: int | None
+    actor_id: str | None
+    organ_id: str | None
+
+
+@dataclass(slots=True)
+class Run:
+    """One attempt as an agent ran it: where (:class:`Placement`), when (``time.time()`` at
+    its start and end) and what its handler logged (None: nothing)."""
+
+    placement: Placement
+    started_at: float
+    finished_at: float
+    log: str | None = None
+
+
+# The run's ``outcome``, as the task's ``runs`` record it, for each way an attempt ends.
+RUN_OUTCOMES = {
+    "ok": "completed",
+    "error": "error",
+    "permanent": "error",
+    "cancelled": "cancelled",
+    "timed_out": "timeout",
+    "unavailable": "error",
+    "crashed": "error",
+    "system": "system",
+}
+
+
 @dataclass(slots=True)
 class Outcome:
     """How one attempt ended; made with :meth:`success` or :meth:`failure`."""
@@ -107,10 +153,14 @@ class Outcome:
     error: str | None = None
     traceback: str | None = None
     max_attempts: int | None = None  # the handler's cap on attempts, if it sets one
+    run: Run | None = None  # where it ran; None when no agent ran it (or a control type)
+    kind: str | None = None  # a SYSTEM outcome's kind (SYSTEM_KINDS)
 
     @classmethod
-    def success(cls, task: TaskPayload, output: Any, routing: Routing) -> Outcome:
-        return cls(task.id, task.attempt, OutcomeStatus.OK, output, routing)
+    def success(
+        cls, task: TaskPayload, output: Any, routing: Routing, run: Run | None = None
+    ) -> Outcome:
+        return cls(task.id, task.attempt, OutcomeStatus.OK, output, routing, run=run)
 
     @classmethod
     def failure(
@@ -121,8 +171,12 @@ class Outcome:
         *,
         traceback: str | None = None,
         max_attempts: int | None = None,
+        run: Run | None = None,
+        kind: str | None = None,
     ) -> Outcome:
-        return cls(task.id, task.attempt, status, None, None, error, traceback, max_attempts)
+        return cls(
+            task.id, task.attempt, status, None, None, error, traceback, max_attempts, run, kind
+        )
 
     @property
     def ok(self) -> bool:
@@ -135,6 +189,26 @@ class Outcome:
     @property
     def cancelled(self) -> bool:
         return self.status is OutcomeStatus.CANCELLED
+
+    @property
+    def system(self) -> bool:
+        return self.status is OutcomeStatus.SYSTEM
+
+    def run_record(self) -> tuple | None:
+        """The attempt as the queue records it in the task's ``runs`` (``tasks.queue.RUN_FIELDS``
+        order): node id, node IP, pid, actor id, organ id, start and end (``time.time()``),
+        outcome (RUN_OUTCOMES) and log; None when no agent reported a run. A plain tuple, made
+        without a dict or a JSON dump: the database builds the entry."""
+        run = self.run
+        if run is None:
+            return None
+        return (
+            *run.placement,
+            run.started_at,
+            run.finished_at,
+            RUN_OUTCOMES[self.status.value],
+            run.log,
+        )
 
     @property
     def result(self) -> dict[str, Any] | None:
@@ -181,7 +255,18 @@ def json_problem(value: Any) -> str | None:
 
 
 class ActorUnavailable(Exception):
-    """An actor did not answer: it is not running, or died while answering."""
+    """An actor did not answer: it is not running, or died while answering.
+
+    ``kind`` (SYSTEM_KINDS) is set when Ray says the actor, its node, its worker or an object
+    was lost: for an agent, that makes the attempt a SYSTEM failure rather than UNAVAILABLE.
+    """
+
+    def __init__(self, message: str = "", *, kind: str | None = None):
+        super().__init__(message)
+        self.kind = kind
+
+    def __reduce__(self) -> tuple:
+        return (type(self), self.args, {"kind": self.kind})
 
 
 class ActorTimeout(ActorUnavailable):
@@ -209,6 +294,9 @@ def unpack_tasks(wire: Iterable[tuple]) -> list[TaskPayload]:
 
 
 def pack_outcomes(outcomes: Iterable[Outcome]) -> list[tuple]:
+    # A run is (placement, started, finished, log): the placement is one tuple per agent,
+    # shared by its outcomes, so a chunk carries it once (pickle's memo) and a task adds two
+    # floats and, only when its handler logged something, a string.
     return [
         (
             o.task_id,
@@ -219,6 +307,8 @@ def pack_outcomes(outcomes: Iterable[Outcome]) -> list[tuple]:
             o.error,
             o.traceback,
             o.max_attempts,
+            None if (u := o.run) is None else (u.placement, u.started_at, u.finished_at, u.log),
+            o.kind,
         )
         for o in outcomes
     ]
@@ -235,6 +325,19 @@ def unpack_outcomes(wire: Iterable[tuple]) -> list[Outcome]:
             error,
             traceback,
             max_attempts,
+            None if run is None else Run(*run),
+            kind,
         )
-        for task_id, attempt, status, output, routing, error, traceback, max_attempts in wire
+        for (
+            task_id,
+            attempt,
+            status,
+            output,
+            routing,
+            error,
+            traceback,
+            max_attempts,
+            run,
+            kind,
+        ) in wire
     ]

@@ -66,6 +66,11 @@ COUNTERS = {
 }
 
 
+# Attempts Ray lost (SYSTEM failures) are counted per kind under counters named with this
+# prefix (``system_failures.actor_died``), exposed as seedcore_task_system_failures_total{kind}.
+SYSTEM_FAILURES = "system_failures."
+
+
 @dataclass
 class HistogramSet:
     """Non-cumulative bucket counts per (metric, type label); the last bucket is +Inf."""
@@ -176,6 +181,7 @@ class _SnapshotCollector:
         counters = stats.get("counters", {})
         for name, help_text in COUNTERS.items():
             yield CounterMetricFamily(f"seedcore_tasks_{name}", help_text, counters.get(name, 0))
+        yield _system_failures(counters)
 
         for metric, (bounds, help_text) in HISTOGRAMS.items():
             family = HistogramMetricFamily(f"seedcore_task_{metric}", help_text, labels=["type"])
@@ -228,6 +234,29 @@ class _SnapshotCollector:
         )
         yield age
         yield circuit
+
+
+def _system_failures(counters: dict[str, int]) -> Any:
+    """Attempts Ray lost, by kind: every known kind (0 until one happens), and any other kind
+    a dispatcher wrote."""
+    from prometheus_client.core import CounterMetricFamily
+
+    from organism.messages import SYSTEM_KINDS
+
+    by_kind = dict.fromkeys(SYSTEM_KINDS, 0)
+    for name, count in counters.items():
+        if name.startswith(SYSTEM_FAILURES):
+            kind = name[len(SYSTEM_FAILURES) :]
+            by_kind[kind] = by_kind.get(kind, 0) + count
+    family = CounterMetricFamily(
+        "seedcore_task_system_failures",
+        "Attempts Ray lost (agent actor died, node removed, worker killed for memory, object "
+        "lost), by kind: retried at once, not counted against the task's attempts",
+        labels=["kind"],
+    )
+    for kind, count in sorted(by_kind.items()):
+        family.add_metric([kind], count)
+    return family
 
 
 def _cumulative(bounds: tuple[float, ...], buckets: list[int]) -> list[tuple[str, int]]:

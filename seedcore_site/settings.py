@@ -161,11 +161,17 @@ TASKS = {"default": {"BACKEND": "tasks.backends.SeedCoreBackend"}}
 # Ray: RAY_ADDRESS unset means "start a local Ray" (the embedded mode).
 RAY_ADDRESS = os.environ.get("RAY_ADDRESS", "").strip()
 RAY_NAMESPACE = ray_namespace()
+# The Ray dashboard's address as an operator's browser reaches it (e.g. http://ray-head:8265):
+# the task page links each attempt's node and actor there. Blank: no links.
+RAY_DASHBOARD_URL = os.environ.get("RAY_DASHBOARD_URL", "").strip().rstrip("/")
 
 # The queue's tunables. README.md documents each.
 SEEDCORE_MAX_ATTEMPTS = env_int("SEEDCORE_MAX_ATTEMPTS", 5, minimum=1)
 SEEDCORE_BACKOFF_SECONDS = env_float("SEEDCORE_BACKOFF_SECONDS", 30.0)
 SEEDCORE_BACKOFF_MAX_STEPS = env_int("SEEDCORE_BACKOFF_MAX_STEPS", 10, minimum=1)
+# Attempts Ray may lose (agent, node, worker or object lost) before the task is FAILED; each is
+# retried at once and does not count against the attempts.
+SEEDCORE_MAX_SYSTEM_RETRIES = env_int("SEEDCORE_MAX_SYSTEM_RETRIES", 3, minimum=0)
 SEEDCORE_LEASE_SECONDS = env_float("SEEDCORE_LEASE_SECONDS", 90.0, minimum=1.0)
 # Unset: each dispatcher sizes its claims to the backlog (organism.pacing); set: a fixed size.
 SEEDCORE_CLAIM_BATCH = env_int("SEEDCORE_CLAIM_BATCH", 0, minimum=1) or None

@@ -123,6 +123,7 @@ SPEC_FIELDS = (*(name for name in NewTask.model_fields if name != "params"), "pa
 # What the queue engine and the dispatchers keep of a task: shown, never edited here.
 ENGINE_FIELDS = (
     "attempts",
+    "system_failures",
     "locked_by",
     "locked_at",
     "lease_expires_at",

@@ -96,10 +96,47 @@ class TaskSummary(Schema):
     error: str | None
 
 
+class TaskRun(Schema):
+    """One attempt as an agent ran it."""
+
+    attempt: int = Field(description="The attempt's number (the task's `attempts` at its claim).")
+    node_id: str | None = Field(description="The Ray node's id (hex).")
+    node_ip: str | None = Field(description="The Ray node's IP address.")
+    pid: int | None = Field(description="The agent's worker process id on that node.")
+    actor_id: str | None = Field(description="The agent actor's Ray id (hex).")
+    organ_id: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    outcome: Literal["completed", "error", "timeout", "system", "cancelled"] = Field(
+        description=(
+            "`system`: Ray lost the attempt (its agent actor died, its node was removed, its "
+            "worker was killed for memory, an object was lost); retried at once and not "
+            "counted against `max_attempts`."
+        )
+    )
+    log: str | None = Field(
+        description=(
+            "What the handler logged (`logging` records at INFO and above, and its stdout and "
+            "stderr), cut at 65,536 characters with the cut said; null if nothing."
+        )
+    )
+
+
 class TaskOut(TaskSummary):
     params: Any
     result: Any
     error_history: Any
+    runs: list[TaskRun] = Field(
+        default_factory=list,
+        description="Each attempt an agent reported, oldest first (the newest 50 are kept).",
+    )
+    system_failures: int = Field(
+        0,
+        description=(
+            "Attempts Ray lost (runs with outcome `system`): they do not count against "
+            "`max_attempts`, so the attempts used are `attempts - system_failures`."
+        ),
+    )
     max_attempts: int | None
     locked_at: datetime | None
     lease_expires_at: datetime | None

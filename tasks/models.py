@@ -104,6 +104,14 @@ class Task(models.Model):
     error = models.TextField(null=True, blank=True)
     # One entry per failed attempt: attempt, error, traceback, dispatcher, at.
     error_history = models.JSONField(default=list, db_default=[], blank=True)
+    # One entry per attempt an agent reported (tasks.queue appends it with the attempt's
+    # outcome): attempt, node_id, node_ip, pid, actor_id, organ_id, started_at, finished_at,
+    # outcome, log. The newest RUNS_MAX_ENTRIES are kept.
+    runs = models.JSONField(default=list, db_default=[], blank=True)
+    # Attempts Ray lost (SYSTEM failures: an agent, a node, a worker or an object lost). They
+    # are retried at once and do not count against max_attempts: the attempts budget used is
+    # attempts - system_failures. SEEDCORE_MAX_SYSTEM_RETRIES caps them.
+    system_failures = models.IntegerField(default=0, db_default=0)
     created_at = models.DateTimeField(db_default=Now())
     updated_at = models.DateTimeField(db_default=Now())
 

@@ -26,11 +26,15 @@ class RetryPolicy(_FromSettings):
     max_attempts: int
     backoff_seconds: float
     backoff_max_steps: int
+    # Attempts Ray may lose (SYSTEM failures) and have retried at once; they do not count
+    # against max_attempts.
+    max_system_retries: int = 3
 
     SETTINGS = {
         "max_attempts": "SEEDCORE_MAX_ATTEMPTS",
         "backoff_seconds": "SEEDCORE_BACKOFF_SECONDS",
         "backoff_max_steps": "SEEDCORE_BACKOFF_MAX_STEPS",
+        "max_system_retries": "SEEDCORE_MAX_SYSTEM_RETRIES",
     }
 
     def backoff(self, attempts: int) -> float:
@@ -49,6 +53,13 @@ class RetryPolicy(_FromSettings):
         if permanent or attempts >= cap:
             return "FAILED", None
         return "RETRY", self.backoff(attempts)
+
+    def after_system_failure(self, *, system_failures: int) -> tuple[str, float | None]:
+        """("RETRY", 0.0): at once, or ("FAILED", None) once Ray has lost more attempts than
+        ``max_system_retries``; ``system_failures`` counts the one just lost."""
+        if system_failures > self.max_system_retries:
+            return "FAILED", None
+        return "RETRY", 0.0
 
 
 @dataclass(frozen=True)
@@ -88,6 +99,8 @@ class RetentionPolicy(_FromSettings):
 ERROR_MAX_CHARS = 10_000
 TRACEBACK_MAX_CHARS = 50_000
 ERROR_HISTORY_MAX_ENTRIES = 50
+# A task's runs keep their newest entries, each log cut at organism.capture.LOG_MAX_CHARS.
+RUNS_MAX_ENTRIES = 50
 
 
 def cap_text(text: str, limit: int) -> str:

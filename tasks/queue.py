@@ -35,7 +35,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -55,6 +55,7 @@ from tasks.models import (
 from tasks.policy import (
     ERROR_HISTORY_MAX_ENTRIES,
     ERROR_MAX_CHARS,
+    RUNS_MAX_ENTRIES,
     TRACEBACK_MAX_CHARS,
     RetentionPolicy,
     RetryPolicy,
@@ -71,6 +72,61 @@ NOTIFY_CHANNEL = "seedcore_tasks"
 # The columns a claim returns, of the row alias ``t`` (in UPDATE … FROM, a bare ``id`` is
 # ambiguous).
 _T_COLUMNS = ", ".join(f"t.{column}" for column in TASK_COLUMNS.split(", "))
+
+
+# An attempt's run, as the outcome writes take it: a tuple in this order (or a dict with these
+# keys), ``started_at`` and ``finished_at`` in seconds since the epoch (``time.time()``). The
+# database builds the ``runs`` entry from it (attempt first, times in ISO 8601), so writing a
+# run costs the writer no dict, no JSON and no date formatting.
+RUN_FIELDS = (
+    "node_id",
+    "node_ip",
+    "pid",
+    "actor_id",
+    "organ_id",
+    "started_at",
+    "finished_at",
+    "outcome",
+    "log",
+)
+_RUN_TYPES = ("text", "text", "int", "text", "text", "float8", "float8", "text", "text")
+_NO_RUN = (None,) * len(RUN_FIELDS)
+
+
+def _run_values(run: Sequence[Any] | dict[str, Any] | None) -> tuple:
+    if run is None:
+        return _NO_RUN
+    if isinstance(run, dict):
+        return tuple(run.get(name) for name in RUN_FIELDS)
+    return tuple(run)
+
+
+def _run_object(attempt: str, row: str) -> str:
+    """SQL for the ``runs`` entry of the run in ``row``'s RUN_FIELDS columns (null when its
+    outcome is null: no run)."""
+    fields = ", ".join(
+        f"'{name}', to_timestamp({row}.{name})"
+        if name.endswith("_at")
+        else f"'{name}', {row}.{name}"
+        for name in RUN_FIELDS
+    )
+    return (
+        f"CASE WHEN {row}.outcome IS NULL THEN NULL "
+        f"ELSE jsonb_build_object('attempt', {attempt}, {fields}) END"
+    )
+
+
+def _append_run(run: str, runs: str = "runs") -> str:
+    """SQL for ``runs`` with the jsonb ``run`` appended (unchanged when ``run`` is null),
+    keeping the newest RUNS_MAX_ENTRIES: while there is room, a plain append, so the hot path
+    pays for no more."""
+    keep = int(RUNS_MAX_ENTRIES)
+    return (
+        f"CASE WHEN {run} IS NULL THEN {runs} "
+        f"WHEN jsonb_array_length({runs}) < {keep} THEN {runs} || jsonb_build_array({run}) "
+        f"ELSE jsonb_path_query_array({runs} || jsonb_build_array({run}), "
+        f"'$[last - {keep - 1} to last]') END"
+    )
 
 
 def _sql_list(statuses: Sequence[str]) -> str:
@@ -466,22 +522,27 @@ def complete(
 def complete_many(
     *,
     dispatcher: str,
-    results: Sequence[tuple[str, int, Any]],
+    results: Sequence[tuple],
     using: str = DEFAULT_DB_ALIAS,
 ) -> dict[str, str]:
     """Record many successful attempts in one statement.
 
-    ``results`` holds (task id, attempt, result). Returns task id → COMPLETED or CANCELLED
-    for each write that took effect; ids missing from the answer were stale.
+    ``results`` holds (task id, attempt, result) or (task id, attempt, result, run), where
+    ``run`` (RUN_FIELDS, or None) joins the task's ``runs`` by the same statement. Returns
+    task id → COMPLETED or CANCELLED for each write that took effect; ids missing from the
+    answer were stale.
     """
     if not results:
         return {}
-    # One JSON document, not three arrays: psycopg dumps an array of jsonb element by element
-    # in Python, which cost the dispatcher more than the rest of the write.
+    # One JSON document of positional arrays, not a dozen SQL arrays: psycopg dumps an array
+    # element by element in Python, which cost the dispatcher more than the rest of the write.
+    # An item without a run simply ends after its result.
     done = json.dumps(
         [
-            {"id": str(task_uuid(task_id)), "attempt": attempt, "result": result}
-            for task_id, attempt, result in results
+            [str(task_uuid(item[0])), item[1], item[2], *_run_values(item[3])]
+            if len(item) > 3 and item[3] is not None
+            else [str(task_uuid(item[0])), item[1], item[2]]
+            for item in results
         ]
     )
     rows = fetch(_COMPLETE_MANY_SQL, [done, dispatcher], using=using, prepare=True)
@@ -490,19 +551,27 @@ def complete_many(
 
 def complete_many_statement() -> str:
     """The statement :func:`complete_many` runs (``%s`` placeholders), for the benchmark's
-    bare loop. Parameters: a JSON array of ``{"id", "attempt", "result"}``, dispatcher."""
+    bare loop. Parameters: a JSON array of ``[id, attempt, result, *RUN_FIELDS]`` (the run's
+    fields may be left off), then the dispatcher."""
     return _COMPLETE_MANY_SQL
 
 
+# The run's fields of a complete_many item, read by position after id, attempt and result.
+_RUN_COLUMNS = ", ".join(
+    f"(d->>{index})::{kind} AS {name}"
+    for index, (name, kind) in enumerate(zip(RUN_FIELDS, _RUN_TYPES, strict=True), start=3)
+)
+# The attempt's run joins the task's runs in the same fenced statement: no second write.
 _COMPLETE_MANY_SQL = (
-    "WITH done AS (SELECT * FROM jsonb_to_recordset(%s::jsonb) "
-    "AS done(id uuid, attempt int, result jsonb)), "
-    "locked AS (SELECT t.id, done.result FROM tasks AS t "
-    "JOIN done ON t.id = done.id AND t.attempts = done.attempt "
+    "WITH done AS (SELECT (d->>0)::uuid AS id, (d->>1)::int AS attempt, d->2 AS result, "
+    f"{_RUN_COLUMNS} FROM jsonb_array_elements(%s::jsonb) AS d), "
+    f"locked AS (SELECT t.id, done.result, {_run_object('done.attempt', 'done')} AS run "
+    "FROM tasks AS t JOIN done ON t.id = done.id AND t.attempts = done.attempt "
     "WHERE t.status = 'RUNNING' AND t.locked_by = %s ORDER BY t.id FOR UPDATE OF t) "
     "UPDATE tasks AS t SET "
     "status = CASE WHEN t.cancel_requested THEN 'CANCELLED' ELSE 'COMPLETED' END, "
-    "lease_expires_at = NULL, error = NULL, result = locked.result "
+    "lease_expires_at = NULL, error = NULL, result = locked.result, "
+    f"runs = {_append_run('locked.run', 't.runs')} "
     "FROM locked WHERE t.id = locked.id RETURNING t.id, t.status"
 )
 
@@ -517,22 +586,29 @@ def fail(
     permanent: bool = False,
     max_attempts: int | None = None,
     policy: RetryPolicy | None = None,
+    run: Sequence[Any] | dict[str, Any] | None = None,
+    system: str | None = None,
     using: str = DEFAULT_DB_ALIAS,
 ) -> str:
     """Record a failed attempt: RETRY with backoff, or FAILED at the last attempt or on a
     permanent error; CANCELLED if a cancel was requested; STALE if no longer owned.
 
     ``max_attempts`` is the handler's cap; the task's own ``max_attempts`` column wins over it,
-    and the policy's (SEEDCORE_MAX_ATTEMPTS) applies when neither is set.
+    and the policy's (SEEDCORE_MAX_ATTEMPTS) applies when neither is set. ``run``
+    (RUN_FIELDS, or None) joins the task's runs.
+
+    ``system`` (the kind of a SYSTEM failure: Ray lost the attempt) makes it a system failure
+    instead: RETRY at once, counted in ``system_failures`` rather than against the attempts,
+    and FAILED only once more than the policy's ``max_system_retries`` were lost.
     """
     policy = policy or RetryPolicy.from_settings()
     if max_attempts is not None:
-        policy = RetryPolicy(max_attempts, policy.backoff_seconds, policy.backoff_max_steps)
+        policy = replace(policy, max_attempts=max_attempts)
     with transaction.atomic(using=using):
         rows = fetch(
-            "SELECT id, attempts, max_attempts, locked_by, cancel_requested FROM tasks "
-            "WHERE id = %s AND attempts = %s AND status = 'RUNNING' AND locked_by = %s "
-            "FOR UPDATE",
+            "SELECT id, attempts, max_attempts, locked_by, cancel_requested, system_failures "
+            "FROM tasks WHERE id = %s AND attempts = %s AND status = 'RUNNING' "
+            "AND locked_by = %s FOR UPDATE",
             [task_uuid(task_id), attempt, dispatcher],
             using=using,
         )
@@ -545,6 +621,8 @@ def fail(
             permanent=permanent,
             policy=policy,
             unlock=False,
+            run=run,
+            system=system,
             using=using,
         )
 
@@ -584,7 +662,7 @@ def reap(
 # SKIP LOCKED: a task whose dispatcher is writing its outcome right now is left to that write.
 _REAPABLE_SQL = (
     "SELECT t.id, t.attempts, t.max_attempts, t.locked_by, t.cancel_requested, "
-    "CASE WHEN t.lease_expires_at IS NULL OR t.lease_expires_at < now() "
+    "t.system_failures, CASE WHEN t.lease_expires_at IS NULL OR t.lease_expires_at < now() "
     "THEN 'lease' ELSE 'heartbeat' END AS reason FROM tasks AS t "
     "LEFT JOIN dispatchers AS w ON w.name = t.locked_by "
     "WHERE t.status = 'RUNNING' AND (t.lease_expires_at IS NULL OR t.lease_expires_at < now() "
@@ -605,22 +683,42 @@ def _end_failed_attempt(
     permanent: bool = False,
     policy: RetryPolicy,
     unlock: bool,
+    run: Sequence[Any] | dict[str, Any] | None = None,
+    system: str | None = None,
     using: str,
 ) -> str:
     """End the RUNNING attempt of ``task`` as failed and return the status written.
 
-    ``task`` holds the row's id, attempts, max_attempts, locked_by and cancel_requested, read
-    under the caller's row lock. The task goes to RETRY after the policy's backoff, FAILED at
-    the last attempt or when ``permanent``, CANCELLED if a cancel was requested; the error
-    joins its error history, which keeps its newest ``ERROR_HISTORY_MAX_ENTRIES``; error and
-    traceback are cut to ``ERROR_MAX_CHARS`` and ``TRACEBACK_MAX_CHARS``. ``unlock`` also
-    clears ``locked_by``.
+    ``task`` holds the row's id, attempts, max_attempts, locked_by, cancel_requested and
+    system_failures, read under the caller's row lock. The task goes to RETRY after the
+    policy's backoff, FAILED at the last attempt or when ``permanent``, CANCELLED if a cancel
+    was requested; the error joins its error history, which keeps its newest
+    ``ERROR_HISTORY_MAX_ENTRIES``; error and traceback are cut to ``ERROR_MAX_CHARS`` and
+    ``TRACEBACK_MAX_CHARS``. ``unlock`` also clears ``locked_by``; ``run`` joins the runs.
+
+    The attempts budget is ``attempts - system_failures``: the claim counts every attempt
+    (the count is the fencing token), and attempts Ray lost are given back here. A ``system``
+    failure (its kind) goes to RETRY at once, or FAILED once more than the policy's
+    ``max_system_retries`` were lost, whatever the budget.
     """
     error = cap_text(error, ERROR_MAX_CHARS)
     traceback = cap_text(traceback, TRACEBACK_MAX_CHARS)
-    status, delay = policy.after_failure(
-        attempts=task["attempts"], task_max_attempts=task["max_attempts"], permanent=permanent
-    )
+    lost = task.get("system_failures") or 0
+    if system is not None:
+        lost += 1
+        status, delay = policy.after_system_failure(system_failures=lost)
+        if status == Status.FAILED:
+            error = cap_text(
+                f"Ray lost {lost} attempts, more than SEEDCORE_MAX_SYSTEM_RETRIES "
+                f"({policy.max_system_retries}); the last: {error}",
+                ERROR_MAX_CHARS,
+            )
+    else:
+        status, delay = policy.after_failure(
+            attempts=task["attempts"] - lost,
+            task_max_attempts=task["max_attempts"],
+            permanent=permanent,
+        )
     if task["cancel_requested"]:
         status, delay = Status.CANCELLED.value, None
     entry = {
@@ -631,6 +729,8 @@ def _end_failed_attempt(
         "at": datetime.now(UTC).isoformat(),
         "outcome": status,
     }
+    if system is not None:
+        entry["system"] = system
     locked_by = None if unlock else task["locked_by"]
     execute(
         _FAILED_ATTEMPT_SQL,
@@ -641,6 +741,8 @@ def _end_failed_attempt(
             locked_by,
             Jsonb(entry),
             ERROR_HISTORY_MAX_ENTRIES,
+            *_run_values(run),
+            0 if system is None else 1,
             task["id"],
             task["attempts"],
         ],
@@ -649,8 +751,11 @@ def _end_failed_attempt(
     return status
 
 
+_RUN_VALUES = ", ".join(
+    f"%s::{kind} AS {name}" for name, kind in zip(RUN_FIELDS, _RUN_TYPES, strict=True)
+)
 # A null delay (FAILED, CANCELLED) leaves run_after as it was. The history gets the new entry
-# and keeps its newest N (the entries say their attempt and time).
+# and keeps its newest N (the entries say their attempt and time); so do the runs.
 _FAILED_ATTEMPT_SQL = (
     "UPDATE tasks SET status = %s, error = %s, "
     "run_after = coalesce(now() + %s::float8 * interval '1 second', run_after), "
@@ -658,7 +763,10 @@ _FAILED_ATTEMPT_SQL = (
     "error_history = (SELECT coalesce(jsonb_agg(h.entry ORDER BY h.n), '[]'::jsonb) "
     "FROM jsonb_array_elements(error_history || jsonb_build_array(%s::jsonb)) "
     "WITH ORDINALITY AS h(entry, n) "
-    "WHERE h.n > jsonb_array_length(error_history) + 1 - %s) "
+    "WHERE h.n > jsonb_array_length(error_history) + 1 - %s), "
+    f"runs = (SELECT {_append_run('x.run')} FROM (SELECT {_run_object('attempts', 'r')} AS run "
+    f"FROM (SELECT {_RUN_VALUES}) AS r) AS x), "
+    "system_failures = system_failures + %s "
     "WHERE id = %s AND attempts = %s AND status = 'RUNNING'"
 )
 
@@ -676,7 +784,8 @@ _CANCEL_SET = (
 )
 _RUNNABLE_NOW = f"t.status IN {_sql_list(RUNNABLE_NOW_STATUSES)}"
 _RUN_NOW_SET = (
-    "status = 'QUEUED', run_after = now(), attempts = 0, cancel_requested = false, "
+    "status = 'QUEUED', run_after = now(), attempts = 0, system_failures = 0, "
+    "cancel_requested = false, "
     "locked_by = NULL, locked_at = NULL, lease_expires_at = NULL, error = NULL, result = NULL"
 )
 OPERATOR_ACTIONS = {"cancel": (_CANCELLABLE, _CANCEL_SET), "retry": (_RUNNABLE_NOW, _RUN_NOW_SET)}
@@ -1001,6 +1110,7 @@ __all__ = [
     "NOTIFY_CHANNEL",
     "STALE",
     "OPERATOR_ACTIONS",
+    "RUN_FIELDS",
     "Submitted",
     "WAKE_PAYLOAD",
     "TransitionNotAllowed",

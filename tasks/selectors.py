@@ -299,7 +299,9 @@ TASK_COLUMNS = (
     "description, locked_by, locked_at, lease_expires_at, run_after, created_at"
 )
 # ... and the rest, for a task shown in full.
-_DETAIL_COLUMNS = "result, error, error_history, cancel_requested, unique_key, updated_at"
+_DETAIL_COLUMNS = (
+    "result, error, error_history, cancel_requested, unique_key, updated_at, runs, system_failures"
+)
 
 
 def get_task(task_id: str | uuid.UUID, *, using: str = DEFAULT_DB_ALIAS) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from organism.agent import Agent
 from organism.coordinator import Coordinator
 from organism.dispatcher import Dispatcher, DispatcherConfig, NotifyWaker, QueueStore
 from organism.manager import OrganismManager
-from organism.messages import CoordinatorUnavailable, pack_outcomes, unpack_tasks
+from organism.messages import CoordinatorUnavailable, Placement, pack_outcomes, unpack_tasks
 from organism.organ import Organ
 from organism.ray.clients import RayAgentClient, RayCoordinatorClient, RayOrganClient
 from organism.routing import OrganSpec, configured_organs, parse_organs
@@ -179,10 +179,14 @@ class OrganActor:
 class AgentActor:
     def __init__(self, agent_id: str, organ_id: str, default_timeout: float):
         ensure_django()
+        from organism import capture
         from organism.handlers import autodiscover
 
         autodiscover()
-        self.agent = Agent(agent_id, organ_id, default_timeout=default_timeout)
+        capture.install()  # what handlers log and print, per attempt
+        self.agent = Agent(
+            agent_id, organ_id, default_timeout=default_timeout, placement=placement(organ_id)
+        )
         context = ray.get_runtime_context()
         self.node = {"node_id": context.get_node_id(), "node_ip": ray.util.get_node_ip_address()}
         settle_garbage_collector()
@@ -272,6 +276,19 @@ class DispatcherActor:
 
     def ping(self) -> str:
         return "pong"
+
+
+def placement(organ_id: str) -> Placement:
+    """Where this actor's process runs, from Ray's runtime context: read once per agent
+    process, so no task pays for a Ray call to learn it."""
+    context = ray.get_runtime_context()
+    return Placement(
+        context.get_node_id(),
+        ray.util.get_node_ip_address(),
+        os.getpid(),
+        context.get_actor_id(),
+        organ_id,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -370,6 +387,8 @@ async def create_agent(spec: OrganSpec, agent_id: str, *, namespace: str, defaul
         max_concurrency=AGENT_MAX_CONCURRENCY,
         **agent_options(spec),
     )
+    # Not waited for: an agent may stay pending placement (resources not free) for long; the
+    # manager learns where it runs from its first state once placed.
     return RayAgentClient(agent_id, handle, name, namespace)
 
 

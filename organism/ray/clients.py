@@ -19,6 +19,7 @@ import ray
 from organism.messages import (
     CoordinatorUnavailable,
     Outcome,
+    Placement,
     TaskPayload,
     pack_tasks,
     unpack_outcomes,
@@ -40,15 +41,26 @@ class NamedActor:
 
 
 class RayAgentClient(NamedActor):
-    """An agent actor, as the manager sees it. Picklable: the organ actor returns these."""
+    """An agent actor, as the manager sees it. Picklable: the organ actor returns these.
+    ``placement`` is where the actor runs, as it said when it started: what a SYSTEM failure
+    of a call to it records."""
 
-    def __init__(self, agent_id: str, handle: Any, name: str, namespace: str):
+    def __init__(
+        self,
+        agent_id: str,
+        handle: Any,
+        name: str,
+        namespace: str,
+        placement: Placement | None = None,
+    ):
         super().__init__(handle, name, namespace)
         self.agent_id = agent_id
+        self.placement = placement
         self._refs: dict[str, Any] = {}  # task id -> the call running it
 
     def __getstate__(self) -> dict[str, Any]:
-        return {key: getattr(self, key) for key in ("agent_id", "handle", "name", "namespace")}
+        keys = ("agent_id", "handle", "name", "namespace", "placement")
+        return {key: getattr(self, key) for key in keys}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(**state)

@@ -266,6 +266,33 @@ def test_get_by_full_id_and_by_prefix(api):
         assert body["error_history"] == [] and body["cancel_requested"] is False
 
 
+def test_a_task_lists_its_runs_with_exactly_their_fields(api):
+    task_id = queue.enqueue(type="echo")["id"]
+    queue.claim(dispatcher="d1", batch=1)
+    # node id, node IP, pid, actor id, organ, start, end (epoch seconds), outcome, log
+    run = ("ab" * 28, "10.0.0.7", 4242, "cd" * 16, "utility_organ_1", 1796238000.0, 1796238001.25)
+    queue.complete_many(
+        dispatcher="d1", results=[(task_id, 1, {"ok": 1}, (*run, "completed", "hello\n"))]
+    )
+    body = api.get(f"/tasks/{task_id}").json()
+    assert body["runs"] == [
+        {
+            "attempt": 1,
+            "node_id": "ab" * 28,
+            "node_ip": "10.0.0.7",
+            "pid": 4242,
+            "actor_id": "cd" * 16,
+            "organ_id": "utility_organ_1",
+            "started_at": "2026-12-02T19:00:00Z",
+            "finished_at": "2026-12-02T19:00:01.250Z",
+            "outcome": "completed",
+            "log": "hello\n",
+        }
+    ]
+    assert body["system_failures"] == 0
+    assert api.get(f"/tasks/{queue.enqueue(type='echo')['id']}").json()["runs"] == []
+
+
 def test_status_has_exactly_the_polling_fields(api):
     task_id = failed_task()
     body = api.get(f"/tasks/{task_id[:8]}/status").json()

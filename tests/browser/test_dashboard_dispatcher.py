@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tasks import queue
+from tasks import queue, selectors
 from tests.browser.conftest import ARTIFACTS, ROOT, in_thread, log_in, server_env, start_daphne
 from tests.browser.conftest import stop as stop_process
 from tests.dashboard.conftest import failed_task
@@ -24,6 +24,8 @@ pytestmark = [
 ]
 
 COORDINATOR = "seedcore_coordinator"
+# Where the task page links each run's node and actor (nothing needs to answer there).
+RAY_DASHBOARD = "http://ray-dashboard.test:8265"
 
 
 @pytest.fixture
@@ -42,7 +44,7 @@ def stack(ray_cluster, test_database_url, transactional_db):
         "RAY_ADDRESS": ray.get_runtime_context().gcs_address,
         "RAY_NAMESPACE": ray_cluster["namespace"],
     }
-    env = server_env(test_database_url, **cluster)
+    env = server_env(test_database_url, **cluster, RAY_DASHBOARD_URL=RAY_DASHBOARD)
     dispatcher = subprocess.Popen(
         [sys.executable, "manage.py", "rundispatcher", "--dispatchers", "1"],
         cwd=ROOT,
@@ -106,6 +108,30 @@ def test_a_failed_task_retried_from_its_page_completes(failed_echo, stack, page)
     body = page.inner_text("main")
     assert "RuntimeError: first try" in body  # the earlier attempt stays in the history
     page.screenshot(path=ARTIFACTS / "task-retried.png", full_page=True)
+
+
+def test_a_handlers_log_lines_show_on_the_task_page_of_their_attempt(stack, page):
+    log_in(page, stack)
+    task = in_thread(queue.enqueue, type="chatty", params={"say": "hola from Chromium"})
+    page.goto(f"{stack}/dashboard/tasks/{task['id']}/")
+    page.wait_for_selector("#live-indicator[data-state='on']")
+    page.wait_for_selector("#task-status.status-completed", timeout=60_000)
+    run = page.locator("#run-1[data-outcome='completed']")
+    log = run.locator(".run-log")
+    log.wait_for()
+    assert log.is_visible()  # the latest run is open
+    text = log.inner_text()
+    assert "INFO tests.taskapp.chatty: logged: hola from Chromium (attempt 1)" in text
+    assert "printed: hola from Chromium" in text and "to stderr: hola from Chromium" in text
+    # Where it ran, as the agent reported it, linked into the Ray dashboard.
+    [stored] = in_thread(selectors.get_task, task["id"])["runs"]
+    node = run.locator("a.run-node")
+    assert node.get_attribute("href") == f"{RAY_DASHBOARD}/#/cluster/nodes/{stored['node_id']}"
+    actor = run.locator("a.run-actor")
+    assert actor.get_attribute("href") == f"{RAY_DASHBOARD}/#/actors/{stored['actor_id']}"
+    assert actor.inner_text() == stored["actor_id"]
+    assert str(stored["pid"]) in run.inner_text()
+    page.screenshot(path=ARTIFACTS / "task-run-log.png", full_page=True)
 
 
 def test_the_badge_follows_the_coordinator_dying_and_coming_back(stack, ray_cluster, page):

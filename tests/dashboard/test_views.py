@@ -302,6 +302,45 @@ def test_task_detail_shows_history_routing_and_json(organism_admin_client):
     assert "ESCALATED" in html and "a9" in html
 
 
+def _run(outcome: str, log: str | None) -> tuple:
+    """A run as the outcome writes take it (tasks.queue.RUN_FIELDS): it took 1.5 s."""
+    where = ("ab" * 28, "10.0.0.7", 4242, "cd" * 16, "utility_organ_1")
+    return (*where, 1796238000.0, 1796238001.5, outcome, log)
+
+
+def test_task_detail_shows_each_run_with_its_log_a_system_badge_and_ray_links(
+    organism_admin_client, settings
+):
+    task_id = queue.enqueue(type="echo")["id"]
+    queue.claim(dispatcher="d1", batch=1)
+    queue.fail(
+        task_id=task_id,
+        dispatcher="d1",
+        attempt=1,
+        error="system failure (node_died): agent a_agent_0 failed",
+        run=_run("system", "[lost: node_died] agent a_agent_0 failed"),
+        system="node_died",
+    )
+    queue.claim(dispatcher="d1", batch=1)
+    log = "INFO app: <b>resizing</b>\nprinted line\n"
+    queue.complete_many(dispatcher="d1", results=[(task_id, 2, 1, _run("completed", log))])
+    url = reverse("dashboard:task", args=[task_id])
+
+    settings.RAY_DASHBOARD_URL = ""
+    html = organism_admin_client.get(url).content.decode()
+    assert 'id="run-1"' in html and 'data-outcome="system"' in html
+    assert "system failure: node_died" in html  # the badge, on the run and the failed attempt
+    assert 'id="task-system-failures"' in html and "1 lost to Ray, not counted" in html
+    assert "INFO app: &lt;b&gt;resizing&lt;/b&gt;\nprinted line" in html  # escaped
+    assert "4242" in html and "10.0.0.7" in html and "1.500 s" in html
+    assert "/#/actors/" not in html  # no dashboard set: no links
+
+    settings.RAY_DASHBOARD_URL = "http://ray-head:8265"
+    html = organism_admin_client.get(url).content.decode()
+    assert f'href="http://ray-head:8265/#/cluster/nodes/{"ab" * 28}"' in html
+    assert f'href="http://ray-head:8265/#/actors/{"cd" * 16}"' in html
+
+
 def test_task_detail_by_prefix_and_unknown(organism_admin_client):
     task = queue.enqueue(type="echo")
     response = organism_admin_client.get(reverse("dashboard:task", args=[task["id"][:8]]))

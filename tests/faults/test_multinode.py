@@ -2,7 +2,8 @@
 
 A simulated cluster on one machine (``ray.cluster_utils.Cluster``): a head and two worker
 nodes. Tasks of the ``record`` type run while a worker node carrying agents is removed; each
-task must still end COMPLETED, its result matching exactly one recorded execution.
+task must still end COMPLETED, its result matching exactly one recorded execution, and the
+attempts the node took with it are recorded as system failures on that node.
 """
 
 from __future__ import annotations
@@ -132,6 +133,13 @@ def test_organism_spreads_over_nodes_and_survives_losing_one(test_database_url, 
         assert result.lost == [] and result.completed_twice == []
         assert running_at_removal > 0
         assert result.retried > 0  # the lost node really took running tasks with it
+        # What the node took with it were system failures (retried at once, outside the
+        # attempts budget), each run naming the node it was lost on.
+        finished = [selectors.get_task(task_id) for task_id in ids]
+        lost = [run for task in finished for run in task["runs"] if run["outcome"] == "system"]
+        assert lost, "no attempt was recorded as lost to the system"
+        assert {run["node_id"] for run in lost} == {victim.node_id}
+        assert all(task["attempts"] - task["system_failures"] >= 1 for task in finished)
 
         # Once Ray has declared the node dead, the next tasks find its agents dead and the
         # manager replaces them on the nodes left.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from django.conf import settings
@@ -12,9 +13,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from organism import status
 from organism.dispatcher import Dispatcher, DispatcherConfig, QueueStore
-from organism.messages import Outcome, Routing
+from organism.messages import Outcome, OutcomeStatus, Placement, Routing, Run
 from organism.metrics import HistogramSet
-from tasks import heartbeats, queue
+from tasks import heartbeats, queue, selectors
 from tasks.auth import create_token
 from tasks.models import Dispatcher as Heartbeat
 
@@ -245,3 +246,67 @@ def test_labels_are_only_registered_types_so_random_types_keep_metrics_small(
     counts = samples["seedcore_task_run_seconds_count"]
     assert {dict(labels)["type"] for labels in counts} <= {*registered_types(), OTHER_TYPE}
     assert counts[(("type", OTHER_TYPE),)] == 60_000
+
+
+def test_attempts_ray_lost_are_counted_by_kind_and_retried_at_once(scrape, coordinator_down):
+    """A real dispatcher writes SYSTEM outcomes (fake Coordinator): the task is retried at
+    once, completes, keeps both runs, and /metrics counts the loss by its kind."""
+    task_id = queue.enqueue(type="echo")["id"]
+    where = Placement("ab" * 28, "10.0.0.7", 4242, "cd" * 16, "utility_organ_1")
+
+    class Coordinator:
+        async def run_chunks(self, tasks):
+            now = time.time()
+            yield [
+                Outcome.failure(
+                    task,
+                    OutcomeStatus.SYSTEM,
+                    "system failure (actor_died): agent a_agent_0 failed",
+                    run=Run(where, now, now, "[lost: actor_died]"),
+                    kind="actor_died",
+                )
+                if task.attempt == 1
+                else Outcome.success(
+                    task, 1, Routing("fast", None, None, 0.0), Run(where, now, now)
+                )
+                for task in tasks
+            ]
+
+        async def cancel(self, task_id):
+            return False
+
+    async def source():
+        return Coordinator()
+
+    async def waker(timeout):
+        await asyncio.sleep(timeout)
+
+    config = DispatcherConfig(heartbeat_seconds=0.05, poll_seconds=0.02, grace_seconds=1.0)
+    store = QueueStore("solo/1", config)
+    dispatcher = Dispatcher("solo/1", store=store, coordinator=source, waker=waker, config=config)
+
+    def counted() -> bool:
+        row = heartbeat_stats("solo/1")
+        return row.get("counters", {}).get("system_failures.actor_died") == 1
+
+    async def run():
+        loop = asyncio.create_task(dispatcher.run())
+        # Until a heartbeat carries the count (the clean stop folds the row into the totals).
+        while dispatcher.stats.completed < 1 or not await asyncio.to_thread(counted):
+            await asyncio.sleep(0.02)
+        dispatcher.stop()
+        await loop
+
+    try:
+        asyncio.run(run())
+    finally:
+        store.close()
+    task = selectors.get_task(task_id)
+    assert (task["status"], task["attempts"], task["system_failures"]) == ("COMPLETED", 2, 1)
+    assert [(r["attempt"], r["outcome"]) for r in task["runs"]] == [(1, "system"), (2, "completed")]
+    assert dispatcher.stats.retried == 1
+    samples = scrape()
+    lost = samples["seedcore_task_system_failures_total"]
+    assert lost[(("kind", "actor_died"),)] == 1
+    assert lost[(("kind", "out_of_memory"),)] == 0  # every kind is shown, 0 until it happens
+    assert samples["seedcore_tasks_retried_total"][()] == 1

@@ -181,8 +181,14 @@ def test_a_killed_agent_is_replaced(coord):
             break
         time.sleep(0.2)
     assert outcomes[-1].ok is True, outcomes
-    # Failures on the way are SeedCore's, and retryable.
-    assert {out.status for out in outcomes[:-1]} <= {OutcomeStatus.UNAVAILABLE}
+    # Failures on the way are Ray's (the dead agent: system failures, saying so) or
+    # SeedCore's, and retryable.
+    lost = [out for out in outcomes[:-1] if out.status is OutcomeStatus.SYSTEM]
+    assert {out.status for out in outcomes[:-1]} <= {
+        OutcomeStatus.UNAVAILABLE,
+        OutcomeStatus.SYSTEM,
+    }
+    assert all(out.kind == "actor_died" and out.run.placement.actor_id for out in lost)
     assert ray.get_actor(name, namespace=namespace) is not None
 
 

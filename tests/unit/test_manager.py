@@ -236,13 +236,17 @@ def test_shutdown_stops_agents_and_initialize_brings_them_back():
     assert run(manager.run(task("echo", {"ok": 1}))).output == {"ok": 1}
 
 
-def test_a_dead_agent_fails_its_tasks_for_retry():
+def test_a_dead_agent_fails_its_tasks_as_system_failures():
     manager, clients = make_manager(organs=[OrganSpec("solo", "utility", 1, types=("echo",))])
     run(manager.initialize())
     run(clients[0].kill())
     results = run(collect(manager, [task("echo"), task("echo")]))
-    assert [r.status for r in results] == [OutcomeStatus.UNAVAILABLE] * 2
+    assert [r.status for r in results] == [OutcomeStatus.SYSTEM] * 2
+    assert [r.kind for r in results] == ["actor_died"] * 2
     assert all("agent solo_agent_0 failed: ActorUnavailable" in r.error for r in results)
+    # Each says where it was lost: the dead agent's placement.
+    assert all(r.run.placement == clients[0].placement for r in results)
+    assert all(r.run.log.startswith("[lost: actor_died]") for r in results)
     assert manager._load == {} and manager._in_flight == {}  # bookkeeping released
     # The next task finds the dead agent replaced by a new one.
     out = run(manager.run(task("echo", {"again": True})))
@@ -366,3 +370,76 @@ def test_a_handler_that_ignores_its_timeout_is_answered_at_the_timeout(registry)
     out, took = run(scenario())
     assert out.status is OutcomeStatus.TIMED_OUT
     assert took < 0.9
+
+
+def test_an_agent_killed_under_a_running_task_loses_it_to_the_system():
+    manager, clients = make_manager(organs=[OrganSpec("solo", "utility", 1, types=("sleep",))])
+    run(manager.initialize())
+
+    async def scenario():
+        running = asyncio.ensure_future(manager.run(task("sleep", {"seconds": 30})))
+        while not clients[0].agent.load:
+            await asyncio.sleep(0.01)
+        await clients[0].kill()
+        return await running
+
+    lost = run(scenario())
+    assert (lost.status, lost.kind) == (OutcomeStatus.SYSTEM, "actor_died")
+    assert lost.system is True and lost.ok is False
+    assert lost.run.placement == clients[0].placement
+    assert lost.run.started_at <= lost.run.finished_at
+    assert lost.run_record()[-2] == "system"
+    # An exception or a timeout in the handler stays an ordinary failure.
+    failed = run(manager.run(task("sleep", {"seconds": -1})))
+    assert failed.status is OutcomeStatus.PERMANENT and failed.kind is None
+    assert failed.run_record()[-2] == "error"
+
+
+def test_every_outcome_from_an_agent_says_where_and_when_it_ran():
+    manager, clients = make_manager()
+    before = time.time()
+    out = run(manager.run(task("echo", {"a": 1}, attempt=3)))
+    agent = next(c for c in clients if c.agent_id == out.routing.agent_id)
+    # Without Ray, only the pid is known.
+    assert out.run.placement == (None, None, agent.placement.pid, None, "utility_organ_1")
+    assert before <= out.run.started_at <= out.run.finished_at <= time.time()
+    assert out.run.log is None  # the handler logged nothing
+    assert out.run_record()[-2:] == ("completed", None)
+
+
+def test_an_agent_ray_lost_is_not_picked_again_while_it_cannot_be_replaced():
+    """Until Ray declares an agent dead, its organ cannot replace it (its name still hands
+    out the dying actor): tasks then go to the organ's other agents, not to it again."""
+    clients: list[LocalAgentClient] = []
+    replaceable = True
+
+    async def agent_factory(spec: OrganSpec, agent_id: str) -> LocalAgentClient:
+        if not replaceable:
+            raise RuntimeError(f"{agent_id} still taken")
+        client = LocalAgentClient(Agent(agent_id, spec.id, default_timeout=5.0))
+        clients.append(client)
+        return client
+
+    async def organ_factory(spec: OrganSpec) -> Organ:
+        return Organ(spec, agent_factory)
+
+    spec = OrganSpec("pair", "utility", 2, types=("echo",))
+    manager = OrganismManager([spec], organ_factory, default_timeout=5.0)
+    run(manager.initialize())
+    dead, alive = clients
+    run(dead.kill())
+    replaceable = False
+    outcomes = []
+    for _ in range(12):
+        outcomes.append(run(manager.run(task("echo"))))
+        if outcomes[-1].system:
+            break
+    assert outcomes[-1].system and outcomes[-1].run.placement == dead.placement
+    # The heal that follows cannot replace it (UNAVAILABLE, as before); after that, every
+    # task runs on the live agent rather than being lost again on the dead one.
+    after = [run(manager.run(task("echo"))) for _ in range(6)]
+    assert not any(out.system for out in after)
+    assert [out.routing.agent_id for out in after if out.ok] == ["pair_agent_1"] * sum(
+        out.ok for out in after
+    )
+    assert sum(out.ok for out in after) >= 5

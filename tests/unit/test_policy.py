@@ -43,7 +43,8 @@ def test_from_settings_reads_the_queue_tunables(settings):
     settings.SEEDCORE_MAX_ATTEMPTS = 3
     settings.SEEDCORE_BACKOFF_SECONDS = 7.0
     settings.SEEDCORE_BACKOFF_MAX_STEPS = 2
-    assert RetryPolicy.from_settings() == RetryPolicy(3, 7.0, 2)
+    settings.SEEDCORE_MAX_SYSTEM_RETRIES = 5
+    assert RetryPolicy.from_settings() == RetryPolicy(3, 7.0, 2, 5)
 
 
 def test_policies_read_their_settings(settings):
@@ -60,3 +61,12 @@ def test_retention_keeps_failed_tasks_longer():
         (("COMPLETED", "CANCELLED"), timedelta(days=3)),
         (("FAILED",), timedelta(days=30)),
     ]
+
+
+def test_a_system_failure_retries_at_once_until_the_system_cap():
+    policy = RetryPolicy(3, 30.0, 10, max_system_retries=2)
+    assert policy.after_system_failure(system_failures=1) == ("RETRY", 0.0)
+    assert policy.after_system_failure(system_failures=2) == ("RETRY", 0.0)
+    assert policy.after_system_failure(system_failures=3) == ("FAILED", None)
+    # Zero: the first attempt Ray loses fails the task.
+    assert RetryPolicy(3, 30.0, 10, 0).after_system_failure(system_failures=1)[0] == "FAILED"

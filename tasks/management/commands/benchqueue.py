@@ -186,7 +186,7 @@ def _bare_worker(name: str, batch: int, setup: tuple, ready, reports) -> None:
             cursor.execute(
                 complete_sql,
                 [
-                    json.dumps([{"id": str(row[ids]), "attempt": row[attempts]} for row in rows]),
+                    json.dumps([[str(row[ids]), row[attempts], None] for row in rows]),
                     name,
                 ],
             )
