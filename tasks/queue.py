@@ -562,17 +562,28 @@ _RUN_COLUMNS = ", ".join(
     for index, (name, kind) in enumerate(zip(RUN_FIELDS, _RUN_TYPES, strict=True), start=3)
 )
 # The attempt's run joins the task's runs in the same fenced statement: no second write.
+# Each row is found by its primary key, one lookup per outcome, in id order (so two writers
+# lock in the same order), and the fence (RUNNING, this dispatcher, this attempt) is checked
+# on the row once locked. Filtering on status where the rows are looked up let the planner
+# read every RUNNING row instead (the partial index on RUNNING rows, or a hash join over them),
+# which it did whenever its statistics said RUNNING rows were few, and each such read also
+# went through the dead entries every task left behind since the last vacuum: a burst's writes
+# cost more the further it went. A LATERAL subquery with a LIMIT is never flattened into a
+# join, and an id is all it can look rows up by.
 _COMPLETE_MANY_SQL = (
     "WITH done AS (SELECT (d->>0)::uuid AS id, (d->>1)::int AS attempt, d->2 AS result, "
     f"{_RUN_COLUMNS} FROM jsonb_array_elements(%s::jsonb) AS d), "
-    f"locked AS (SELECT t.id, done.result, {_run_object('done.attempt', 'done')} AS run "
-    "FROM tasks AS t JOIN done ON t.id = done.id AND t.attempts = done.attempt "
-    "WHERE t.status = 'RUNNING' AND t.locked_by = %s ORDER BY t.id FOR UPDATE OF t) "
+    f"locked AS (SELECT held.id, done.result, {_run_object('done.attempt', 'done')} AS run "
+    "FROM (SELECT * FROM done ORDER BY id) AS done CROSS JOIN LATERAL "
+    "(SELECT t.id, t.status, t.attempts, t.locked_by FROM tasks AS t WHERE t.id = done.id "
+    "LIMIT 1 FOR UPDATE) AS held "
+    "WHERE held.attempts = done.attempt AND held.status = 'RUNNING' AND held.locked_by = %s) "
     "UPDATE tasks AS t SET "
     "status = CASE WHEN t.cancel_requested THEN 'CANCELLED' ELSE 'COMPLETED' END, "
     "lease_expires_at = NULL, error = NULL, result = locked.result, "
     f"runs = {_append_run('locked.run', 't.runs')} "
-    "FROM locked WHERE t.id = locked.id RETURNING t.id, t.status"
+    "FROM locked WHERE t.id = ANY (ARRAY(SELECT id FROM locked)) AND t.id = locked.id "
+    "RETURNING t.id, t.status"
 )
 
 

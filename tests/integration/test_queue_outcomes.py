@@ -3,6 +3,7 @@
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.db import connection
 
 from tasks import heartbeats, queue, selectors
 from tasks.ids import TaskNotFound
@@ -307,3 +308,37 @@ def test_error_history_keeps_only_its_newest_entries_through_run_now():
     assert [entry["error"] for entry in history] == [
         f"boom {n}" for n in range(5, ERROR_HISTORY_MAX_ENTRIES + 5)
     ]
+
+
+def _scans_of_tasks(plan: dict) -> list[tuple[str, str | None]]:
+    """(node type, index) of every scan of the tasks table in an EXPLAIN (FORMAT JSON) plan."""
+    found = []
+    if plan.get("Relation Name") == "tasks":
+        found.append((plan["Node Type"], plan.get("Index Name")))
+    for child in plan.get("Plans", []):
+        found += _scans_of_tasks(child)
+    return found
+
+
+def test_a_batch_completion_finds_its_rows_by_primary_key_whatever_else_runs():
+    # Many other RUNNING rows (another dispatcher's, and statistics that say there are few):
+    # the write must not read them, or a burst's writes cost more the further it goes.
+    import json
+
+    queue.enqueue_many([{"type": "echo"}] * 300)
+    queue.claim(dispatcher="other", batch=290)
+    mine = queue.claim(dispatcher="me", batch=10)
+    done = json.dumps([[row["id"], row["attempts"], {"output": 1}] for row in mine])
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN (FORMAT JSON) " + queue.complete_many_statement(), [done, "me"])
+        plan = cursor.fetchone()[0]
+    plan = json.loads(plan) if isinstance(plan, str) else plan
+    scans = _scans_of_tasks(plan[0]["Plan"])
+    # By primary key (or, in a table this small, a plain read of it): never an index whose
+    # cost depends on how many rows the planner believes are RUNNING.
+    assert ("Index Scan", "tasks_pkey") in scans or ("Bitmap Index Scan", "tasks_pkey") in scans
+    assert all(index in (None, "tasks_pkey") for _, index in scans), scans
+    written = queue.complete_many(
+        dispatcher="me", results=[(row["id"], row["attempts"], {"output": 1}) for row in mine]
+    )
+    assert set(written.values()) == {"COMPLETED"} and len(written) == 10
