@@ -35,6 +35,17 @@ def bulk_actions_inline(monkeypatch):
     monkeypatch.setattr(bulk, "run_in_background", False)
 
 
+@pytest.fixture
+def registry():
+    """Undo the handler registrations a test makes."""
+    from organism import handlers
+
+    saved = dict(handlers._registry)
+    yield handlers._registry
+    handlers._registry.clear()
+    handlers._registry.update(saved)
+
+
 @pytest.fixture(scope="session")
 def test_database_url(django_db_setup, django_db_blocker) -> str:
     from django.db import connection

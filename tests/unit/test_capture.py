@@ -10,9 +10,7 @@ import sys
 import time
 import uuid
 
-import pytest
-
-from organism import capture, handlers
+from organism import capture
 from organism.agent import Agent
 from organism.capture import LOG_MAX_CHARS, LogBuffer, StreamProxy
 from organism.handlers import handler
@@ -28,14 +26,6 @@ def captured():
         yield
     finally:
         capture.uninstall()
-
-
-@pytest.fixture
-def registry():
-    saved = dict(handlers._registry)
-    yield
-    handlers._registry.clear()
-    handlers._registry.update(saved)
 
 
 def payload(type: str, params: dict | None = None) -> TaskPayload:

@@ -22,15 +22,6 @@ from organism.handlers import (
 )
 
 
-@pytest.fixture
-def registry():
-    """Undo registrations made by a test."""
-    saved = dict(handlers._registry)
-    yield handlers._registry
-    handlers._registry.clear()
-    handlers._registry.update(saved)
-
-
 def test_decorator_registers_sync_and_async_handlers_with_options(registry):
     @handler("unit_sync", max_attempts=2, timeout=1.5)
     def sync_fn(params, ctx):

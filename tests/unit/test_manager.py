@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 
 import pytest
 
-from organism import handlers
 from organism.agent import Agent, LocalAgentClient
 from organism.coordinator import Coordinator
 from organism.handlers import handler
@@ -50,14 +49,6 @@ def run(coro):
 
 async def collect(manager: OrganismManager, tasks: list[TaskPayload]) -> list[Outcome]:
     return [outcome async for chunk in manager.run_chunks(tasks) for outcome in chunk]
-
-
-@pytest.fixture
-def registry():
-    saved = dict(handlers._registry)
-    yield
-    handlers._registry.clear()
-    handlers._registry.update(saved)
 
 
 def test_echo_outcome_has_output_and_routing():

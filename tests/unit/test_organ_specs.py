@@ -28,14 +28,6 @@ GPU = {
 }
 
 
-@pytest.fixture
-def registry():
-    saved = dict(handlers._registry)
-    yield
-    handlers._registry.clear()
-    handlers._registry.update(saved)
-
-
 def test_the_issue_example_parses_and_round_trips():
     (spec,) = parse_organs([GPU])
     assert (spec.agents, spec.min_agents, spec.max_agents, spec.tasks_per_agent) == (0, 0, 4, 1)
