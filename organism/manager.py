@@ -620,16 +620,46 @@ class OrganismManager:
         has no placed agent (pending placement, or none yet)."""
         if not self.initialized:
             return {}
-        serving: dict[str, list[str]] = {}
-        for organ_id, types in organ_types(self.specs, bound_organs()).items():
-            for task_type in types:
-                serving.setdefault(task_type, []).append(organ_id)
         held = {}
-        for task_type, organ_ids in sorted(serving.items()):
+        for task_type, organ_ids in sorted(self._serving().items()):
             present = [i for i in organ_ids if i in self._organs]
             if present and not any(self._has_placed(i) for i in present):
                 held[task_type] = self._pending_reason(present[0])
         return held
+
+    def organ_full(self) -> dict[str, str]:
+        """Task type -> why its QUEUED tasks wait although agents are placed: every organ its
+        tasks go to scales, is at ``max_agents``, and runs its ``tasks_per_agent`` on each
+        agent. (An organ of fixed size has no such target: its agents take what comes.)"""
+        if not self.initialized:
+            return {}
+        full = {}
+        for task_type, organ_ids in sorted(self._serving().items()):
+            reasons = [self._full_reason(i) for i in organ_ids if i in self._organs]
+            if reasons and all(reasons):
+                full[task_type] = reasons[0]
+        return full
+
+    def _full_reason(self, organ_id: str) -> str | None:
+        spec = self._organs[organ_id].spec
+        placed = [a for a in self._agents.get(organ_id, []) if a.agent_id in self._placed]
+        if not spec.scales or len(placed) < spec.max_agents:
+            return None
+        running = sum(self._load[agent.agent_id] for agent in placed)
+        if running < len(placed) * spec.tasks_per_agent:
+            return None
+        return (
+            f"organ {organ_id} is at its max_agents ({spec.max_agents}) with every agent busy "
+            f"({running} running, {spec.tasks_per_agent} per agent)"
+        )
+
+    def _serving(self) -> dict[str, list[str]]:
+        """Task type -> the organs its tasks go to."""
+        serving: dict[str, list[str]] = {}
+        for organ_id, types in organ_types(self.specs, bound_organs()).items():
+            for task_type in types:
+                serving.setdefault(task_type, []).append(organ_id)
+        return serving
 
     def _pending_reason(self, organ_id: str) -> str:
         spec = self._organs[organ_id].spec
@@ -667,6 +697,7 @@ class OrganismManager:
             "nodes": list(self._nodes),
             "scaling": decisions,
             "holds": self.holds(),
+            "organ_full": self.organ_full(),
         }
 
     async def summary(self) -> dict[str, Any]:

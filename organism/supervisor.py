@@ -194,6 +194,7 @@ class Supervisor:
                 self.out(f"supervisor: organism summary failed: {exc}")
         if summary is not None:
             queue.set_waiting_for(summary.get("holds") or {})
+            queue.set_organ_full(summary.get("organ_full") or {})
         return status.publish(
             namespace=self.options.namespace,
             ping_ms=ping_ms,

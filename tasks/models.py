@@ -469,6 +469,10 @@ class QueueControl(models.Model):
     # placed on a node: scaled to 0, or waiting for resources): what is missing, in a sentence.
     # The claim skips the type meanwhile, so its tasks stay QUEUED with attempts unchanged.
     waiting_for = models.TextField(null=True, blank=True)
+    # Set by rundispatcher while every organ the type's tasks go to is at its max_agents with
+    # every agent busy (its tasks_per_agent running on each): a sentence saying so. Only what a
+    # waiting task says; the claim does not read it.
+    organ_full = models.TextField(null=True, blank=True)
 
     class Meta:
         db_table = "queue_controls"

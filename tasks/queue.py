@@ -1008,33 +1008,59 @@ def set_waiting_for(holds: dict[str, str], *, using: str = DEFAULT_DB_ALIAS) -> 
     skips held types, so their tasks stay QUEUED, attempts unchanged. Writes only what
     changed, and wakes the dispatchers when a hold is lifted; returns whether anything
     changed."""
-    types = sorted(holds)
     with transaction.atomic(using=using):
-        lifted = fetch(
-            "UPDATE queue_controls SET waiting_for = NULL "
-            "WHERE waiting_for IS NOT NULL AND NOT (type = ANY(%s::text[])) RETURNING type",
-            [types],
-            using=using,
-        )
-        held = fetch(
-            "INSERT INTO queue_controls (type, waiting_for) "
-            "SELECT * FROM unnest(%s::text[], %s::text[]) "
-            "ON CONFLICT (type) DO UPDATE SET waiting_for = excluded.waiting_for "
-            "WHERE queue_controls.waiting_for IS DISTINCT FROM excluded.waiting_for "
-            "RETURNING type",
-            [types, [holds[t] for t in types]],
-            using=using,
-        )
+        lifted, held = _note_types("waiting_for", holds, using=using)
         if lifted:
-            execute(
-                "DELETE FROM queue_controls WHERE type = ANY(%s::text[]) AND NOT paused "
-                "AND concurrency_limit IS NULL AND declared_concurrency IS NULL "
-                "AND waiting_for IS NULL",
-                [[row["type"] for row in lifted]],
-                using=using,
-            )
             _wake_dispatchers(using=using)
     return bool(lifted or held)
+
+
+def set_organ_full(full: dict[str, str], *, using: str = DEFAULT_DB_ALIAS) -> bool:
+    """Record the types whose organs are all at ``max_agents`` with every agent busy (type ->
+    a sentence saying so), as ``rundispatcher`` finds them every round; the rest are cleared.
+    Only what a waiting task says: the claim does not read it. Returns whether anything
+    changed."""
+    with transaction.atomic(using=using):
+        cleared, noted = _note_types("organ_full", full, using=using)
+    return bool(cleared or noted)
+
+
+# The queue_controls columns rundispatcher writes every round, one sentence per type.
+_NOTE_COLUMNS = ("waiting_for", "organ_full")
+# A control row that pauses, caps and says nothing: dropped, so the table every claim reads
+# stays as small as what is actually set.
+_IDLE_CONTROL = "NOT paused AND concurrency_limit IS NULL AND declared_concurrency IS NULL " + (
+    " ".join(f"AND {name} IS NULL" for name in _NOTE_COLUMNS)
+)
+
+
+def _note_types(column: str, notes: dict[str, str], *, using: str) -> tuple[list, list]:
+    """Set ``column`` to each type's note and clear it for every other type, writing only
+    what changed; a row left with nothing to say is dropped. Returns (cleared, noted) rows."""
+    assert column in _NOTE_COLUMNS
+    types = sorted(notes)
+    cleared = fetch(
+        f"UPDATE queue_controls SET {column} = NULL "
+        f"WHERE {column} IS NOT NULL AND NOT (type = ANY(%s::text[])) RETURNING type",
+        [types],
+        using=using,
+    )
+    noted = fetch(
+        f"INSERT INTO queue_controls (type, {column}) "
+        "SELECT * FROM unnest(%s::text[], %s::text[]) "
+        f"ON CONFLICT (type) DO UPDATE SET {column} = excluded.{column} "
+        f"WHERE queue_controls.{column} IS DISTINCT FROM excluded.{column} "
+        "RETURNING type",
+        [types, [notes[t] for t in types]],
+        using=using,
+    )
+    if cleared:
+        execute(
+            f"DELETE FROM queue_controls WHERE type = ANY(%s::text[]) AND {_IDLE_CONTROL}",
+            [[row["type"] for row in cleared]],
+            using=using,
+        )
+    return cleared, noted
 
 
 def _control_key(type: str | None) -> str:
@@ -1044,12 +1070,7 @@ def _control_key(type: str | None) -> str:
 def _forget_idle_control(key: str, *, using: str) -> None:
     # A row that neither pauses nor caps changes nothing; dropping it keeps the table (which
     # every claim reads) as small as what the operators actually set.
-    execute(
-        "DELETE FROM queue_controls WHERE type = %s AND NOT paused "
-        "AND concurrency_limit IS NULL AND declared_concurrency IS NULL AND waiting_for IS NULL",
-        [key],
-        using=using,
-    )
+    execute(f"DELETE FROM queue_controls WHERE type = %s AND {_IDLE_CONTROL}", [key], using=using)
 
 
 # The payload dispatchers wake on (organism.dispatcher.NotifyWaker) that names no task: the

@@ -517,7 +517,7 @@ def schedule_runs(
 
 _CONTROL_COLUMNS = (
     "type, paused, paused_at, concurrency_limit, declared_concurrency, "
-    "coalesce(concurrency_limit, declared_concurrency) AS limit, waiting_for"
+    "coalesce(concurrency_limit, declared_concurrency) AS limit, waiting_for, organ_full"
 )
 
 
@@ -539,6 +539,7 @@ def _no_control(type: str) -> dict[str, Any]:
         "declared_concurrency": None,
         "limit": None,
         "waiting_for": None,
+        "organ_full": None,
     }
 
 
@@ -553,6 +554,8 @@ class QueueState:
     running: dict[str, int]
     # Types no agent can take now (rundispatcher's word: tasks.queue.set_waiting_for).
     waiting_for: dict[str, str] = field(default_factory=dict)
+    # Types whose organs are all full (rundispatcher's word: tasks.queue.set_organ_full).
+    organ_full: dict[str, str] = field(default_factory=dict)
 
     @property
     def all_paused(self) -> bool:
@@ -597,6 +600,7 @@ def _queue_state(controls: list[dict[str, Any]], *, using: str) -> QueueState:
         },
         running={row["type"]: row["n"] for row in running},
         waiting_for={row["type"]: row["waiting_for"] for row in controls if row["waiting_for"]},
+        organ_full={row["type"]: row["organ_full"] for row in controls if row["organ_full"]},
     )
 
 
@@ -677,7 +681,11 @@ def _no_agent(task: dict[str, Any], state: QueueState) -> str | None:
     return state.waiting_for.get(task["type"])
 
 
-WAITING_RULES = (_paused, _not_due, _no_agent, _at_limit)
+def _organ_full(task: dict[str, Any], state: QueueState) -> str | None:
+    return state.organ_full.get(task["type"])
+
+
+WAITING_RULES = (_paused, _not_due, _no_agent, _at_limit, _organ_full)
 
 
 # ---------------------------------------------------------------------------------------------

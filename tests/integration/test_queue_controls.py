@@ -344,6 +344,24 @@ def test_a_hold_keeps_a_paused_or_capped_row_and_skips_a_capped_type():
     assert len(queue.claim(dispatcher="d1", batch=10)) == 2
 
 
+FULL = "organ burst is at its max_agents (2) with every agent busy (2 running, 1 per agent)"
+
+
+def test_a_full_organ_is_what_its_queued_tasks_say_but_they_are_still_claimed():
+    (burst,) = queue.enqueue_many([{"type": "burst"}])
+    assert queue.set_organ_full({"burst": FULL}) is True
+    assert queue.set_organ_full({"burst": FULL}) is False  # nothing changed: no write
+    assert selectors.waiting_reason(selectors.get_task(burst)) == FULL
+    # Both notes on one type: the hold (nothing can take it at all) is what it says.
+    queue.set_waiting_for({"burst": NEEDS_GPU})
+    assert selectors.waiting_reason(selectors.get_task(burst)) == NEEDS_GPU
+    queue.set_waiting_for({})
+    assert QueueControl.objects.filter(type="burst").exists()  # the full note keeps the row
+    assert claimed_types(queue.claim(dispatcher="d1", batch=10)) == ["burst"]
+    assert queue.set_organ_full({}) is True
+    assert not QueueControl.objects.filter(type="burst").exists()
+
+
 def test_backlog_by_type_counts_due_waiting_and_running_tasks():
     later = datetime.now(UTC) + timedelta(hours=1)
     queue.enqueue_many([{"type": "embed"}] * 3 + [{"type": "echo"}])

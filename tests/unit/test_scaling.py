@@ -263,3 +263,30 @@ def test_a_handler_bound_to_an_organ_runs_there_scales_it_and_is_held_by_it(regi
         assert outcome.result["routing"]["organ_id"] == "gpu"
 
     asyncio.run(scenario())
+
+
+def test_an_organ_at_max_agents_with_every_agent_busy_says_so_for_its_types(registry):
+    small = OrganSpec("small", "utility", 0, types=("burst_t",), min_agents=0, max_agents=2)
+
+    async def scenario():
+        cluster, clock = Cluster(), Clock()
+        manager = make(cluster, [UTIL, small], clock)
+        await manager.tick({"burst_t": 10})
+        await asyncio.sleep(0.05)
+        summary = await manager.tick({"burst_t": 10})
+        agents = manager._agents["small"]
+        assert len(agents) == 2 and summary["organ_full"] == {}  # at max, nothing running
+        manager._hold(agents[0], "running-1")
+        assert manager.organ_full() == {}  # one agent still idle
+        manager._hold(agents[1], "running-2")
+        full = (await manager.tick({"burst_t": 10}))["organ_full"]
+        assert full == {
+            "burst_t": "organ small is at its max_agents (2) with every agent busy "
+            "(2 running, 1 per agent)"
+        }
+        # A fixed-size organ never says so: its agents take what comes.
+        for agent in manager._agents["util"]:
+            manager._hold(agent, f"echo-{agent.agent_id}")
+        assert "echo" not in manager.organ_full()
+
+    asyncio.run(scenario())
