@@ -56,6 +56,7 @@ def test_the_organism_page_shows_nodes_pending_agents_backlog_and_scaling(
     assert "1.5 / 2" in html  # the head's CPUs, free / total
     assert f"Pending: {REASON}." in html
     assert "min 0 / max 4" in html and "backlog 1" in html
+    assert "fixed size 1" in html  # UTIL has no scaling target to show
     assert "pending placement</span>" in html  # the agent's state
     assert "0 → 1 agents: backlog 1 &gt; capacity 0 (1 per agent)" in html
     assert "num_gpus=1" in html
