@@ -154,41 +154,22 @@ def test_forgotten_dispatchers_and_reaped_tasks_keep_the_totals_from_going_back(
 def test_a_real_dispatcher_persists_what_it_counts(scrape, coordinator_down):
     """The dispatcher loop writes counters and histograms with its heartbeat (fake Coordinator)."""
     queue.enqueue_many([{"type": "echo"} for _ in range(4)])
+    seen = {}
 
-    class Coordinator:
-        async def run_chunks(self, tasks):
-            yield [
-                Outcome.success(task, {"echo": 1}, Routing("fast", None, None, 0.0))
-                for task in tasks
-            ]
+    def outcomes(tasks):
+        return [
+            Outcome.success(task, {"echo": 1}, Routing("fast", None, None, 0.0)) for task in tasks
+        ]
 
-        async def cancel(self, task_id):
+    async def done(dispatcher) -> bool:
+        if dispatcher.stats.completed < 4:
             return False
-
-    async def source():
-        return Coordinator()
-
-    async def waker(timeout):
-        await asyncio.sleep(timeout)
-
-    config = DispatcherConfig(heartbeat_seconds=0.05, poll_seconds=0.02, grace_seconds=1.0)
-    store = QueueStore("solo/1", config)
-    dispatcher = Dispatcher("solo/1", store=store, coordinator=source, waker=waker, config=config)
-
-    async def run():
-        loop = asyncio.create_task(dispatcher.run())
-        while dispatcher.stats.completed < 4:
-            await asyncio.sleep(0.02)
         await asyncio.sleep(0.2)  # a heartbeat after the last write
-        row = await asyncio.to_thread(heartbeat_stats, "solo/1")
-        dispatcher.stop()
-        await loop
-        return row
+        seen["row"] = await asyncio.to_thread(heartbeat_stats, "solo/1")
+        return True
 
-    try:
-        row = asyncio.run(run())
-    finally:
-        store.close()
+    run_solo_dispatcher(outcomes, done)
+    row = seen["row"]
     assert row["counters"]["completed"] == 4 and row["circuit"] == "closed"
     assert row["histograms"]["queue_wait_seconds"]["echo"]["count"] == 4
     # The clean stop folded the row into the totals: nothing is lost.
@@ -254,23 +235,48 @@ def test_attempts_ray_lost_are_counted_by_kind_and_retried_at_once(scrape, coord
     task_id = queue.enqueue(type="echo")["id"]
     where = Placement("ab" * 28, "10.0.0.7", 4242, "cd" * 16, "utility_organ_1")
 
+    def outcomes(tasks):
+        now = time.time()
+        return [
+            Outcome.failure(
+                task,
+                OutcomeStatus.SYSTEM,
+                "system failure (actor_died): agent a_agent_0 failed",
+                run=Run(where, now, now, "[lost: actor_died]"),
+                kind="actor_died",
+            )
+            if task.attempt == 1
+            else Outcome.success(task, 1, Routing("fast", None, None, 0.0), Run(where, now, now))
+            for task in tasks
+        ]
+
+    def counted() -> bool:
+        row = heartbeat_stats("solo/1")
+        return row.get("counters", {}).get("system_failures.actor_died") == 1
+
+    async def done(dispatcher) -> bool:
+        # Until a heartbeat carries the count (the clean stop folds the row into the totals).
+        return dispatcher.stats.completed >= 1 and await asyncio.to_thread(counted)
+
+    dispatcher = run_solo_dispatcher(outcomes, done)
+    task = selectors.get_task(task_id)
+    assert (task["status"], task["attempts"], task["system_failures"]) == ("COMPLETED", 2, 1)
+    assert [(r["attempt"], r["outcome"]) for r in task["runs"]] == [(1, "system"), (2, "completed")]
+    assert dispatcher.stats.retried == 1
+    samples = scrape()
+    lost = samples["seedcore_task_system_failures_total"]
+    assert lost[(("kind", "actor_died"),)] == 1
+    assert lost[(("kind", "out_of_memory"),)] == 0  # every kind is shown, 0 until it happens
+    assert samples["seedcore_tasks_retried_total"][()] == 1
+
+
+def run_solo_dispatcher(outcomes, done) -> Dispatcher:
+    """Run a real dispatcher loop ("solo/1") whose fake Coordinator answers each batch with
+    ``outcomes(tasks)``, until ``await done(dispatcher)``; then stop it cleanly."""
+
     class Coordinator:
         async def run_chunks(self, tasks):
-            now = time.time()
-            yield [
-                Outcome.failure(
-                    task,
-                    OutcomeStatus.SYSTEM,
-                    "system failure (actor_died): agent a_agent_0 failed",
-                    run=Run(where, now, now, "[lost: actor_died]"),
-                    kind="actor_died",
-                )
-                if task.attempt == 1
-                else Outcome.success(
-                    task, 1, Routing("fast", None, None, 0.0), Run(where, now, now)
-                )
-                for task in tasks
-            ]
+            yield outcomes(tasks)
 
         async def cancel(self, task_id):
             return False
@@ -285,14 +291,9 @@ def test_attempts_ray_lost_are_counted_by_kind_and_retried_at_once(scrape, coord
     store = QueueStore("solo/1", config)
     dispatcher = Dispatcher("solo/1", store=store, coordinator=source, waker=waker, config=config)
 
-    def counted() -> bool:
-        row = heartbeat_stats("solo/1")
-        return row.get("counters", {}).get("system_failures.actor_died") == 1
-
     async def run():
         loop = asyncio.create_task(dispatcher.run())
-        # Until a heartbeat carries the count (the clean stop folds the row into the totals).
-        while dispatcher.stats.completed < 1 or not await asyncio.to_thread(counted):
+        while not await done(dispatcher):
             await asyncio.sleep(0.02)
         dispatcher.stop()
         await loop
@@ -301,12 +302,4 @@ def test_attempts_ray_lost_are_counted_by_kind_and_retried_at_once(scrape, coord
         asyncio.run(run())
     finally:
         store.close()
-    task = selectors.get_task(task_id)
-    assert (task["status"], task["attempts"], task["system_failures"]) == ("COMPLETED", 2, 1)
-    assert [(r["attempt"], r["outcome"]) for r in task["runs"]] == [(1, "system"), (2, "completed")]
-    assert dispatcher.stats.retried == 1
-    samples = scrape()
-    lost = samples["seedcore_task_system_failures_total"]
-    assert lost[(("kind", "actor_died"),)] == 1
-    assert lost[(("kind", "out_of_memory"),)] == 0  # every kind is shown, 0 until it happens
-    assert samples["seedcore_tasks_retried_total"][()] == 1
+    return dispatcher
