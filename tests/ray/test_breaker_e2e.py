@@ -65,11 +65,12 @@ def circuits() -> set[str]:
 def test_a_dead_coordinator_opens_the_circuit_and_a_live_one_closes_it(
     booted, client, admin_client, settings
 ):
-    import ray
-
     from organism.ray import actors
+    from organism.ray.clients import kill_and_wait
 
-    ray.kill(actors.get_coordinator())
+    # Dead before the round below pings it: ray.kill alone returns before the actor is gone,
+    # and a ping that still gets through publishes a healthy Coordinator.
+    kill_and_wait(actors.get_coordinator(), actors.COORDINATOR_NAME, booted.options.namespace)
     # One supervisor round sees it and tells the web (without restarting it yet).
     booted.publish(booted.ensure_coordinator())
     first = queue.enqueue(type="echo")["id"]  # wakes the dispatcher, which finds no Coordinator
