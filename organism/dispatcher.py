@@ -7,7 +7,7 @@ Plain asyncio with injected collaborators, so it runs (and is tested) without Ra
 - a *coordinator source* is an async callable returning a :class:`CoordinatorClient` (it looks
   the Coordinator up again after every failure, so a restarted Coordinator is found);
 - a *waker* is an async callable that returns when a task may be claimable (a NOTIFY, see
-  :class:`NotifyWaker`) or after the poll interval, the safety net.
+  :class:`organism.waker.NotifyWaker`) or after the poll interval, the safety net.
 
 It sends TaskPayloads and writes the Outcomes that come back (``organism.messages``);
 ``organism.ray.actors.DispatcherActor`` runs it in a Ray actor.
@@ -19,7 +19,6 @@ progress are written together (micro-batching), so no task waits for the slowest
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import logging
 import os
@@ -61,6 +60,9 @@ class DispatcherConfig:
     # long it stays open before a ping probes the Coordinator again.
     breaker_threshold: int = 5
     breaker_probe_seconds: float = 5.0
+    # How many dispatchers share the queue: each NOTIFY of a new task wakes one of them
+    # (organism.waker).
+    dispatchers: int = 1
 
     @classmethod
     def from_settings(cls, **overrides: Any) -> DispatcherConfig:
@@ -79,6 +81,7 @@ class DispatcherConfig:
             "max_system_retries": settings.SEEDCORE_MAX_SYSTEM_RETRIES,
             "breaker_threshold": settings.SEEDCORE_BREAKER_THRESHOLD,
             "breaker_probe_seconds": settings.SEEDCORE_BREAKER_PROBE_SECONDS,
+            "dispatchers": settings.SEEDCORE_DISPATCHERS,
         }
         values.update(overrides)
         return cls(**values)
@@ -96,7 +99,7 @@ class CoordinatorClient(Protocol):
 
 
 CoordinatorSource = Callable[[], Awaitable[CoordinatorClient]]
-Waker = Callable[[float], Awaitable[None]]
+Waker = Callable[[float], Awaitable[object]]
 
 
 @dataclass
@@ -260,51 +263,6 @@ def _close_thread_connections() -> None:
     from django.db import connections
 
     connections.close_all()
-
-
-class NotifyWaker:
-    """Wake when PostgreSQL announces a claimable task (NOTIFY seedcore_tasks), or a resume
-    (``tasks.queue.WAKE_PAYLOAD``), or on timeout.
-
-    The dispatcher waits with its poll interval as the timeout, so polling remains only as a
-    safety net: for a NOTIFY lost while the listening connection (async psycopg, separate from
-    the queue's connections) was down and being reconnected.
-    """
-
-    def __init__(self, using: str = "default"):
-        self._using = using
-        self._claimable = asyncio.Event()
-        self._listener: asyncio.Task | None = None
-
-    async def __call__(self, timeout: float) -> None:
-        if self._listener is None or self._listener.done():
-            self._listener = asyncio.create_task(self._listen())
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._claimable.wait(), timeout)
-        self._claimable.clear()
-
-    async def _listen(self) -> None:
-        from tasks.queue import NOTIFY_CHANNEL
-        from tasks.sql import listen_forever
-
-        await listen_forever(
-            NOTIFY_CHANNEL,
-            # Tasks queued before LISTEN took effect are found by the next claim.
-            on_listen=self._claimable.set,
-            on_notify=self._notified,
-            using=self._using,
-        )
-
-    def _notified(self, payload: str) -> None:
-        from tasks.queue import WAKE_PAYLOAD
-
-        # A task queued or sent to retry, or the queue's controls loosened (a resume).
-        if payload == WAKE_PAYLOAD or '"QUEUED"' in payload or '"RETRY"' in payload:
-            self._claimable.set()
-
-    def close(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
 
 
 class Dispatcher:

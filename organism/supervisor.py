@@ -19,7 +19,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from django.conf import settings
@@ -220,7 +220,8 @@ class Supervisor:
 
         if not self.dispatchers:
             self.dispatchers.update(actors.existing_dispatchers(self.options.namespace))
-        config = self.options.config
+        # Each dispatcher learns how many share the queue: a NOTIFY wakes one of them.
+        config = replace(self.options.config, dispatchers=self.options.dispatchers)
         for index in range(self.options.dispatchers):
             if index not in self.dispatchers:
                 self.dispatchers[index] = actors.get_or_create_dispatcher(

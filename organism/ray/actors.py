@@ -31,12 +31,13 @@ import ray
 
 from organism.agent import Agent
 from organism.coordinator import Coordinator
-from organism.dispatcher import Dispatcher, DispatcherConfig, NotifyWaker, QueueStore
+from organism.dispatcher import Dispatcher, DispatcherConfig, QueueStore
 from organism.manager import OrganismManager
 from organism.messages import CoordinatorUnavailable, Placement, pack_outcomes, unpack_tasks
 from organism.organ import Organ
 from organism.ray.clients import RayAgentClient, RayCoordinatorClient, RayOrganClient
 from organism.routing import OrganSpec, configured_organs, parse_organs
+from organism.waker import NotifyWaker
 
 logger = logging.getLogger("seedcore.dispatcher")
 
@@ -241,7 +242,7 @@ class DispatcherActor:
             self.config = DispatcherConfig(**config)
         identity = f"{self.name}/{uuid.uuid4().hex[:8]}"
         self._store = QueueStore(identity, self.config)
-        self._waker = NotifyWaker()
+        self._waker = NotifyWaker(index=self.index, peers=self.config.dispatchers)
         self._dispatcher = Dispatcher(
             identity,
             store=self._store,

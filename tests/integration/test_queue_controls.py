@@ -225,7 +225,7 @@ def test_resume_notifies_the_channel_dispatchers_listen_on(test_database_url):
 
 
 def test_the_dispatchers_waker_wakes_on_a_resume():
-    from organism.dispatcher import NotifyWaker
+    from organism.waker import NotifyWaker
 
     waker = NotifyWaker()
     waker._notified(queue.WAKE_PAYLOAD)
