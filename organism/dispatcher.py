@@ -28,6 +28,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 from organism.circuit_breaker import CircuitBreaker, CircuitState
@@ -91,7 +92,10 @@ class DispatcherConfig:
 
 
 class CoordinatorClient(Protocol):
-    """The Coordinator, as a dispatcher sees it (``organism.ray.clients.RayCoordinatorClient``)."""
+    """The Coordinator, as a dispatcher sees it (``organism.ray.clients.RayCoordinatorClient``).
+
+    ``run_chunks`` may be called from the claim thread (it sends the tasks there and then); the
+    iterator it returns is read on the event loop."""
 
     def run_chunks(self, tasks: list[TaskPayload]) -> AsyncIterator[list[Outcome]]: ...
 
@@ -154,17 +158,24 @@ class QueueStore:
 
         return await asyncio.get_running_loop().run_in_executor(executor, run)
 
-    async def claim(self, batch: int) -> list[dict[str, Any]]:
+    async def claim(
+        self, batch: int, then: Callable[[list[dict[str, Any]]], Any] | None = None
+    ) -> tuple[list[dict[str, Any]], Any]:
+        """Claim up to ``batch`` tasks: the rows, and what ``then(rows)`` answered. ``then`` runs
+        in the claim thread as soon as a claim took rows, before the event loop hears of them."""
         from tasks import queue
 
-        return await self._call(
-            self._control,
-            queue.claim,
-            dispatcher=self.identity,
-            batch=batch,
-            lease_seconds=self.config.lease_seconds,
-            durable=False,
-        )
+        def claim_then(*, using: str) -> tuple[list[dict[str, Any]], Any]:
+            rows = queue.claim(
+                dispatcher=self.identity,
+                batch=batch,
+                lease_seconds=self.config.lease_seconds,
+                durable=False,
+                using=using,
+            )
+            return rows, (then(rows) if rows and then is not None else None)
+
+        return await self._call(self._control, claim_then)
 
     async def renew(self, attempts: dict[str, int]) -> dict[str, bool]:
         from tasks import queue
@@ -263,6 +274,20 @@ def _close_thread_connections() -> None:
     from django.db import connections
 
     connections.close_all()
+
+
+def _send(
+    coordinator: CoordinatorClient, rows: list[dict[str, Any]]
+) -> tuple[list[TaskPayload], AsyncIterator[list[Outcome]] | Exception]:
+    """Run in the claim thread the moment a claim returns: the claimed tasks go to the
+    Coordinator from there, rather than after a hop back to the event loop (0.2–0.3 ms of a
+    4 ms start at low load). It makes and sends the message only; the dispatcher's own state
+    stays the event loop's, which records the attempts before it reads any outcome."""
+    tasks = [TaskPayload.from_claim(row) for row in rows]
+    try:
+        return tasks, coordinator.run_chunks(tasks)
+    except Exception as exc:  # not even sent: the batch fails as a failed call would
+        return tasks, exc
 
 
 class Dispatcher:
@@ -375,7 +400,7 @@ class Dispatcher:
                 await self._until_stopping(asyncio.sleep(self.config.poll_seconds), None)
                 continue
             try:
-                rows = await self.store.claim(wanted)
+                rows, sent = await self.store.claim(wanted, partial(_send, coordinator))
             except Exception:
                 logger.exception("%s: claim failed", self.identity)
                 await self._until_stopping(asyncio.sleep(self.config.poll_seconds), None)
@@ -383,15 +408,13 @@ class Dispatcher:
             self.sizer.claimed(wanted, len(rows))
             if rows:
                 self.stats.claimed += len(rows)
-                tasks = []
-                for row in rows:
-                    task = TaskPayload.from_claim(row)
-                    tasks.append(task)
+                tasks, chunks = sent
+                for row, task in zip(rows, tasks, strict=True):
                     self._in_flight[task.id] = _Attempt(task.id, task.attempt, type=task.type)
                     wait = queue_wait_seconds(row)
                     if wait is not None:
                         self.histograms.observe("queue_wait_seconds", task.type, wait)
-                batch = asyncio.create_task(self._run_batch(coordinator, tasks))
+                batch = asyncio.create_task(self._run_batch(coordinator, tasks, chunks))
                 self._batches.add(batch)
                 batch.add_done_callback(self._batches.discard)
             if len(rows) < wanted:
@@ -435,10 +458,17 @@ class Dispatcher:
                 self.breaker.probe_seconds,
             )
 
-    async def _run_batch(self, coordinator: CoordinatorClient, tasks: list[TaskPayload]) -> None:
+    async def _run_batch(
+        self,
+        coordinator: CoordinatorClient,
+        tasks: list[TaskPayload],
+        chunks: AsyncIterator[list[Outcome]] | Exception,
+    ) -> None:
         pending = {task.id: task for task in tasks}
         try:
-            async for chunk in coordinator.run_chunks(tasks):
+            if isinstance(chunks, Exception):
+                raise chunks
+            async for chunk in chunks:
                 for outcome in chunk:
                     if pending.pop(outcome.task_id, None) is not None:
                         self._outcomes.put_nowait(outcome)

@@ -135,11 +135,19 @@ class RayCoordinatorClient:
     def __init__(self, handle: Any):
         self.handle = handle
 
-    async def run_chunks(self, tasks: list[TaskPayload]) -> AsyncIterator[list[Outcome]]:
-        # Chunks, not one Ray object per outcome: a message per task caps throughput near
-        # 1,000 tasks/s; outcomes finished together travel together.
+    def run_chunks(self, tasks: list[TaskPayload]) -> AsyncIterator[list[Outcome]]:
+        """Send ``tasks`` now (from any thread: the dispatcher sends from its claim thread);
+        iterate the answer on the event loop for their outcomes, in chunks.
+
+        Chunks, not one Ray object per outcome: a message per task caps throughput near
+        1,000 tasks/s; outcomes finished together travel together."""
         with translated("the Coordinator", CoordinatorUnavailable):
-            async for ref in self.handle.run_chunks.remote(pack_tasks(tasks)):
+            refs = self.handle.run_chunks.remote(pack_tasks(tasks))
+        return self._chunks(refs)
+
+    async def _chunks(self, refs: Any) -> AsyncIterator[list[Outcome]]:
+        with translated("the Coordinator", CoordinatorUnavailable):
+            async for ref in refs:
                 yield unpack_outcomes(await ref)
 
     async def cancel(self, task_id: str) -> bool:

@@ -25,7 +25,7 @@ def test_claims_reuse_one_connection_and_a_dropped_one_is_replaced():
         return asyncio.run(store._call(store._control, backend_pid))
 
     def claim() -> list:
-        return asyncio.run(store.claim(5))
+        return asyncio.run(store.claim(5))[0]
 
     try:
         first = pid()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from datetime import UTC, datetime
 
@@ -214,6 +215,24 @@ def test_a_dead_coordinator_sends_the_tasks_to_retry_and_the_loop_goes_on():
     assert sorted(r["status"] for r in rows) == ["COMPLETED", "RETRY", "RETRY"]
     assert {r["error"] for r in rows if r["status"] == "RETRY"} == {COORDINATOR_UNAVAILABLE}
     assert dispatcher.stats.coordinator_errors == 1
+
+
+class UnsendableCoordinator(FakeCoordinator):
+    """The call cannot even be sent (the claim thread sends it, before the loop sees it)."""
+
+    def run_chunks(self, tasks: list[TaskPayload]):
+        self.sent_from = threading.current_thread().name
+        raise ConnectionError("actor handle gone")
+
+
+def test_a_batch_that_cannot_be_sent_goes_to_retry_from_the_claim_thread():
+    ids = queue.enqueue_many([{"type": "echo"} for _ in range(2)])
+    coordinator = UnsendableCoordinator()
+    dispatcher = make_dispatcher(coordinator, config=_with(backoff_seconds=60.0))
+    asyncio.run(run_until(dispatcher, lambda: set(statuses(ids)) == {"RETRY"}))
+    assert coordinator.sent_from.startswith("seedcore-claim")
+    assert {selectors.get_task(task_id)["error"] for task_id in ids} == {COORDINATOR_UNAVAILABLE}
+    assert dispatcher.stats.coordinator_errors >= 1
 
 
 def test_a_missing_coordinator_claims_nothing_and_never_kills_the_loop():
