@@ -13,6 +13,7 @@ from tasks.sql import fetch
 pytestmark = pytest.mark.django_db(transaction=True)
 
 CLAIM_START = queue.claim_statement()[:40]
+ENQUEUE_START = queue._ENQUEUE_SQL[:40]
 
 
 def prepared() -> list[str]:
@@ -20,7 +21,7 @@ def prepared() -> list[str]:
     return [row["statement"] for row in rows]
 
 
-def test_the_claim_is_prepared_on_first_use_and_orm_queries_are_not():
+def test_the_claim_and_the_insert_are_prepared_on_first_use_and_orm_queries_are_not():
     connection.close()
     for _ in range(3):
         queue.enqueue(type="echo")
@@ -28,6 +29,7 @@ def test_the_claim_is_prepared_on_first_use_and_orm_queries_are_not():
         list(Task.objects.filter(type="echo"))
     statements = prepared()
     assert [text for text in statements if text.startswith(CLAIM_START)] != []
+    assert [text for text in statements if text.startswith(ENQUEUE_START)] != []
     assert not [text for text in statements if 'FROM "tasks"' in text]
 
 
