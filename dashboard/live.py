@@ -124,13 +124,13 @@ class Coalescer:
 
 
 def parse_notify_payload(payload: str) -> list[tuple[str, str]]:
-    """The (id, status) pairs of one ``seedcore_tasks`` NOTIFY payload ([[id, status, type]…])."""
-    try:
-        rows = json.loads(payload)
-        return [(str(row[0]), str(row[1])) for row in rows]
-    except (ValueError, TypeError, IndexError, KeyError):
+    """The (id, status) pairs of one ``seedcore_tasks`` NOTIFY payload; none, logged, for a
+    malformed one."""
+    changes = queue.parse_notify_payload(payload)
+    if changes is None:
         log.warning("ignoring a malformed %s payload: %.200s", queue.NOTIFY_CHANNEL, payload)
         return []
+    return changes
 
 
 def tasks_message(batch: Batch) -> dict[str, str]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 
 FALLBACK_SECONDS = 0.05
 # A dispatcher that knows of this many tasks it did not claim is behind a backlog: it claims
@@ -29,20 +28,6 @@ def owner(task_id: str, peers: int) -> int:
     """The index (0 … peers-1) of the dispatcher that claims ``task_id`` first. Task ids are
     random UUIDs, so their last hex digits share the tasks out evenly."""
     return int(task_id[-8:], 16) % peers
-
-
-def _changes(payload: str) -> list[tuple[str, str]] | None:
-    """``[[id, status, type], …]`` as sent by the tasks table's triggers, as (id, status)
-    pairs; None for anything else."""
-    try:
-        items = json.loads(payload)
-    except ValueError:
-        return None
-    if not isinstance(items, list) or not all(
-        isinstance(item, list) and len(item) >= 2 for item in items
-    ):
-        return None
-    return [(str(item[0]), str(item[1])) for item in items]
 
 
 class NotifyWaker:
@@ -96,7 +81,7 @@ class NotifyWaker:
         )
 
     def _notified(self, payload: str) -> None:
-        from tasks.queue import WAKE_PAYLOAD
+        from tasks.queue import WAKE_PAYLOAD, parse_notify_payload
 
         if payload == WAKE_PAYLOAD:  # the queue's controls loosened (a resume)
             self._claimable.set()
@@ -106,7 +91,7 @@ class NotifyWaker:
         if self._peers == 1:
             self._claimable.set()
             return
-        changes = _changes(payload)
+        changes = parse_notify_payload(payload)
         if changes is None:
             self._claimable.set()  # not the triggers' format: look rather than miss a task
             return
@@ -126,10 +111,8 @@ class NotifyWaker:
         if len(self._others) > MAX_TRACKED:
             self._others.clear()
             self._claimable.set()
-        if self._others and self._fallback_timer is None:
-            self._fallback_timer = asyncio.get_running_loop().call_at(
-                next(iter(self._others.values())), self._fallback_due
-            )
+        if self._fallback_timer is None:
+            self._schedule_fallback()
 
     def _fallback_due(self) -> None:
         self._fallback_timer = None
@@ -139,6 +122,9 @@ class NotifyWaker:
             del self._others[task_id]
         if overdue:
             self._claimable.set()  # unclaimed by the dispatcher each fell to: claim them here
+        self._schedule_fallback()
+
+    def _schedule_fallback(self) -> None:
         if self._others:
             self._fallback_timer = asyncio.get_running_loop().call_at(
                 min(self._others.values()), self._fallback_due

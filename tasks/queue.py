@@ -1075,9 +1075,23 @@ def _forget_idle_control(key: str, *, using: str) -> None:
     execute(f"DELETE FROM queue_controls WHERE type = %s AND {_IDLE_CONTROL}", [key], using=using)
 
 
-# The payload dispatchers wake on (organism.dispatcher.NotifyWaker) that names no task: the
+# The payload dispatchers wake on (organism.waker.NotifyWaker) that names no task: the
 # dashboard's relay reads it as "no task changed".
 WAKE_PAYLOAD = "[]"
+
+
+def parse_notify_payload(payload: str) -> list[tuple[str, str]] | None:
+    """The (id, status) pairs of a ``NOTIFY_CHANNEL`` payload, ``[[id, status, type], …]`` as
+    the tasks table's triggers send it; None for a payload in any other shape."""
+    try:
+        items = json.loads(payload)
+    except ValueError:
+        return None
+    if not isinstance(items, list) or not all(
+        isinstance(item, list) and len(item) >= 2 for item in items
+    ):
+        return None
+    return [(str(item[0]), str(item[1])) for item in items]
 
 
 def _wake_dispatchers(*, using: str) -> None:
@@ -1142,6 +1156,7 @@ def prune_expired(policy: RetentionPolicy, *, using: str = DEFAULT_DB_ALIAS) -> 
 
 __all__ = [
     "NOTIFY_CHANNEL",
+    "parse_notify_payload",
     "STALE",
     "OPERATOR_ACTIONS",
     "RUN_FIELDS",
