@@ -8,12 +8,17 @@
   dispatchers are otherwise idle; each handler records when it started (``time.time()`` in the
   agent), so the figure is enqueue → handler start (NOTIFY, claim, Coordinator, agent), not the
   claim. The insert time is PostgreSQL's clock: both clocks are this machine's on a local run.
+- **Where a start goes**: a bare listener hears each probe's NOTIFY as the dispatchers do, which
+  splits a start into PostgreSQL's part (insert, durable commit, NOTIFY), the claim, and
+  Ray's part (dispatcher → Coordinator → agent); and a bare actor, called at the same rate,
+  gives what one Ray actor call costs this machine with nothing of SeedCore's in it.
 - **CPU per task**: CPU seconds of each group of processes (PostgreSQL backends, dispatcher,
   Coordinator, organ and agent actors, the rest of Ray) read before and after the drain.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 import os
@@ -88,6 +93,7 @@ class Latency:
     p99: float
     max: float
     claim_p50: float = math.nan  # enqueue → claimed (the part the database's clock sees)
+    notify_p50: float = math.nan  # enqueue → NOTIFY heard by a bare listener
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -329,20 +335,23 @@ def _release(types: list[str]) -> datetime:
 def start_latency(tag: str, count: int, rate: float, *, timeout: float = 60.0) -> Latency:
     """Insert ``count`` probe tasks ``1/rate`` s apart; enqueue → handler start in ms."""
     gap = 1.0 / rate
-    next_at = time.monotonic()
-    for i in range(count):
-        queue.enqueue(type="probe", params={"i": i}, description=tag)
-        next_at += gap
-        time.sleep(max(0.0, next_at - time.monotonic()))
-    wait_until_finished(tag, timeout=timeout)
+    with NotifyClock() as notifies:
+        next_at = time.monotonic()
+        for i in range(count):
+            queue.enqueue(type="probe", params={"i": i}, description=tag)
+            next_at += gap
+            time.sleep(max(0.0, next_at - time.monotonic()))
+        wait_until_finished(tag, timeout=timeout)
     rows = Task.objects.filter(description=tag, status=Status.COMPLETED).values_list(
-        "created_at", "locked_at", "result"
+        "id", "created_at", "locked_at", "result"
     )
-    waits, claims = [], []
-    for created_at, locked_at, result in rows:
+    waits, claims, heard = [], [], []
+    for task_id, created_at, locked_at, result in rows:
         if isinstance(result, dict) and isinstance(result.get("output"), dict):
             waits.append((result["output"]["started_at"] - created_at.timestamp()) * 1000)
             claims.append((locked_at - created_at).total_seconds() * 1000)
+            if str(task_id) in notifies.heard:
+                heard.append((notifies.heard[str(task_id)] - created_at.timestamp()) * 1000)
     if not waits:
         return Latency(count, 0, math.nan, math.nan, math.nan, math.nan)
     return Latency(
@@ -353,7 +362,72 @@ def start_latency(tag: str, count: int, rate: float, *, timeout: float = 60.0) -
         percentile(waits, 0.99),
         max(waits),
         statistics.median(claims),
+        statistics.median(heard) if heard else math.nan,
     )
+
+
+class NotifyClock:
+    """When each task's NOTIFY as QUEUED reaches a bare listener (``time.time()``, by id):
+    a listener of its own, on a thread of its own, beside the dispatchers' listeners, so the
+    PostgreSQL part of a start is measured as a dispatcher hears it."""
+
+    def __init__(self) -> None:
+        self.heard: dict[str, float] = {}
+        self._listening = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = threading.Thread(target=self._run, name="notify-clock", daemon=True)
+
+    def __enter__(self) -> NotifyClock:
+        self._thread.start()
+        if not self._listening.wait(10):
+            raise RuntimeError("the NOTIFY clock could not LISTEN")
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._stop)
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        from tasks.queue import NOTIFY_CHANNEL
+        from tasks.sql import listen_forever
+
+        self._loop = asyncio.new_event_loop()
+        self._listener = self._loop.create_task(
+            listen_forever(NOTIFY_CHANNEL, on_listen=self._listening.set, on_notify=self._notified)
+        )
+        with contextlib.suppress(asyncio.CancelledError):
+            self._loop.run_until_complete(self._listener)
+        self._loop.close()
+
+    def _stop(self) -> None:
+        self._listener.cancel()
+
+    def _notified(self, payload: str) -> None:
+        now = time.time()
+        for task_id, status in queue.parse_notify_payload(payload) or []:
+            if status == Status.QUEUED:
+                self.heard.setdefault(task_id, now)
+
+
+def ray_call_latency(count: int, rate: float) -> float:
+    """p50 ms of a bare Ray actor call, one way (the call → the method's start), made
+    ``1/rate`` s apart as the probes are: what this machine charges for each of the two actor
+    calls in a start (dispatcher → Coordinator → agent), with nothing of SeedCore's in it."""
+    import ray
+
+    from organism.ray.actors import create_clock
+
+    clock = create_clock()
+    try:
+        ray.get(clock.since.remote(time.time()))  # placed and warm before anything is timed
+        ways = []
+        for _ in range(count):
+            time.sleep(1.0 / rate)
+            ways.append(ray.get(clock.since.remote(time.time())) * 1000)
+        return statistics.median(ways)
+    finally:
+        ray.kill(clock)
 
 
 def forget(tag_prefix: str) -> int:

@@ -23,6 +23,7 @@ import asyncio
 import gc
 import logging
 import os
+import time
 import uuid
 from functools import cache
 from typing import Any
@@ -292,6 +293,14 @@ def placement(organ_id: str) -> Placement:
     )
 
 
+class ClockActor:
+    """benchdispatch's bare actor: an async actor, as the Coordinator and agents are, whose
+    one method says how long its call took to start it."""
+
+    async def since(self, sent: float) -> float:
+        return time.time() - sent
+
+
 # ---------------------------------------------------------------------------------------------
 # Creating actors: every .options() is here
 
@@ -346,6 +355,11 @@ def get_or_create_coordinator(
         num_cpus=0.1,
         max_concurrency=COORDINATOR_MAX_CONCURRENCY,
     )
+
+
+def create_clock() -> Any:
+    """A :class:`ClockActor`, owned by the caller (it ends with the caller's Ray session)."""
+    return _remote(ClockActor).options(num_cpus=0).remote()
 
 
 async def create_organ(spec: OrganSpec, *, namespace: str, default_timeout: float):

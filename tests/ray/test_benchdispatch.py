@@ -27,4 +27,9 @@ def test_benchdispatch_measures_a_released_backlog_and_handler_starts(ray_cluste
     assert all(int(cpu[group]) > 0 for group in ("PostgreSQL", "dispatchers", "agents")), text
     latency = re.search(r"start latency: (\d+)/20 probe tasks .* p50 ([\d.]+) ms", text)
     assert latency and int(latency.group(1)) == 20 and float(latency.group(2)) > 0, text
+    # The bare listener heard the probes' NOTIFYs, before their handlers started.
+    heard = re.search(r"enqueue → NOTIFY ([\d.]+) ms", text)
+    assert heard and 0 < float(heard.group(1)) < float(latency.group(2)), text
+    call = re.search(r"a bare Ray actor call on this machine, .*: ([\d.]+) ms p50", text)
+    assert call and float(call.group(1)) > 0, text
     assert not Task.objects.filter(description__startswith="benchdispatch").exists()

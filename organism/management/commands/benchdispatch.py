@@ -182,3 +182,15 @@ class Command(BaseCommand):
             f"p99 {result.p99:.1f} ms, max {result.max:.1f} ms (of which enqueue → claim p50 "
             f"{result.claim_p50:.1f} ms)"
         )
+        call = bench.ray_call_latency(min(count, 200), rate)
+        self.stdout.write(
+            f"  where a start goes (p50): enqueue → NOTIFY {result.notify_p50:.1f} ms "
+            f"(PostgreSQL: insert, durable commit, NOTIFY); → claim "
+            f"{result.claim_p50 - result.notify_p50:.1f} ms; claim → handler start "
+            f"{result.p50 - result.claim_p50:.1f} ms (two Ray actor calls: dispatcher → "
+            f"Coordinator → agent)"
+        )
+        self.stdout.write(
+            f"  a bare Ray actor call on this machine, at the same rate: {call:.1f} ms p50 "
+            "from the call to the method's start"
+        )
