@@ -61,6 +61,14 @@ def test_claim_takes_highest_priority_first_then_oldest():
     assert queue.claim(dispatcher="d1", batch=1) == []
 
 
+def test_a_batch_comes_back_in_claim_order():
+    # Many ids, so their key order would almost surely differ from the claim order.
+    ids = [queue.enqueue(type="a", priority=n % 3)["id"] for n in range(30)]
+    by_priority = sorted(range(30), key=lambda n: (-(n % 3), n))
+    claimed = queue.claim(dispatcher="d1", batch=30)
+    assert [row["id"] for row in claimed] == [ids[n] for n in by_priority]
+
+
 def test_a_task_whose_run_after_is_in_the_future_is_not_claimable():
     later = queue.enqueue(type="later", run_after=datetime.now(UTC) + timedelta(hours=1))
     due = queue.enqueue(type="due", run_after=datetime.now(UTC) - timedelta(seconds=1))
