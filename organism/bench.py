@@ -366,6 +366,10 @@ def start_latency(tag: str, count: int, rate: float, *, timeout: float = 60.0) -
     )
 
 
+class NotListening(RuntimeError):
+    """The benchmark's own listener could not LISTEN."""
+
+
 class NotifyClock:
     """When each task's NOTIFY as QUEUED reaches a bare listener (``time.time()``, by id):
     a listener of its own, on a thread of its own, beside the dispatchers' listeners, so the
@@ -380,7 +384,11 @@ class NotifyClock:
     def __enter__(self) -> NotifyClock:
         self._thread.start()
         if not self._listening.wait(10):
-            raise RuntimeError("the NOTIFY clock could not LISTEN")
+            self.__exit__(None, None, None)
+            raise NotListening(
+                "benchdispatch could not LISTEN for its probes' NOTIFYs within 10 s; "
+                "is the database reachable?"
+            )
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -173,7 +173,10 @@ class Command(BaseCommand):
 
     def latency(self, run: str, options: dict) -> None:
         count, rate = options["latency_tasks"], options["rate"]
-        result = bench.start_latency(f"{run}-latency", count, rate)
+        try:
+            result = bench.start_latency(f"{run}-latency", count, rate)
+        except bench.NotListening as exc:
+            raise CommandError(str(exc)) from None
         if result.started < 2:
             raise CommandError("the latency tasks did not start; is the Coordinator healthy?")
         self.stdout.write(
