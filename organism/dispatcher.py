@@ -149,14 +149,11 @@ class QueueStore:
         def run():
             from django.db import connections
 
-            from tasks import queue
-
             connection = connections[self.using]
             if connection.errors_occurred:
                 # Only then: with health checks on, Django's check would cost every claim and
                 # write a round trip of its own (SELECT 1).
                 connection.close_if_unusable_or_obsolete()
-            queue.plan_by_index(using=self.using)
             return fn(using=self.using, **kwargs)
 
         return await asyncio.get_running_loop().run_in_executor(executor, run)

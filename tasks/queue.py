@@ -345,31 +345,11 @@ def claim(
 
 
 def _commit_without_waiting(connection, *, using: str) -> None:
-    _set_for_session(connection, "synchronous_commit", "off", using=using)
-
-
-def plan_by_index(*, using: str = DEFAULT_DB_ALIAS) -> None:
-    """Make this connection's statements reach rows through indexes whatever the planner's
-    statistics say (``enable_seqscan = off`` for its session): for a dispatcher's connections,
-    which live for days with the hot statements prepared.
-
-    PostgreSQL keeps a prepared statement's generic plan until an ANALYZE of the table
-    invalidates it. One made while the table was small reads the whole table to update the
-    claimed rows, and it stays on a server without autovacuum, or while a queue grows from
-    empty to a million rows between two autovacuum rounds: a 1,000,000-task backlog drained
-    at 2,450 tasks/s, PostgreSQL spending 423 µs per task. Only the dispatchers' own sessions
-    are set: the web's queries keep the planner's every choice.
-    """
-    _set_for_session(connections[using], "enable_seqscan", "off", using=using)
-
-
-def _set_for_session(connection, name: str, value: str, *, using: str) -> None:
-    # Once per database session: a reconnect starts a session with the server's defaults.
+    # Once per database session: a reconnect starts a session with the server's default.
     connection.ensure_connection()
-    done = connection.__dict__.setdefault("_seedcore_session_settings", {})
-    if done.get(name) is not connection.connection:
-        execute(f"SET {name} = {value}", using=using)
-        done[name] = connection.connection
+    if getattr(connection, "_seedcore_commits_async", None) is not connection.connection:
+        execute("SET synchronous_commit = off", using=using)
+        connection._seedcore_commits_async = connection.connection
 
 
 def claim_statement() -> str:
