@@ -383,8 +383,8 @@ _CAPPED_TYPES_EXIST = (
 # The picked rows are then updated through one primary key scan for all their ids, never a
 # join with picked: once prepared, the statement may run a generic plan, which cannot know
 # the LIMIT and guesses a tenth of the claimable rows, and with a join it then hashed picked
-# against a read of the whole table, on every claim (a 1,000,000-task backlog drained at
-# 2,900 tasks/s). An array of ids is looked up by the index whatever its guessed size.
+# against a read of the whole table. An array of ids is looked up by the index whatever its
+# guessed size (and the claim cost PostgreSQL 33 µs of CPU per task rather than 44).
 _CLAIM_SQL = (
     f"WITH picked AS (SELECT id FROM tasks WHERE status IN {_sql_list(CLAIMABLE_STATUSES)} "
     "AND (run_after IS NULL OR run_after <= now()) "

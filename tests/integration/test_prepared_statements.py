@@ -48,19 +48,13 @@ def test_prepare_threshold_none_in_the_database_options_turns_preparing_off():
         connection.close()
 
 
-def _scans_of_tasks(plan: dict) -> list[str]:
-    found = [plan["Node Type"]] if plan.get("Relation Name") == "tasks" else []
-    for child in plan.get("Plans", []):
-        found += _scans_of_tasks(child)
-    return found
-
-
 def test_the_claims_generic_plan_never_reads_the_whole_table():
     # Prepared, the claim may run a generic plan, which cannot know its LIMIT and guesses a
-    # tenth of the claimable rows: it must still reach each claimed row by its key, or every
-    # claim reads the whole table (a million-task backlog then drained at 2,900 tasks/s).
-    import json
+    # tenth of the claimable rows: it must still reach each claimed row by its key, not hash
+    # the picked rows against a read of the whole table.
     import re
+
+    from tests.plans import root, tasks_nodes
 
     queue.enqueue_many([{"type": "echo"}] * 5000)
     with connection.cursor() as cursor:
@@ -71,10 +65,9 @@ def test_the_claims_generic_plan_never_reads_the_whole_table():
         try:
             cursor.execute("SET plan_cache_mode = force_generic_plan")
             cursor.execute("EXPLAIN (FORMAT JSON) EXECUTE generic_claim(50, 'd', 90)")
-            plan = cursor.fetchone()[0]
+            plan = root(cursor.fetchone()[0])
         finally:
             cursor.execute("RESET plan_cache_mode")
             cursor.execute("DEALLOCATE generic_claim")
-    plan = json.loads(plan) if isinstance(plan, str) else plan
-    scans = _scans_of_tasks(plan[0]["Plan"])
+    scans = [node["Node Type"] for node in tasks_nodes(plan)]
     assert scans and "Seq Scan" not in scans, scans

@@ -310,22 +310,12 @@ def test_error_history_keeps_only_its_newest_entries_through_run_now():
     ]
 
 
-def _scans_of_tasks(plan: dict) -> list[tuple[str, str | None]]:
-    """(node type, index) of every scan of the tasks table in an EXPLAIN (FORMAT JSON) plan."""
-    return [(node["Node Type"], node.get("Index Name")) for node in _tasks_nodes(plan)]
-
-
-def _tasks_nodes(plan: dict) -> list[dict]:
-    found = [plan] if plan.get("Relation Name") == "tasks" else []
-    for child in plan.get("Plans", []):
-        found += _tasks_nodes(child)
-    return found
-
-
 def test_a_batch_completion_finds_its_rows_by_primary_key_whatever_else_runs():
     # Many other RUNNING rows (another dispatcher's, and statistics that say there are few):
     # the write must not read them, or a burst's writes cost more the further it goes.
     import json
+
+    from tests.plans import root, tasks_nodes
 
     queue.enqueue_many([{"type": "echo"}] * 300)
     queue.claim(dispatcher="other", batch=290)
@@ -333,16 +323,14 @@ def test_a_batch_completion_finds_its_rows_by_primary_key_whatever_else_runs():
     done = json.dumps([[row["id"], row["attempts"], {"output": 1}] for row in mine])
     with connection.cursor() as cursor:
         cursor.execute("EXPLAIN (FORMAT JSON) " + queue.complete_many_statement(), [done, "me"])
-        plan = cursor.fetchone()[0]
-    plan = json.loads(plan) if isinstance(plan, str) else plan
-    scans = _scans_of_tasks(plan[0]["Plan"])
+        nodes = tasks_nodes(root(cursor.fetchone()[0]))
+    scans = [(node["Node Type"], node.get("Index Name")) for node in nodes]
     # By primary key (or, in a table this small, a plain read of it): never an index whose
     # cost depends on how many rows the planner believes are RUNNING.
     assert ("Index Scan", "tasks_pkey") in scans or ("Bitmap Index Scan", "tasks_pkey") in scans
     assert all(index in (None, "tasks_pkey") for _, index in scans), scans
     # One id per lookup: an array of the batch's ids in a lookup's condition is sorted again
     # for every row, which made a 400-row write a third slower.
-    nodes = _tasks_nodes(plan[0]["Plan"])
     conditions = [node.get(key, "") for node in nodes for key in ("Index Cond", "Filter")]
     assert not any("ANY" in condition for condition in conditions), conditions
     written = queue.complete_many(
